@@ -1,0 +1,42 @@
+"""``python -m producer``: parse the configuration, set up logging, run until a signal stops us."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from producer.config import ProducerConfig, load_config
+from producer.errors import ProducerError
+from producer.service import Producer, install_signal_handlers
+
+log = logging.getLogger("producer")
+
+
+async def _main(config: ProducerConfig) -> int:
+    producer = Producer(config)
+    install_signal_handlers(producer)
+    return await producer.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ProducerError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    log.info(
+        "publishing to stream %r at %s from source %r (%s), every %.1fs%s",
+        config.stream, config.redis_url.split("@")[-1], config.source,
+        f"{len(config.watchlist)} addresses" if config.source == "fills" else ",".join(config.coins),
+        config.poll_interval, " once" if config.once else "",
+    )
+    try:
+        return asyncio.run(_main(config))
+    except ProducerError as exc:
+        log.error("%s", exc)
+        return 1

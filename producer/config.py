@@ -1,0 +1,180 @@
+"""The producer's one configuration object, built once from the environment and the command line.
+
+Every setting has an environment variable (for containers) and a flag (for people); a flag wins over the
+variable, the variable over the default. ``--help`` prints each with its variable and default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from producer.client import MAINNET_API_URL
+from producer.errors import ConfigError
+
+SourceName = Literal["fills", "trades"]
+
+HLP = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
+HLP_STRATEGY_A = "0x010461c14e146ac35fe42271bdc1134ee31c703a"
+HLP_STRATEGY_B = "0x31ca8395cf837de08b24da3f660e77761dfb974b"
+HLP_STRATEGY_X = "0x469f690213c467c39a23efacfd2816896009d7d8"
+HLP_LIQUIDATOR = "0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"
+HLP_LIQUIDATOR_2 = "0xb0a55f13d22f66e6d495ac98113841b2326e9540"
+HLP_LIQUIDATOR_3 = "0x5e177e5e39c0f4e421f5865a6d8beed8d921cb70"
+HLP_LIQUIDATOR_4 = "0x2ed5c4484ea3ff8b57d5f2fb152a40d9f2b68308"
+LIQUIDATOR_VAULT = "0x63c621a33714ec48660e32f2374895c8026a3a00"
+
+LIQUIDATOR_VAULTS: tuple[str, ...] = (
+    HLP_LIQUIDATOR,
+    HLP_LIQUIDATOR_2,
+    HLP_LIQUIDATOR_3,
+    HLP_LIQUIDATOR_4,
+    LIQUIDATOR_VAULT,
+)
+"""Vaults that take positions over in backstop liquidations (mainnet)."""
+
+PROTOCOL_VAULTS: tuple[str, ...] = (HLP, HLP_STRATEGY_A, HLP_STRATEGY_B, HLP_STRATEGY_X, *LIQUIDATOR_VAULTS)
+"""The default watchlist: every protocol vault on mainnet. Users add market makers to see market liquidations."""
+
+DEFAULT_COINS: tuple[str, ...] = ("BTC", "ETH", "SOL")
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _addresses(value: str) -> tuple[str, ...]:
+    addresses = tuple(a.lower() for a in _csv(value))
+    for address in addresses:
+        if len(address) != 42 or not address.startswith("0x") or not all(c in "0123456789abcdef" for c in address[2:]):
+            raise ValueError(f"{address!r} is not an address (0x and 40 hex digits)")
+    return addresses
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _source(value: str) -> SourceName:
+    if value not in ("fills", "trades"):
+        raise ValueError("must be 'fills' or 'trades'")
+    return value  # type: ignore[return-value]
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its environment variable, how to parse it, its default and what it means."""
+
+    name: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("redis_url", "--redis-url", "REDIS_URL", str, "redis://localhost:6379/0",
+           "Redis to publish to; rediss:// for TLS, redis://user:password@host for ACLs."),
+    Option("api_url", "--api-url", "HL_API_URL", str, MAINNET_API_URL,
+           "Hyperliquid API base (testnet: https://api.hyperliquid-testnet.xyz)."),
+    Option("source", "--source", "HL_SOURCE", _source, "fills",
+           "fills: watched addresses' fills (exact); trades: the seed's recentTrades heuristic."),
+    Option("watchlist", "--watchlist", "HL_WATCHLIST", _addresses, ",".join(PROTOCOL_VAULTS),
+           "Comma-separated addresses whose fills are polled (default: the protocol vaults)."),
+    Option("coins", "--coins", "HL_COINS", _csv, ",".join(DEFAULT_COINS),
+           "Comma-separated coins for the trades source."),
+    Option("poll_interval", "--interval", "HL_POLL_INTERVAL", _positive_float, "10",
+           "Seconds between polls; stretched when the weight budget needs it."),
+    Option("lookback", "--lookback", "HL_LOOKBACK", _positive_float, "3600",
+           "Seconds of history read for an address with no watermark yet (first start)."),
+    Option("weight_per_minute", "--weight-per-minute", "HL_WEIGHT_PER_MINUTE", _positive_float, "1000",
+           "Request weight per minute this producer may use (the exchange allows 1200 per IP)."),
+    Option("http_timeout", "--http-timeout", "HL_HTTP_TIMEOUT", _positive_float, "10",
+           "Seconds before one API request is abandoned and retried."),
+    Option("http_attempts", "--http-attempts", "HL_HTTP_ATTEMPTS", _positive_int, "5",
+           "Attempts per API request on 429, 5xx, timeouts and connection errors."),
+    Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
+    Option("maxlen", "--maxlen", "LIQ_STREAM_MAXLEN", _positive_int, "100000",
+           "Approximate cap on the stream's length (XADD MAXLEN ~)."),
+    Option("dedup_ttl", "--dedup-ttl", "LIQ_DEDUP_TTL", _positive_int, "604800",
+           "Seconds a published event's key is remembered; longer than any re-read window."),
+    Option("max_pending", "--max-pending", "LIQ_MAX_PENDING", _positive_int, "100000",
+           "Events held in memory while Redis is unreachable; at the cap polling pauses, nothing is dropped."),
+    Option("log_level", "--log-level", "LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    redis_url: str = "redis://localhost:6379/0"
+    api_url: str = MAINNET_API_URL
+    source: SourceName = "fills"
+    watchlist: tuple[str, ...] = PROTOCOL_VAULTS
+    coins: tuple[str, ...] = DEFAULT_COINS
+    poll_interval: float = 10.0
+    lookback: float = 3600.0
+    weight_per_minute: float = 1000.0
+    http_timeout: float = 10.0
+    http_attempts: int = 5
+    stream: str = "hyperliquid:liquidations"
+    maxlen: int = 100_000
+    dedup_ttl: int = 604_800
+    max_pending: int = 100_000
+    log_level: str = "INFO"
+    once: bool = False
+    liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m producer",
+        description=(
+            "Find Hyperliquid liquidations and publish each one, exactly once, to a Redis stream. "
+            "Every option can also be set by the environment variable named in brackets; a flag wins."
+        ),
+    )
+    for opt in OPTIONS:
+        parser.add_argument(opt.flag, dest=opt.name, metavar=opt.env, default=None,
+                            help=f"{opt.help} [{opt.env}] (default: {opt.default})")
+    parser.add_argument("--once", action="store_true", help="Poll once, publish, and exit (for cron).")
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ProducerConfig:
+    """Flags over environment over defaults; raises :class:`ConfigError` naming the flag and variable."""
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {"once": args.once}
+    for opt in OPTIONS:
+        flag_value = getattr(args, opt.name)
+        raw = flag_value if flag_value is not None else env.get(opt.env, opt.default)
+        try:
+            values[opt.name] = opt.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{opt.flag} / {opt.env}={raw!r}: {exc}") from None
+    if values["source"] == "fills" and not values["watchlist"]:
+        raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
+    if values["source"] == "trades" and not values["coins"]:
+        raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
+    return ProducerConfig(**values)

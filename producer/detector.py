@@ -1,0 +1,181 @@
+"""Fills (or trades) in, liquidation events out. Pure: no I/O, no clock, so every rule is tested directly.
+
+The rules come from what the exchange writes, not from guesses:
+
+* A fill is part of a liquidation when it carries a ``liquidation`` object and is not an ADL fill (ADL fills carry
+  the object too, but they deleverage the fill's owner; nobody was liquidated there).
+* An event is keyed by (tx hash, coin, liquidated user). Its amounts are summed over distinct trade ids, so seeing
+  both legs of a trade, or the same fill twice, never counts it twice.
+* The liquidated side: on the liquidated user's own fill, selling (``A``) closes a long; on a counterparty's fill,
+  buying (``B``) takes over a long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+
+from producer.exchange_types import ADL_DIR, Fill, FillSide, Trade
+from schemas import LiquidationEvent, Method, Side, Source, event_key
+
+_PRECISION = 60
+"""Decimal digits for sums: far beyond any px x sz the exchange can produce, so sums are exact."""
+
+_EXTRA_PRICE_PLACES = 6
+"""A volume-weighted price rarely divides exactly; keep this many places beyond the finest fill price."""
+
+KNOWN_METHODS: frozenset[str] = frozenset({"market", "backstop"})
+
+
+def is_liquidation_fill(fill: Fill) -> bool:
+    return fill.liquidation is not None and fill.dir != ADL_DIR
+
+
+def liquidated_side(fill_side: FillSide, *, own_fill: bool) -> Side:
+    """The liquidated position's side, seen from one leg of the trade."""
+    sold = fill_side == "A"
+    return "long" if sold == own_fill else "short"
+
+
+@dataclass
+class _Accumulator:
+    """Everything seen so far of one event; trades keyed by tid so a trade seen twice counts once."""
+
+    tx_hash: str
+    coin: str
+    user: str
+    side: Side
+    method: Method
+    timestamp: int
+    mark_price: Decimal | None
+    own_leg_seen: bool
+    trades: dict[int, tuple[str, str]] = field(default_factory=dict)
+    observed_via: set[str] = field(default_factory=set)
+
+    def add(self, tid: int, px: str, sz: str, observer: str) -> None:
+        self.trades.setdefault(tid, (px, sz))
+        self.observed_via.add(observer)
+
+    def build(self, source: Source, detected_at: int) -> LiquidationEvent:
+        with localcontext() as ctx:
+            ctx.prec = _PRECISION
+            size = Decimal(0)
+            value = Decimal(0)
+            for px, sz in self.trades.values():
+                size += Decimal(sz)
+                value += Decimal(px) * Decimal(sz)
+            price = _weighted_price(value, size, {px for px, _ in self.trades.values()})
+        tids = tuple(sorted(self.trades))
+        return LiquidationEvent(
+            tx_hash=self.tx_hash,
+            coin=self.coin,
+            liquidation_side=self.side,
+            price=price,
+            size=size,
+            value_usd=value,
+            liquidated_user=self.user,
+            timestamp=self.timestamp,
+            method=self.method,
+            mark_price=self.mark_price,
+            tids=tids,
+            fills=len(tids),
+            observed_via=tuple(sorted(self.observed_via)),
+            source=source,
+            detected_at=detected_at,
+        )
+
+
+def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
+    """The exact price when all trades share one (the usual case), else the VWAP at a documented precision."""
+    if len(prices) == 1:
+        return Decimal(next(iter(prices)))
+    if not size:
+        return Decimal(0)
+    vwap = value / size
+    places = max(-int(Decimal(px).as_tuple().exponent) for px in prices) + _EXTRA_PRICE_PLACES
+    if -int(vwap.as_tuple().exponent) > places:
+        vwap = vwap.quantize(Decimal(1).scaleb(-places))
+    return vwap
+
+
+def _method(raw: str) -> Method:
+    return raw if raw in KNOWN_METHODS else "unknown"  # type: ignore[return-value]
+
+
+def detect_from_fills(
+    observed: Iterable[tuple[str, Fill]], *, source: Source = "fills", detected_at: int
+) -> list[LiquidationEvent]:
+    """Turn ``(observer address, fill)`` pairs into events, one per (hash, coin, liquidated user).
+
+    The observer is the address whose fill it is: it tells which leg we are looking at. Events come out in
+    exchange-time order, so the stream reads chronologically within a poll.
+    """
+    events: dict[str, _Accumulator] = {}
+    for observer, fill in observed:
+        info = fill.liquidation
+        if info is None or not is_liquidation_fill(fill):
+            continue
+        user = info.liquidatedUser.lower()
+        owner = observer.lower()
+        own_fill = owner == user
+        key = event_key(fill.hash, fill.coin, user, fill.time)
+        acc = events.get(key)
+        if acc is None:
+            acc = events[key] = _Accumulator(
+                tx_hash=fill.hash,
+                coin=fill.coin,
+                user=user,
+                side=liquidated_side(fill.side, own_fill=own_fill),
+                method=_method(info.method),
+                timestamp=fill.time,
+                mark_price=info.markPx,
+                own_leg_seen=own_fill,
+            )
+        elif own_fill and not acc.own_leg_seen:
+            # The liquidated user's own leg is the authority on the side; a counterparty leg only implies it.
+            acc.side = liquidated_side(fill.side, own_fill=True)
+            acc.own_leg_seen = True
+        acc.add(fill.tid, fill.px, fill.sz, owner)
+    return _finish(events, source, detected_at)
+
+
+def detect_from_trades(
+    trades: Iterable[Trade], *, liquidators: frozenset[str], detected_at: int
+) -> list[LiquidationEvent]:
+    """The seed's heuristic: a public trade with a liquidator vault on one side is taken for a backstop liquidation.
+
+    Public trades carry no liquidation marker, so this both misses (market liquidations never touch a vault) and
+    invents (a vault unwinding inventory it took over looks the same). The other party is reported as the
+    liquidated user and ``method`` is ``unknown``. ``liquidators`` must be lowercase.
+    """
+    events: dict[str, _Accumulator] = {}
+    for trade in trades:
+        buyer, seller = (u.lower() for u in trade.users)
+        if buyer in liquidators:
+            vault, user, vault_side = buyer, seller, "B"
+        elif seller in liquidators:
+            vault, user, vault_side = seller, buyer, "A"
+        else:
+            continue
+        key = event_key(trade.hash, trade.coin, user, trade.time)
+        acc = events.get(key)
+        if acc is None:
+            acc = events[key] = _Accumulator(
+                tx_hash=trade.hash,
+                coin=trade.coin,
+                user=user,
+                side=liquidated_side(vault_side, own_fill=False),  # type: ignore[arg-type]
+                method="unknown",
+                timestamp=trade.time,
+                mark_price=None,
+                own_leg_seen=False,
+            )
+        acc.add(trade.tid, trade.px, trade.sz, vault)
+    return _finish(events, "trades", detected_at)
+
+
+def _finish(events: dict[str, _Accumulator], source: Source, detected_at: int) -> list[LiquidationEvent]:
+    built = [acc.build(source, detected_at) for acc in events.values()]
+    built.sort(key=lambda e: (e.timestamp, e.key))
+    return built

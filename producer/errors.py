@@ -1,0 +1,31 @@
+"""The producer's own errors, each with a message a user can act on."""
+
+from __future__ import annotations
+
+
+class ProducerError(Exception):
+    """Base class of everything the producer raises on purpose."""
+
+
+class ConfigError(ProducerError):
+    """A setting is missing or malformed; the message names the flag and the environment variable."""
+
+
+class ExchangeError(ProducerError):
+    """The exchange did not give a usable answer for one request."""
+
+
+class ExchangeUnavailable(ExchangeError):
+    """Retries ran out on 429s, 5xx answers, timeouts or connection errors."""
+
+
+class ExchangeRejected(ExchangeError):
+    """A 4xx other than 429: our request is wrong, so retrying it would not help."""
+
+
+class MalformedResponse(ExchangeError):
+    """The answer was not the JSON shape the API documents; it is logged and counted, never published."""
+
+
+class PublishError(ProducerError):
+    """Redis did not take a batch; the batch is kept and retried."""

@@ -1,0 +1,77 @@
+"""What the producer found but Redis has not taken yet, and what it has already handed over.
+
+While Redis is unreachable the poll loop keeps polling and queues events here, in order, each batch with the
+checkpoint that must be recorded with it. The outbox is bounded: at the cap the loop stops polling instead of
+dropping events, which loses nothing because watermarks do not advance in Redis until their batch is published.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from schemas import Event
+
+
+@dataclass
+class Batch:
+    events: list[Event]
+    checkpoint: dict[str, str]
+
+
+class Outbox:
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._batches: deque[Batch] = deque()
+        self._events = 0
+
+    def __len__(self) -> int:
+        """Events waiting."""
+        return self._events
+
+    @property
+    def full(self) -> bool:
+        return self._events >= self.max_events
+
+    def put(self, events: list[Event], checkpoint: dict[str, str]) -> None:
+        if not events and not checkpoint:
+            return
+        if self._batches and not events and not self._batches[-1].events:
+            # Consecutive checkpoint-only batches: the newest positions supersede the older ones.
+            self._batches[-1].checkpoint.update(checkpoint)
+            return
+        self._batches.append(Batch(events, checkpoint))
+        self._events += len(events)
+
+    def peek(self) -> Batch | None:
+        return self._batches[0] if self._batches else None
+
+    def pop(self) -> None:
+        batch = self._batches.popleft()
+        self._events -= len(batch.events)
+
+
+class RecentKeys:
+    """A bounded memory of event keys this process already queued, so re-reads do not pile up duplicates.
+
+    Redis's dedup keys are the guarantee; this only spares the outbox and the log the events a poll sees again
+    (the fills source re-reads its watermark's millisecond; the trades source sees the same last trades).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def fresh(self, events: list[Event]) -> list[Event]:
+        """The events not seen before, remembering them."""
+        out = []
+        for event in events:
+            key = event.key
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                continue
+            self._keys[key] = None
+            out.append(event)
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return out

@@ -1,0 +1,236 @@
+"""The producer process: poll a source, detect, publish through the outbox, sleep, repeat.
+
+A poll never waits on Redis and Redis never waits on a poll: events go into the outbox and the outbox is flushed
+after every poll. If Redis is away, the loop says so once, keeps polling until the outbox is full, and publishes
+everything, in order, when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from producer.client import HyperliquidClient, RetryPolicy
+from producer.config import ProducerConfig
+from producer.errors import ProducerError
+from producer.outbox import Outbox, RecentKeys
+from producer.publisher import Publisher
+from producer.ratelimit import WeightBudget
+from producer.sources import FillsSource, Source, TradesSource
+from schemas import Event, LiquidationEvent
+
+log = logging.getLogger("producer")
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+"""Errors that mean "Redis is not reachable right now"; credentials errors are excluded and fatal."""
+REDIS_FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
+               redis.exceptions.NoPermissionError)
+
+
+class RedisAccessDenied(ProducerError):
+    """Redis answered but refused our credentials or commands: waiting will not fix it."""
+
+
+@dataclass
+class PollSummary:
+    items: int = 0
+    found: int = 0
+    published: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    pending: int = 0
+    seconds: float = 0.0
+
+
+def format_event(event: Event) -> str:
+    """One log line per published liquidation, readable by a person at a glance."""
+    if isinstance(event, LiquidationEvent):
+        return (
+            f"liquidation {event.coin} {event.liquidation_side} {event.size} @ {event.price} "
+            f"= ${event.value_usd:,.2f} user {event.liquidated_user} tx {event.tx_hash} "
+            f"({event.method}, {event.fills} fills)"
+        )
+    return repr(event)
+
+
+def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
+    if config.source == "trades":
+        return TradesSource(client, config.coins, liquidators=config.liquidators)
+    return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
+
+
+class Producer:
+    def __init__(
+        self,
+        config: ProducerConfig,
+        *,
+        redis_client: aioredis.Redis | None = None,
+        client: HyperliquidClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.budget = WeightBudget(config.weight_per_minute)
+        self.client = client or HyperliquidClient(
+            config.api_url,
+            timeout=config.http_timeout,
+            retry=RetryPolicy(attempts=config.http_attempts),
+            budget=self.budget,
+        )
+        self.redis = redis_client or aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.publisher = Publisher(self.redis, config.stream, maxlen=config.maxlen, dedup_ttl=config.dedup_ttl)
+        self.source = build_source(config, self.client)
+        self.outbox = Outbox(config.max_pending)
+        self.recent = RecentKeys()
+        self.restored = False
+        self.redis_down_since: float | None = None
+        self.polls = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.redis.aclose()
+
+    async def poll_once(self) -> PollSummary:
+        """One poll of the source and one flush of the outbox."""
+        started = time.monotonic()
+        summary = PollSummary()
+        await self._restore()
+        if self.outbox.full:
+            log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
+        else:
+            result = await self.source.poll(int(self.clock() * 1000))
+            fresh = self.recent.fresh(list(result.events))
+            self.outbox.put(fresh, result.checkpoint)
+            summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
+        published, duplicates = await self.flush()
+        summary.published, summary.duplicates = published, duplicates
+        summary.pending = len(self.outbox)
+        summary.seconds = time.monotonic() - started
+        self.polls += 1
+        log.info(
+            "poll %d (%s): %d %s read, %d liquidations found, %d published, %d already published, "
+            "%d errors, %d waiting for Redis, %.1fs",
+            self.polls, self.source.name, summary.items, "trades" if self.source.name == "trades" else "fills",
+            summary.found, summary.published, summary.duplicates, summary.errors, summary.pending, summary.seconds,
+        )
+        return summary
+
+    async def _restore(self) -> None:
+        if self.restored:
+            return
+        try:
+            checkpoint = await self.publisher.load_checkpoint()
+        except REDIS_FATAL as exc:
+            raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+        except REDIS_DOWN as exc:
+            self._redis_down(exc)
+            return
+        self.source.restore(checkpoint)
+        self.restored = True
+        if checkpoint:
+            log.info("resuming from %d checkpointed positions in %s", len(checkpoint), self.publisher.checkpoint_key)
+
+    async def flush(self) -> tuple[int, int]:
+        """Publish what the outbox holds, oldest first; stop at the first Redis failure and keep the rest."""
+        published = duplicates = 0
+        while (batch := self.outbox.peek()) is not None:
+            try:
+                result = await self.publisher.publish(batch.events, batch.checkpoint)
+            except REDIS_FATAL as exc:
+                raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+            except REDIS_DOWN as exc:
+                self._redis_down(exc)
+                break
+            self.outbox.pop()
+            if self.redis_down_since is not None:
+                log.info("Redis is back after %.0fs", time.monotonic() - self.redis_down_since)
+                self.redis_down_since = None
+            for event, entry_id in result.published:
+                log.info("%s -> %s", format_event(event), entry_id)
+            published += len(result.published)
+            duplicates += len(result.duplicates)
+        return published, duplicates
+
+    def _redis_down(self, exc: Exception) -> None:
+        if self.redis_down_since is None:
+            self.redis_down_since = time.monotonic()
+            log.error("Redis unreachable at %s (%s); holding events in memory (up to %d) until it is back",
+                      self._redis_where(), exc, self.outbox.max_events)
+
+    def _redis_where(self) -> str:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+    def _interval(self, summary: PollSummary, weight_used: float) -> float:
+        """The configured interval, or longer when the last poll's weight would break the budget."""
+        needed = self.budget.seconds_for(weight_used)
+        if needed > self.config.poll_interval:
+            log.warning(
+                "stretching the poll interval from %.1fs to %.1fs: a poll costs %.0f request weight and the budget "
+                "is %.0f per minute (--weight-per-minute); watch fewer addresses or coins to poll faster",
+                self.config.poll_interval, needed, weight_used, self.config.weight_per_minute,
+            )
+            return needed
+        return self.config.poll_interval
+
+    async def run(self) -> int:
+        """Poll until stopped. Returns the process exit code."""
+        try:
+            while not self.stopping:
+                requests_before = self.client.stats.requests
+                task = asyncio.ensure_future(self.poll_once())
+                stopper = asyncio.ensure_future(self._stop.wait())
+                done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if task not in done:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    break
+                stopper.cancel()
+                summary = task.result()
+                if self.config.once:
+                    break
+                weight = (self.client.stats.requests - requests_before) * 20 + summary.items / 20
+                delay = max(0.0, self._interval(summary, weight) - summary.seconds)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            return await self._shutdown()
+        finally:
+            await self.close()
+
+    async def _shutdown(self) -> int:
+        if len(self.outbox):
+            await self.flush()
+        if len(self.outbox):
+            log.error(
+                "exiting with %d events not published: Redis is unreachable. The fills source re-reads them on "
+                "the next start (its watermarks did not advance); the trades source may not see them again.",
+                len(self.outbox),
+            )
+            return 1
+        log.info("stopped after %d polls", self.polls)
+        return 0
+
+
+def install_signal_handlers(producer: Producer) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, producer.stop)

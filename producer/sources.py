@@ -1,0 +1,136 @@
+"""Where liquidations are looked for. Each source polls the exchange and hands fills or trades to the detector.
+
+``fills`` asks ``userFillsByTime`` for each watched address, from a per-address watermark that is checkpointed in
+Redis with the events it produced, so a restarted producer resumes where the last publish left it. It sees the
+liquidations that touched a watched address: every backstop liquidation when the liquidator vaults are watched,
+and the market liquidations that the watched makers absorbed.
+
+``trades`` is the seed's method, kept for compatibility: the last public trades per coin, taking a trade with a
+liquidator vault on one side for a liquidation. Public trades carry no liquidation marker, so it is a heuristic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
+from producer.detector import detect_from_fills, detect_from_trades
+from producer.errors import ExchangeError
+from producer.exchange_types import Fill, Trade
+from schemas import LiquidationEvent
+
+log = logging.getLogger(__name__)
+
+WATERMARK_PREFIX = "fills:"
+
+
+@dataclass
+class PollResult:
+    events: list[LiquidationEvent] = field(default_factory=list)
+    checkpoint: dict[str, str] = field(default_factory=dict)
+    """Source positions to record with the events (address watermarks); empty for sources without one."""
+    items: int = 0
+    """Fills or trades read."""
+    errors: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    name: str
+
+    def restore(self, checkpoint: Mapping[str, str]) -> None:
+        """Resume from positions recorded in Redis."""
+
+    async def poll(self, now_ms: int) -> PollResult: ...
+
+
+class FillsSource:
+    """Fills of a watchlist of addresses, paged forward from per-address watermarks."""
+
+    name = "fills"
+
+    def __init__(self, client: HyperliquidClient, watchlist: Sequence[str], *, lookback_ms: int) -> None:
+        self.client = client
+        self.watchlist = [address.lower() for address in watchlist]
+        self.lookback_ms = lookback_ms
+        self.watermarks: dict[str, int] = {}
+        """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
+
+    def restore(self, checkpoint: Mapping[str, str]) -> None:
+        for name, value in checkpoint.items():
+            if name.startswith(WATERMARK_PREFIX):
+                address = name.removeprefix(WATERMARK_PREFIX)
+                # Never move backwards: what this process already read is in its outbox.
+                self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
+
+    async def poll(self, now_ms: int) -> PollResult:
+        result = PollResult()
+        observed: list[tuple[str, Fill]] = []
+        for address in self.watchlist:
+            start = self.watermarks.get(address, now_ms - self.lookback_ms)
+            fills, error = await self._read_address(address, start)
+            observed.extend((address, fill) for fill in fills)
+            result.items += len(fills)
+            if error is not None:
+                result.errors.append(error)
+            if fills:
+                newest = max(start, fills[-1].time)
+                self.watermarks[address] = newest
+                result.checkpoint[WATERMARK_PREFIX + address] = str(newest)
+        # One detector pass over every address's fills, so both legs of a trade meet before the event is built.
+        result.events = detect_from_fills(observed, source="fills", detected_at=now_ms)
+        return result
+
+    async def _read_address(self, address: str, start: int) -> tuple[list[Fill], str | None]:
+        """All fills of ``address`` from ``start`` on, page by page; on an error, what was read before it."""
+        fills: list[Fill] = []
+        seen: set[int] = set()
+        while True:
+            try:
+                page = await self.client.user_fills_by_time(address, start)
+            except ExchangeError as exc:
+                log.warning("fills of %s: %s", address, exc)
+                return fills, f"{address}: {exc}"
+            fresh = [f for f in page.fills if f.tid not in seen]
+            seen.update(f.tid for f in fresh)
+            fills.extend(fresh)
+            if page.answered < MAX_FILLS_PER_ANSWER or not page.fills:
+                return fills, None
+            last = page.fills[-1].time
+            if last == start:
+                # A full page within one millisecond: paging from the same time would return it again.
+                log.warning("fills of %s: over %d fills at %d ms; later ones in that ms are not reachable",
+                            address, MAX_FILLS_PER_ANSWER, last)
+                last += 1
+            start = last
+
+
+class TradesSource:
+    """Recent public trades per coin with a liquidator vault on one side (the seed's heuristic)."""
+
+    name = "trades"
+
+    def __init__(self, client: HyperliquidClient, coins: Sequence[str], *, liquidators: Sequence[str]) -> None:
+        self.client = client
+        self.coins = list(coins)
+        self.liquidators = frozenset(a.lower() for a in liquidators)
+
+    def restore(self, checkpoint: Mapping[str, str]) -> None:
+        """Nothing to resume: the exchange only serves the last few trades of a coin."""
+
+    async def poll(self, now_ms: int) -> PollResult:
+        result = PollResult()
+        trades: list[Trade] = []
+        for coin in self.coins:
+            try:
+                batch = await self.client.recent_trades(coin)
+            except ExchangeError as exc:
+                log.warning("trades of %s: %s", coin, exc)
+                result.errors.append(f"{coin}: {exc}")
+                continue
+            trades.extend(batch)
+        result.items = len(trades)
+        result.events = detect_from_trades(trades, liquidators=self.liquidators, detected_at=now_ms)
+        return result

@@ -1,0 +1,32 @@
+"""What travels on the liquidation stream: the event Structs and the entry contract every subscriber reads."""
+
+from schemas.errors import EntryError, MalformedEntry, UnknownEventType, UnsupportedVersion
+from schemas.events import (
+    SCHEMA_VERSION,
+    ZERO_HASH,
+    Event,
+    LiquidationEvent,
+    Method,
+    Side,
+    Source,
+    event_key,
+)
+from schemas.stream import decode_entry, encode_entry, event_type
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ZERO_HASH",
+    "EntryError",
+    "Event",
+    "LiquidationEvent",
+    "MalformedEntry",
+    "Method",
+    "Side",
+    "Source",
+    "UnknownEventType",
+    "UnsupportedVersion",
+    "decode_entry",
+    "encode_entry",
+    "event_key",
+    "event_type",
+]

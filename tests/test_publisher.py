@@ -1,0 +1,92 @@
+"""Exactly once into a real Redis stream: dedup and XADD in one script, checkpoints with the last batch."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from producer.publisher import Publisher, checkpoint_key, dedup_key, hash_tag
+from schemas import LiquidationEvent, decode_entry
+from tests.conftest import REDIS_URL
+
+
+def events(n: int, start: int = 0) -> list[LiquidationEvent]:
+    return [
+        LiquidationEvent(
+            tx_hash=f"0x{i:064x}", coin="BTC", liquidation_side="long", price=Decimal("64142.0"),
+            size=Decimal("0.00052"), value_usd=Decimal("33.35384"), liquidated_user="0x" + "ab" * 20,
+            timestamp=1_787_047_599_030 + i, method="market", tids=(i,), fills=1,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stream", "tag"),
+    [("hyperliquid:liquidations", "hyperliquid:liquidations"), ("{liq}:stream", "liq"), ("a{}b", "a{}b"),
+     ("x{y", "x{y")],
+)
+def test_hash_tag_follows_redis_cluster_rules(stream: str, tag: str) -> None:
+    assert hash_tag(stream) == tag
+
+
+@pytest.mark.parametrize("stream", ["hyperliquid:liquidations", "{liq}:stream", "prod:{hl}:liqs"])
+def test_every_key_the_script_touches_is_in_the_streams_slot(stream: str) -> None:
+    slot = key_slot(stream.encode())
+    assert key_slot(dedup_key(stream, "0xabc|BTC|0xdef").encode()) == slot
+    assert key_slot(checkpoint_key(stream).encode()) == slot
+
+
+async def test_each_event_once_even_when_published_again(redis_client: aioredis.Redis, stream: str) -> None:
+    publisher = Publisher(redis_client, stream, batch_size=7)
+    batch = events(20)
+    first = await publisher.publish(batch)
+    assert [e for e, _ in first.published] == batch and first.duplicates == []
+    again = await publisher.publish(batch + events(3, start=20))
+    assert again.duplicates == batch
+    assert [e for e, _ in again.published] == events(3, start=20)
+    entries = await redis_client.xrange(stream)
+    assert [decode_entry(fields) for _, fields in entries] == events(23)
+    assert [entry_id.decode() for entry_id, _ in entries] == [i for _, i in first.published + again.published]
+
+
+async def test_two_producers_racing_on_the_same_events_publish_each_once(stream: str) -> None:
+    clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
+    try:
+        publishers = [Publisher(c, stream, batch_size=50) for c in clients]
+        batch = events(500)
+        results = await asyncio.gather(*(p.publish(batch) for p in publishers))
+        assert sum(len(r.published) for r in results) == 500
+        assert sum(len(r.duplicates) for r in results) == 500
+        entries = await clients[0].xrange(stream)
+        assert sorted(decode_entry(f).key for _, f in entries) == sorted(e.key for e in batch)
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_checkpoint_is_recorded_with_the_events(redis_client: aioredis.Redis, stream: str) -> None:
+    publisher = Publisher(redis_client, stream)
+    await publisher.publish(events(2), {"fills:0xa": "100", "fills:0xb": "200"})
+    await publisher.publish([], {"fills:0xa": "150"})
+    assert await publisher.load_checkpoint() == {"fills:0xa": "150", "fills:0xb": "200"}
+
+
+async def test_dedup_keys_expire_and_the_stream_is_capped(redis_client: aioredis.Redis, stream: str) -> None:
+    publisher = Publisher(redis_client, stream, maxlen=50, dedup_ttl=3600, batch_size=100)
+    batch = events(1000)
+    await publisher.publish(batch)
+    ttl = await redis_client.ttl(dedup_key(stream, batch[0].key))
+    assert 0 < ttl <= 3600
+    length = await redis_client.xlen(stream)
+    assert 50 <= length <= 50 + 100  # MAXLEN ~ trims whole nodes of up to 100 entries
+
+
+async def test_nothing_to_publish_touches_nothing(redis_client: aioredis.Redis, stream: str) -> None:
+    result = await Publisher(redis_client, stream).publish([])
+    assert result.published == [] and result.duplicates == []
+    assert await redis_client.exists(stream) == 0

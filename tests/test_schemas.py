@@ -1,0 +1,92 @@
+"""The stream contract: what a subscriber in any language can rely on."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from schemas import (
+    SCHEMA_VERSION,
+    LiquidationEvent,
+    MalformedEntry,
+    UnknownEventType,
+    UnsupportedVersion,
+    decode_entry,
+    encode_entry,
+)
+from schemas.jsonschema import SCHEMA_PATH, render
+
+
+def make_event(**overrides: object) -> LiquidationEvent:
+    fields: dict[str, object] = dict(
+        tx_hash="0xe6838c8a3dba3578e7fd044214d3e2020481006fd8bd544a8a4c37dcfcbe0f63", coin="xyz:CRWV",
+        liquidation_side="short", price=Decimal("116.86"), size=Decimal("2.47"), value_usd=Decimal("288.6442"),
+        liquidated_user="0xbb8b801eeddaa7061ae171041ec77516313f2921", timestamp=1786628572099, method="market",
+        mark_price=Decimal("116.84"), tids=(711626751774561,), fills=1,
+        observed_via=("0x654086857e1fad6dcf05cf6695cce51ea3984268",), source="fills", detected_at=1786628573000,
+    )
+    fields.update(overrides)
+    return LiquidationEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_entry_round_trips_and_is_plain_json() -> None:
+    event = make_event()
+    entry = encode_entry(event)
+    assert entry["type"] == b"liquidation"
+    assert entry["v"] == str(SCHEMA_VERSION).encode()
+    assert entry["key"] == event.key.encode()
+    data = json.loads(entry["data"])  # any JSON library reads it
+    assert data["type"] == "liquidation"
+    assert data["price"] == "116.86" and data["size"] == "2.47" and data["value_usd"] == "288.6442"
+    assert decode_entry(entry) == event
+    assert decode_entry({k: v.decode() for k, v in entry.items()}) == event  # decode_responses=True clients
+
+
+def test_an_older_reader_ignores_fields_added_later() -> None:
+    entry = encode_entry(make_event())
+    data = json.loads(entry["data"])
+    data["new_field_of_v1_1"] = {"anything": [1, 2]}
+    entry["data"] = json.dumps(data).encode()
+    assert decode_entry(entry) == make_event()
+
+
+def test_unknown_type_newer_version_and_garbage_are_told_apart() -> None:
+    entry = encode_entry(make_event())
+    with pytest.raises(UnknownEventType) as unknown:
+        decode_entry({**entry, "type": b"adl"})
+    assert unknown.value.kind == "adl"
+    with pytest.raises(UnsupportedVersion):
+        decode_entry({**entry, "v": str(SCHEMA_VERSION + 1).encode()})
+    with pytest.raises(MalformedEntry, match="not an integer"):
+        decode_entry({**entry, "v": b"one"})
+    with pytest.raises(MalformedEntry):
+        decode_entry({**entry, "data": b'{"type":"liquidation","coin":'})
+    with pytest.raises(MalformedEntry):
+        decode_entry({**entry, "data": entry["data"].replace(b'"timestamp":1786628572099', b'"timestamp":"x"')})
+    with pytest.raises(MalformedEntry, match="no 'data'"):
+        decode_entry({"type": b"liquidation", "v": b"1"})
+
+
+def test_amounts_are_never_floats() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(
+            msgspec.json.encode(make_event()).replace(b'"2.47"', b'{"x":1}'), type=LiquidationEvent
+        )
+    assert b"288.6442" in msgspec.json.encode(make_event())
+
+
+def test_json_schema_file_is_up_to_date() -> None:
+    assert SCHEMA_PATH.read_bytes() == render(), "schemas/event.schema.json is stale: run python -m schemas.jsonschema"
+
+
+def test_json_schema_describes_every_field_with_decimal_strings() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    props = schema["$defs"]["LiquidationEvent"]["properties"]
+    assert set(props) == set(LiquidationEvent.__struct_fields__) | {"type"}
+    for name in ("price", "size", "value_usd"):
+        assert props[name] == {**props[name], "type": "string", "format": "decimal"}
+    assert all("description" in p for n, p in props.items() if n != "type")
+    assert schema["x-schema-version"] == SCHEMA_VERSION
