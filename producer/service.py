@@ -178,7 +178,7 @@ class Producer:
         kwargs = self.redis.connection_pool.connection_kwargs
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
-    def _interval(self, summary: PollSummary, weight_used: float) -> float:
+    def _interval(self, weight_used: float) -> float:
         """The configured interval, or longer when the last poll's weight would break the budget."""
         needed = self.budget.seconds_for(weight_used)
         if needed > self.config.poll_interval:
@@ -207,7 +207,7 @@ class Producer:
                 if self.config.once:
                     break
                 weight = (self.client.stats.requests - requests_before) * 20 + summary.items / 20
-                delay = max(0.0, self._interval(summary, weight) - summary.seconds)
+                delay = max(0.0, self._interval(weight) - summary.seconds)
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:

@@ -53,10 +53,11 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 class RedisServer:
     """A redis-server of the test's own, on a free port, that the test may kill and restart."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, password: str | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
-        self.extra = extra
+        self.password = password
+        self.extra = (*extra, "--requirepass", password) if password else extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,10 +76,11 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                if redis.Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                if redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2).ping():
                     return
             except redis.exceptions.ConnectionError:
                 time.sleep(0.05)
+        self.kill()
         pytest.fail(f"redis-server on port {self.port} did not start")
 
     def kill(self) -> None:

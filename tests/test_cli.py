@@ -1,0 +1,127 @@
+"""``python -m producer`` as a user runs it: a real process, the fake exchange, a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from producer.config import OPTIONS
+from tests.conftest import REDIS_URL, RedisServer
+from tests.fake_hyperliquid import FakeHyperliquid
+from tests.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
+from tests.test_service import assert_matches_truth, stream_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run_producer(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+    proc = await start_producer(*args, env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def start_producer(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "REDIS_URL"))}
+    full_env.update(env or {})
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "producer", *args, cwd=ROOT, env=full_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url, "HL_API_URL": fake.url, "LIQ_STREAM": stream,
+        "HL_WATCHLIST": ",".join(DEMO_WATCHLIST), "HL_LOOKBACK": str(10 * 365 * 86400),
+        "HL_WEIGHT_PER_MINUTE": "100000", "HL_POLL_INTERVAL": "0.2",
+    }
+
+
+@pytest.fixture
+def scenario(fake_hl: FakeHyperliquid) -> Scenario:
+    built = demo_scenario(seed=21)
+    fake_hl.load(built)
+    return built
+
+
+async def test_help_names_every_flag_and_environment_variable() -> None:
+    code, out = await run_producer("--help")
+    assert code == 0
+    for opt in OPTIONS:
+        assert opt.flag in out and opt.env in out
+    assert "--once" in out
+
+
+async def test_a_bad_setting_is_named_with_its_variable() -> None:
+    code, out = await run_producer(env={"HL_POLL_INTERVAL": "soon"})
+    assert code == 2
+    assert "--interval / HL_POLL_INTERVAL='soon'" in out
+    code, out = await run_producer("--watchlist", "0x123")
+    assert code == 2 and "not an address" in out
+
+
+async def test_once_publishes_and_a_rerun_adds_nothing(fake_hl: FakeHyperliquid, scenario: Scenario, stream: str) -> None:
+    env = producer_env(fake_hl, stream)
+    code, out = await run_producer("--once", env=env)
+    assert code == 0, out
+    truth = scenario.visible_from(DEMO_WATCHLIST)
+    assert_matches_truth(await stream_events(stream), truth)
+    assert out.count(" liquidation ") == len(truth)  # one log line per published liquidation
+    assert f"{len(truth)} liquidations found, {len(truth)} published" in out
+
+    code, out = await run_producer("--once", env=env)
+    assert code == 0, out
+    assert_matches_truth(await stream_events(stream), truth)
+    assert "0 published" in out
+
+
+async def test_flags_override_the_environment(fake_hl: FakeHyperliquid, scenario: Scenario, stream: str) -> None:
+    env = producer_env(fake_hl, f"{stream}:ignored")
+    code, out = await run_producer("--once", "--stream", stream, env=env)
+    assert code == 0, out
+    assert len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+    assert await stream_events(f"{stream}:ignored") == []
+
+
+async def test_two_processes_side_by_side_publish_each_once(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    env = producer_env(fake_hl, stream)
+    results = await asyncio.gather(run_producer("--once", env=env), run_producer("--once", env=env))
+    assert [code for code, _ in results] == [0, 0]
+    assert_matches_truth(await stream_events(stream), scenario.visible_from(DEMO_WATCHLIST))
+
+
+async def test_sigterm_stops_a_running_producer_cleanly(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    proc = await start_producer(env=producer_env(fake_hl, stream))
+    try:
+        for _ in range(300):
+            if len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST)):
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode()
+    assert "stopped after" in out.decode()
+
+
+async def test_once_with_redis_unreachable_fails_loudly(
+    fake_hl: FakeHyperliquid, scenario: Scenario, redis_server: RedisServer
+) -> None:
+    redis_server.kill()
+    code, out = await run_producer("--once", env=producer_env(fake_hl, "liq", redis_server.url))
+    assert code == 1
+    assert "Redis unreachable" in out
+    assert "not published" in out

@@ -1,0 +1,244 @@
+"""The producer's poll loop, in process, against the fake exchange and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from producer.client import HyperliquidClient, RetryPolicy
+from producer.config import LIQUIDATOR_VAULTS, ProducerConfig
+from producer.service import Producer, RedisAccessDenied
+from schemas import LiquidationEvent, decode_entry
+from tests.conftest import REDIS_URL, RedisServer
+from tests.fake_hyperliquid import SERVER_ERROR, FakeHyperliquid
+from tests.scenarios import DEMO_BUSY, DEMO_WATCHLIST, HLP_LIQUIDATOR, ExpectedLiquidation, Scenario, demo_scenario
+
+YEARS = 10 * 365 * 24 * 3600.0
+
+
+def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> ProducerConfig:
+    base = ProducerConfig(
+        redis_url=REDIS_URL, api_url=fake.url, watchlist=DEMO_WATCHLIST, stream=stream, lookback=YEARS,
+        poll_interval=0.05, http_attempts=2, weight_per_minute=1_000_000,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def make_producer(config: ProducerConfig) -> Producer:
+    client = HyperliquidClient(config.api_url, timeout=2, retry=RetryPolicy(attempts=config.http_attempts,
+                               base_delay=0.01, max_delay=0.02), rng=random.Random(1))
+    return Producer(config, client=client)
+
+
+async def stream_events(stream: str, url: str = REDIS_URL) -> list[LiquidationEvent]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return [decode_entry(fields) for _, fields in await client.xrange(stream)]  # type: ignore[misc]
+    finally:
+        await client.aclose()
+
+
+def assert_matches_truth(events: list[LiquidationEvent], truth: list[ExpectedLiquidation]) -> None:
+    """Every expected liquidation exactly once, none invented, right sides and exact amounts."""
+    keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in events]
+    assert len(keys) == len(set(keys)), "a liquidation was published twice"
+    by_key = {(e.tx_hash, e.coin, e.liquidated_user): e for e in events}
+    expected = {t.key: t for t in truth}
+    assert set(by_key) == set(expected)
+    for key, t in expected.items():
+        e = by_key[key]
+        assert (e.liquidation_side, e.method, e.size, e.value_usd, set(e.tids), e.timestamp) == (
+            t.side, t.method, t.size, t.value_usd, set(t.tids), t.timestamp
+        ), key
+        assert e.mark_price == Decimal(t.mark_price)
+
+
+@pytest.fixture
+async def scenario(fake_hl: FakeHyperliquid) -> Scenario:
+    built = demo_scenario(seed=11)
+    fake_hl.load(built)
+    return built
+
+
+async def test_one_poll_publishes_every_visible_liquidation_once(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    producer = make_producer(config_for(fake_hl, stream))
+    try:
+        summary = await producer.poll_once()
+    finally:
+        await producer.close()
+    events = await stream_events(stream)
+    truth = scenario.visible_from(DEMO_WATCHLIST)
+    assert_matches_truth(events, truth)
+    assert summary.published == len(truth) and summary.pending == 0
+    assert len(truth) < len(scenario.liquidations)  # the unwatched one is not invented
+    assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
+    # The busy address needed three pages, each from the last page's time, inclusive.
+    pages = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == DEMO_BUSY]
+    assert len(pages) == 3
+    assert pages[1]["startTime"] == max(f["time"] for f in sorted(
+        scenario.fills[DEMO_BUSY], key=lambda f: (f["time"], f["tid"]))[:2000])
+
+
+async def test_a_restarted_producer_resumes_from_its_watermarks(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    first = make_producer(config_for(fake_hl, stream))
+    await first.poll_once()
+    await first.close()
+    published = len(await stream_events(stream))
+    fake_hl.requests.clear()
+
+    second = make_producer(config_for(fake_hl, stream))
+    try:
+        summary = await second.poll_once()
+        assert summary.published == 0
+        newest = {a: max(f["time"] for f in scenario.fills[a.lower()]) for a in DEMO_WATCHLIST}
+        assert {r["user"]: r["startTime"] for r in fake_hl.requests_of("userFillsByTime")} == newest
+
+        builder_scenario = demo_scenario(seed=12)  # new liquidations arrive later
+        later = {a: [f for f in fills if f["time"] > max(newest.values())] for a, fills in builder_scenario.fills.items()}
+        for address, fills in later.items():
+            fake_hl.add_fills(address, fills)
+        await second.poll_once()
+    finally:
+        await second.close()
+    events = await stream_events(stream)
+    assert len(events) > published
+    assert len({e.key for e in events}) == len(events)
+
+
+async def test_two_producers_side_by_side_publish_each_liquidation_once(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    producers = [make_producer(config_for(fake_hl, stream)) for _ in range(2)]
+    try:
+        summaries = await asyncio.gather(*(p.poll_once() for p in producers))
+    finally:
+        for p in producers:
+            await p.close()
+    truth = scenario.visible_from(DEMO_WATCHLIST)
+    assert_matches_truth(await stream_events(stream), truth)
+    assert sum(s.published for s in summaries) == len(truth)
+    assert sum(s.duplicates for s in summaries) == len(truth)
+
+
+async def test_an_address_that_keeps_failing_does_not_stop_the_others_and_catches_up(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
+    fake_hl.fail_next(SERVER_ERROR, times=2, match=lambda body: body.get("user") == HLP_LIQUIDATOR)
+    producer = make_producer(config_for(fake_hl, stream))
+    try:
+        summary = await producer.poll_once()
+        assert summary.errors == 1
+        missing = {t.key for t in scenario.visible_from([HLP_LIQUIDATOR])}
+        published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_events(stream)}
+        assert missing and not missing & published
+        await producer.poll_once()
+    finally:
+        await producer.close()
+    assert_matches_truth(await stream_events(stream), scenario.visible_from(DEMO_WATCHLIST))
+
+
+async def test_trades_source_publishes_the_liquidator_trades(fake_hl: FakeHyperliquid, stream: str) -> None:
+    scenario = demo_scenario(seed=11)
+    fake_hl.load(scenario)
+    producer = make_producer(config_for(fake_hl, stream, source="trades"))
+    try:
+        await producer.poll_once()
+        await producer.poll_once()  # the same trades again: nothing new
+    finally:
+        await producer.close()
+    vaults = set(LIQUIDATOR_VAULTS)
+    expected = sorted(
+        (t["coin"], t["hash"], "long" if t["users"][0] in vaults else "short", Decimal(t["sz"]))
+        for trades in scenario.trades.values() for t in trades[:10] if vaults & set(t["users"])
+    )
+    assert len(expected) >= 2
+    events = await stream_events(stream)
+    assert sorted((e.coin, e.tx_hash, e.liquidation_side, e.size) for e in events) == expected
+    assert all(e.source == "trades" and e.method == "unknown" for e in events)
+
+
+async def test_redis_going_away_holds_events_and_publishes_them_when_back(
+    fake_hl: FakeHyperliquid, scenario: Scenario, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    stream = "liq"
+    producer = make_producer(config_for(fake_hl, stream, redis_url=redis_server.url))
+    try:
+        redis_server.kill()
+        summary = await producer.poll_once()
+        truth = scenario.visible_from(DEMO_WATCHLIST)
+        assert summary.published == 0 and summary.pending == len(truth)
+        assert "Redis unreachable" in caplog.text
+        again = await producer.poll_once()  # still down: the re-read adds nothing to what is held
+        assert again.pending == len(truth)
+
+        redis_server.start()
+        back = await producer.poll_once()
+        assert back.published == len(truth) and back.pending == 0
+        assert "Redis is back" in caplog.text
+    finally:
+        await producer.close()
+    assert_matches_truth(await stream_events(stream, redis_server.url), truth)
+
+
+async def test_a_full_outbox_pauses_polling_instead_of_dropping(
+    fake_hl: FakeHyperliquid, scenario: Scenario, redis_server: RedisServer
+) -> None:
+    producer = make_producer(config_for(fake_hl, "liq", redis_url=redis_server.url, max_pending=1))
+    try:
+        redis_server.kill()
+        await producer.poll_once()
+        requests = len(fake_hl.requests)
+        held = len(producer.outbox)
+        await producer.poll_once()
+        assert len(fake_hl.requests) == requests  # did not poll
+        assert len(producer.outbox) == held
+    finally:
+        await producer.close()
+
+
+async def test_wrong_redis_credentials_are_a_clear_fatal_error(
+    fake_hl: FakeHyperliquid, tmp_path: object, stream: str
+) -> None:
+    server = RedisServer(tmp_path, password="s3cret")  # type: ignore[arg-type]
+    server.start()
+    try:
+        producer = make_producer(config_for(fake_hl, stream, redis_url=server.url, once=True))
+        with pytest.raises(RedisAccessDenied, match="Redis refused us"):
+            await producer.run()
+    finally:
+        server.kill()
+
+
+async def test_the_interval_stretches_when_the_budget_needs_it(
+    fake_hl: FakeHyperliquid, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = make_producer(config_for(fake_hl, stream, poll_interval=10.0, weight_per_minute=1000))
+    try:
+        assert producer._interval(weight_used=100) == 10.0
+        assert producer._interval(weight_used=60 * 20) == pytest.approx(72.0)
+        assert "stretching the poll interval from 10.0s to 72.0s" in caplog.text
+    finally:
+        await producer.close()
+
+
+async def test_run_stops_cleanly_when_asked(fake_hl: FakeHyperliquid, scenario: Scenario, stream: str) -> None:
+    producer = make_producer(config_for(fake_hl, stream, poll_interval=3600))
+    task = asyncio.create_task(producer.run())
+    for _ in range(200):
+        if producer.polls:
+            break
+        await asyncio.sleep(0.02)
+    producer.stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
