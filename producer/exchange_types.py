@@ -21,8 +21,8 @@ ADL_DIR = "Auto-Deleveraging"
 class LiquidationInfo(msgspec.Struct, frozen=True):
     """The object the exchange attaches to fills of a liquidation (and, confusingly, to ADL fills)."""
 
-    liquidatedUser: str  # noqa: N815 - the exchange's name
-    markPx: Decimal  # noqa: N815 - arrives as a string or a number; both decode exactly
+    liquidatedUser: str
+    markPx: Decimal
     method: str
 
 

@@ -19,9 +19,9 @@ from tests.test_service import assert_matches_truth, stream_events
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def run_producer(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+async def run_producer(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = await start_producer(*args, env=env)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
@@ -66,7 +66,9 @@ async def test_a_bad_setting_is_named_with_its_variable() -> None:
     assert code == 2 and "not an address" in out
 
 
-async def test_once_publishes_and_a_rerun_adds_nothing(fake_hl: FakeHyperliquid, scenario: Scenario, stream: str) -> None:
+async def test_once_publishes_and_a_rerun_adds_nothing(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+) -> None:
     env = producer_env(fake_hl, stream)
     code, out = await run_producer("--once", env=env)
     assert code == 0, out

@@ -90,3 +90,14 @@ async def test_nothing_to_publish_touches_nothing(redis_client: aioredis.Redis, 
     result = await Publisher(redis_client, stream).publish([])
     assert result.published == [] and result.duplicates == []
     assert await redis_client.exists(stream) == 0
+
+
+async def test_entries_written_by_the_script_match_the_contract(redis_client: aioredis.Redis, stream: str) -> None:
+    from schemas import encode_entry
+
+    batch = events(3)
+    await Publisher(redis_client, stream).publish(batch)
+    entries = await redis_client.xrange(stream)
+    assert [fields for _, fields in entries] == [
+        {k.encode(): v for k, v in encode_entry(e).items()} for e in batch
+    ]

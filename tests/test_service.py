@@ -17,7 +17,15 @@ from producer.service import Producer, RedisAccessDenied
 from schemas import LiquidationEvent, decode_entry
 from tests.conftest import REDIS_URL, RedisServer
 from tests.fake_hyperliquid import SERVER_ERROR, FakeHyperliquid
-from tests.scenarios import DEMO_BUSY, DEMO_WATCHLIST, HLP_LIQUIDATOR, ExpectedLiquidation, Scenario, demo_scenario
+from tests.scenarios import (
+    DEMO_BUSY,
+    DEMO_WATCHLIST,
+    HLP_LIQUIDATOR,
+    ExpectedLiquidation,
+    Scenario,
+    ScenarioBuilder,
+    demo_scenario,
+)
 
 YEARS = 10 * 365 * 24 * 3600.0
 
@@ -103,16 +111,16 @@ async def test_a_restarted_producer_resumes_from_its_watermarks(
         newest = {a: max(f["time"] for f in scenario.fills[a.lower()]) for a in DEMO_WATCHLIST}
         assert {r["user"]: r["startTime"] for r in fake_hl.requests_of("userFillsByTime")} == newest
 
-        builder_scenario = demo_scenario(seed=12)  # new liquidations arrive later
-        later = {a: [f for f in fills if f["time"] > max(newest.values())] for a, fills in builder_scenario.fills.items()}
-        for address, fills in later.items():
-            fake_hl.add_fills(address, fills)
-        await second.poll_once()
+        later = ScenarioBuilder(seed=12, start_ms=max(newest.values()) + 1000)
+        new_liquidation = later.market_liquidation(coin="ETH", side="short", makers=[DEMO_WATCHLIST[0]])
+        fake_hl.load(later.build())
+        summary = await second.poll_once()
+        assert summary.published == 1
     finally:
         await second.close()
     events = await stream_events(stream)
-    assert len(events) > published
-    assert len({e.key for e in events}) == len(events)
+    assert len(events) == published + 1
+    assert (events[-1].tx_hash, events[-1].coin, events[-1].liquidated_user) == new_liquidation.key
 
 
 async def test_two_producers_side_by_side_publish_each_liquidation_once(
