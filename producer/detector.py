@@ -2,8 +2,8 @@
 
 The rules come from what the exchange writes, not from guesses:
 
-* A fill is part of a liquidation when it carries a ``liquidation`` object and is not an ADL fill (ADL fills carry
-  the object too, but they deleverage the fill's owner; nobody was liquidated there).
+* A fill is part of a liquidation when it carries a ``liquidation`` object and is not an ADL fill. ADL fills carry
+  the object too, but they deleverage the fill's owner; nobody was liquidated there: they become ADL events.
 * An event is keyed by (tx hash, coin, liquidated user). Its amounts are summed over distinct trade ids, so seeing
   both legs of a trade, or the same fill twice, never counts it twice.
 * The liquidated side: on the liquidated user's own fill, selling (``A``) closes a long; on a counterparty's fill,
@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
+from typing import Any
 
 from producer.exchange_types import ADL_DIR, Fill, FillSide, Trade
-from schemas import LiquidationEvent, Method, Side, Source, event_key
+from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key
 
 _PRECISION = 60
 """Decimal digits for sums: far beyond any px x sz the exchange can produce, so sums are exact."""
@@ -26,10 +27,6 @@ _EXTRA_PRICE_PLACES = 6
 """A volume-weighted price rarely divides exactly; keep this many places beyond the finest fill price."""
 
 KNOWN_METHODS: frozenset[str] = frozenset({"market", "backstop"})
-
-
-def is_liquidation_fill(fill: Fill) -> bool:
-    return fill.liquidation is not None and fill.dir != ADL_DIR
 
 
 def liquidated_side(fill_side: FillSide, *, own_fill: bool) -> Side:
@@ -42,9 +39,13 @@ def liquidated_side(fill_side: FillSide, *, own_fill: bool) -> Side:
 class _Accumulator:
     """Everything seen so far of one event; trades keyed by tid so a trade seen twice counts once."""
 
+    adl: bool
     tx_hash: str
     coin: str
     user: str
+    """The liquidated user (for ADL: the one whose liquidation caused it)."""
+    owner: str
+    """For ADL: the deleveraged user, whose fill it is."""
     side: Side
     method: Method
     timestamp: int
@@ -57,7 +58,7 @@ class _Accumulator:
         self.trades.setdefault(tid, (px, sz))
         self.observed_via.add(observer)
 
-    def build(self, source: Source, detected_at: int) -> LiquidationEvent:
+    def build(self, source: Source, detected_at: int, via: tuple[str, ...] | None) -> Event:
         with localcontext() as ctx:
             ctx.prec = _PRECISION
             size = Decimal(0)
@@ -67,23 +68,25 @@ class _Accumulator:
                 value += Decimal(px) * Decimal(sz)
             price = _weighted_price(value, size, {px for px, _ in self.trades.values()})
         tids = tuple(sorted(self.trades))
-        return LiquidationEvent(
+        common: dict[str, Any] = dict(
             tx_hash=self.tx_hash,
             coin=self.coin,
-            liquidation_side=self.side,
             price=price,
             size=size,
             value_usd=value,
-            liquidated_user=self.user,
             timestamp=self.timestamp,
-            method=self.method,
             mark_price=self.mark_price,
             tids=tids,
             fills=len(tids),
-            observed_via=tuple(sorted(self.observed_via)),
+            observed_via=via if via is not None else tuple(sorted(self.observed_via)),
             source=source,
             detected_at=detected_at,
         )
+        if self.adl:
+            return AdlEvent(
+                deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common
+            )
+        return LiquidationEvent(liquidation_side=self.side, liquidated_user=self.user, method=self.method, **common)
 
 
 def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
@@ -104,40 +107,55 @@ def _method(raw: str) -> Method:
 
 
 def detect_from_fills(
-    observed: Iterable[tuple[str, Fill]], *, source: Source = "fills", detected_at: int
-) -> list[LiquidationEvent]:
-    """Turn ``(observer address, fill)`` pairs into events, one per (hash, coin, liquidated user).
+    observed: Iterable[tuple[str, Fill]],
+    *,
+    source: Source = "fills",
+    detected_at: int,
+    own_legs_only: bool = False,
+    via: tuple[str, ...] | None = None,
+) -> list[Event]:
+    """Turn ``(owner address, fill)`` pairs into events: liquidations, and ADL events for ADL fills.
 
-    The observer is the address whose fill it is: it tells which leg we are looking at. Events come out in
-    exchange-time order, so the stream reads chronologically within a poll.
+    The owner is the address whose fill it is: it tells which leg we are looking at. ``own_legs_only`` counts a
+    liquidation from the liquidated user's own fills alone (a node sees every leg, and the user's own are exact);
+    ``via`` replaces the per-event list of owners in ``observed_via``. Events come out in exchange-time order.
     """
     events: dict[str, _Accumulator] = {}
     for observer, fill in observed:
         info = fill.liquidation
-        if info is None or not is_liquidation_fill(fill):
+        if info is None:
             continue
         user = info.liquidatedUser.lower()
         owner = observer.lower()
+        adl = fill.dir == ADL_DIR
         own_fill = owner == user
-        key = event_key(fill.hash, fill.coin, user, fill.time)
+        if own_legs_only and not (own_fill or adl):
+            continue
+        if adl:
+            key = "adl|" + event_key(fill.hash, fill.coin, owner, fill.time)
+        else:
+            key = event_key(fill.hash, fill.coin, user, fill.time)
         acc = events.get(key)
         if acc is None:
             acc = events[key] = _Accumulator(
+                adl=adl,
                 tx_hash=fill.hash,
                 coin=fill.coin,
                 user=user,
-                side=liquidated_side(fill.side, own_fill=own_fill),
+                owner=owner,
+                # An ADL fill is always the deleveraged user's own: selling closed a long.
+                side=liquidated_side(fill.side, own_fill=own_fill or adl),
                 method=_method(info.method),
                 timestamp=fill.time,
                 mark_price=info.markPx,
                 own_leg_seen=own_fill,
             )
-        elif own_fill and not acc.own_leg_seen:
+        elif own_fill and not acc.own_leg_seen and not adl:
             # The liquidated user's own leg is the authority on the side; a counterparty leg only implies it.
             acc.side = liquidated_side(fill.side, own_fill=True)
             acc.own_leg_seen = True
         acc.add(fill.tid, fill.px, fill.sz, owner)
-    return _finish(events, source, detected_at)
+    return _finish(events, source, detected_at, via)
 
 
 def detect_from_trades(
@@ -162,9 +180,11 @@ def detect_from_trades(
         acc = events.get(key)
         if acc is None:
             acc = events[key] = _Accumulator(
+                adl=False,
                 tx_hash=trade.hash,
                 coin=trade.coin,
                 user=user,
+                owner=vault,
                 side=liquidated_side(vault_side, own_fill=False),  # type: ignore[arg-type]
                 method="unknown",
                 timestamp=trade.time,
@@ -172,10 +192,12 @@ def detect_from_trades(
                 own_leg_seen=False,
             )
         acc.add(trade.tid, trade.px, trade.sz, vault)
-    return _finish(events, "trades", detected_at)
+    return [e for e in _finish(events, "trades", detected_at, None) if isinstance(e, LiquidationEvent)]
 
 
-def _finish(events: dict[str, _Accumulator], source: Source, detected_at: int) -> list[LiquidationEvent]:
-    built = [acc.build(source, detected_at) for acc in events.values()]
+def _finish(
+    events: dict[str, _Accumulator], source: Source, detected_at: int, via: tuple[str, ...] | None
+) -> list[Event]:
+    built = [acc.build(source, detected_at, via) for acc in events.values()]
     built.sort(key=lambda e: (e.timestamp, e.key))
     return built

@@ -57,7 +57,10 @@ def format_event(event: Event) -> str:
             f"= ${event.value_usd:,.2f} user {event.liquidated_user} tx {event.tx_hash} "
             f"({event.method}, {event.fills} fills)"
         )
-    return repr(event)
+    return (
+        f"adl {event.coin} {event.position_side} {event.size} @ {event.price} = ${event.value_usd:,.2f} "
+        f"user {event.deleveraged_user} (for {event.liquidated_user}) tx {event.tx_hash}"
+    )
 
 
 def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
@@ -125,7 +128,7 @@ class Producer:
         summary.seconds = time.monotonic() - started
         self.polls += 1
         log.info(
-            "poll %d (%s): %d %s read, %d liquidations found, %d published, %d already published, "
+            "poll %d (%s): %d %s read, %d events found, %d published, %d already published, "
             "%d errors, %d waiting for Redis, %.1fs",
             self.polls, self.source.name, summary.items, "trades" if self.source.name == "trades" else "fills",
             summary.found, summary.published, summary.duplicates, summary.errors, summary.pending, summary.seconds,

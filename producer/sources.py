@@ -20,7 +20,7 @@ from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
 from producer.detector import detect_from_fills, detect_from_trades
 from producer.errors import ExchangeError
 from producer.exchange_types import Fill, Trade
-from schemas import LiquidationEvent
+from schemas import Event
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ WATERMARK_PREFIX = "fills:"
 
 @dataclass
 class PollResult:
-    events: list[LiquidationEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     checkpoint: dict[str, str] = field(default_factory=dict)
     """Source positions to record with the events (address watermarks); empty for sources without one."""
     items: int = 0
@@ -132,5 +132,5 @@ class TradesSource:
                 continue
             trades.extend(batch)
         result.items = len(trades)
-        result.events = detect_from_trades(trades, liquidators=self.liquidators, detected_at=now_ms)
+        result.events = [*detect_from_trades(trades, liquidators=self.liquidators, detected_at=now_ms)]
         return result

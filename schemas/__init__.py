@@ -4,6 +4,7 @@ from schemas.errors import EntryError, MalformedEntry, UnknownEventType, Unsuppo
 from schemas.events import (
     SCHEMA_VERSION,
     ZERO_HASH,
+    AdlEvent,
     Event,
     LiquidationEvent,
     Method,
@@ -16,6 +17,7 @@ from schemas.stream import decode_entry, encode_entry, event_type
 __all__ = [
     "SCHEMA_VERSION",
     "ZERO_HASH",
+    "AdlEvent",
     "EntryError",
     "Event",
     "LiquidationEvent",

@@ -27,36 +27,59 @@ Method = Literal["market", "backstop", "unknown"]
 known (the trades heuristic carries no liquidation metadata)."""
 
 
-class LiquidationEvent(msgspec.Struct, frozen=True, kw_only=True, tag="liquidation", tag_field="type"):
+class _Trades(msgspec.Struct, frozen=True, kw_only=True):
+    """What every event type sums over its distinct trades; amounts are exact decimals (JSON strings)."""
+
+    tx_hash: Annotated[str, Meta(description="Transaction hash shared by every fill of the event.")]
+    coin: Annotated[str, Meta(description="The exchange's coin name, e.g. BTC, or xyz:CRWV for a builder market.")]
+    price: Annotated[Decimal, Meta(description="Volume-weighted average fill price over tids.")]
+    size: Annotated[Decimal, Meta(description="Sum of the distinct trades' sizes, in coin units.")]
+    value_usd: Annotated[Decimal, Meta(description="Sum of px x sz over the distinct trades, in USD.")]
+    timestamp: Annotated[int, Meta(description="Exchange time of the fills, milliseconds since the epoch.")]
+    mark_price: Annotated[Decimal | None, Meta(description="Mark price the exchange acted at.")] = None
+    tids: Annotated[tuple[int, ...], Meta(description="Trade ids summed, ascending; both legs share one.")] = ()
+    fills: Annotated[int, Meta(description="How many distinct trades (tids) the event sums.")] = 0
+    observed_via: Annotated[
+        tuple[str, ...], Meta(description="Watched addresses, vaults or 'node' whose data showed the event.")
+    ] = ()
+    source: Annotated[Source, Meta(description="Which producer source found it.")] = "fills"
+    detected_at: Annotated[int, Meta(description="Producer time the event was built, ms since the epoch.")] = 0
+
+
+class LiquidationEvent(_Trades, frozen=True, kw_only=True, tag="liquidation", tag_field="type"):
     """One liquidation of one user's position in one coin, within one transaction.
 
     The identity is ``(tx_hash, coin, liquidated_user)``: one transaction can liquidate several users in several
     coins, and one liquidation is absorbed by many makers, so neither the hash nor a fill identifies it alone.
-    Amounts are exact decimals (JSON strings) computed from the exchange's own decimal strings.
     """
 
-    tx_hash: Annotated[str, Meta(description="Transaction hash shared by every fill of the liquidation.")]
-    coin: Annotated[str, Meta(description="The exchange's coin name, e.g. BTC, or xyz:CRWV for a builder market.")]
     liquidation_side: Annotated[Side, Meta(description="Side of the liquidated position.")]
-    price: Annotated[Decimal, Meta(description="Volume-weighted average fill price over tids.")]
-    size: Annotated[Decimal, Meta(description="Sum of the distinct trades' sizes, in coin units.")]
-    value_usd: Annotated[Decimal, Meta(description="Sum of px x sz over the distinct trades, in USD.")]
     liquidated_user: Annotated[str, Meta(description="Address whose position was liquidated.")]
-    timestamp: Annotated[int, Meta(description="Exchange time of the fills, milliseconds since the epoch.")]
     method: Annotated[Method, Meta(description="market: sent to the book; backstop: taken over by a vault.")]
-    mark_price: Annotated[Decimal | None, Meta(description="Mark price the exchange liquidated at.")] = None
-    tids: Annotated[tuple[int, ...], Meta(description="Trade ids summed, ascending; both legs share one.")] = ()
-    fills: Annotated[int, Meta(description="How many distinct trades (tids) the event sums.")] = 0
-    observed_via: Annotated[
-        tuple[str, ...], Meta(description="Watched addresses, coins or node whose data showed the liquidation.")
-    ] = ()
-    source: Annotated[Source, Meta(description="Which producer source found it.")] = "fills"
-    detected_at: Annotated[int, Meta(description="Producer time the event was built, ms since the epoch.")] = 0
 
     @property
     def key(self) -> str:
         """The deduplication key: stable for the same liquidation whichever legs or producer saw it."""
         return event_key(self.tx_hash, self.coin, self.liquidated_user, self.timestamp)
+
+
+class AdlEvent(_Trades, frozen=True, kw_only=True, tag="adl", tag_field="type"):
+    """One auto-deleveraging of one user's position in one coin, within one transaction.
+
+    When a liquidation cannot be absorbed (book and backstop exhausted), the exchange closes profitable opposite
+    positions against it. The fills carry a ``liquidation`` object like a liquidation's, but the fill's owner is
+    the one deleveraged: nobody was liquidated in that fill, so it is an event of its own.
+    """
+
+    deleveraged_user: Annotated[str, Meta(description="Address whose position was auto-deleveraged.")]
+    position_side: Annotated[Side, Meta(description="Side of the deleveraged position.")]
+    liquidated_user: Annotated[
+        str, Meta(description="The account whose liquidation caused it (often a liquidator vault).")
+    ]
+
+    @property
+    def key(self) -> str:
+        return "adl|" + event_key(self.tx_hash, self.coin, self.deleveraged_user, self.timestamp)
 
 
 ZERO_HASH = "0x" + "0" * 64
@@ -73,7 +96,7 @@ def event_key(tx_hash: str, coin: str, liquidated_user: str, timestamp: int) -> 
     return f"{tx}|{coin}|{liquidated_user}"
 
 
-Event = LiquidationEvent
-"""The union of every event type on the stream (one member for now; later types join it as tagged Structs)."""
+Event = LiquidationEvent | AdlEvent
+"""The union of every event type on the stream; a reader decodes it and skips the types it does not know."""
 
-EVENT_TYPES: dict[str, type[Event]] = {"liquidation": LiquidationEvent}
+EVENT_TYPES: dict[str, type[Event]] = {"liquidation": LiquidationEvent, "adl": AdlEvent}

@@ -5,7 +5,7 @@ An entry is self-describing so that a subscriber in any language can read it wit
 ========  ==================================================================
 field     meaning
 ========  ==================================================================
-``type``  the event type (``liquidation``), the same as ``data["type"]``
+``type``  the event type (``liquidation``, ``adl``), the same as ``data["type"]``
 ``v``     the schema version of ``data`` (an integer, as text)
 ``key``   the deduplication key of the event (also a good idempotency key)
 ``data``  the event as one JSON object (amounts as decimal strings)
@@ -66,6 +66,9 @@ def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> Event:
     if version > SCHEMA_VERSION:
         raise UnsupportedVersion(version, SCHEMA_VERSION)
     try:
-        return _decoder.decode(_field(fields, "data"))
+        event: Event = _decoder.decode(_field(fields, "data"))
     except msgspec.DecodeError as exc:
         raise MalformedEntry(f"data does not decode as a {kind} event: {exc}") from exc
+    if event_type(event) != kind:
+        raise MalformedEntry(f"entry type {kind!r} but its data says {event_type(event)!r}")
+    return event

@@ -14,7 +14,7 @@ from producer.config import OPTIONS
 from tests.conftest import REDIS_URL, RedisServer
 from tests.fake_hyperliquid import FakeHyperliquid
 from tests.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
-from tests.test_service import assert_matches_truth, stream_events
+from tests.test_service import adl_truth, assert_matches_truth, stream_events, stream_liquidations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,9 @@ async def test_once_publishes_and_a_rerun_adds_nothing(
     truth = scenario.visible_from(DEMO_WATCHLIST)
     assert_matches_truth(await stream_events(stream), truth)
     assert out.count(" liquidation ") == len(truth)  # one log line per published liquidation
-    assert f"{len(truth)} liquidations found, {len(truth)} published" in out
+    adl = len(adl_truth(scenario, DEMO_WATCHLIST))
+    assert out.count(" adl ") == adl
+    assert f"{len(truth) + adl} events found, {len(truth) + adl} published" in out
 
     code, out = await run_producer("--once", env=env)
     assert code == 0, out
@@ -87,7 +89,7 @@ async def test_flags_override_the_environment(fake_hl: FakeHyperliquid, scenario
     env = producer_env(fake_hl, f"{stream}:ignored")
     code, out = await run_producer("--once", "--stream", stream, env=env)
     assert code == 0, out
-    assert len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+    assert len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
     assert await stream_events(f"{stream}:ignored") == []
 
 
@@ -106,7 +108,7 @@ async def test_sigterm_stops_a_running_producer_cleanly(
     proc = await start_producer(env=producer_env(fake_hl, stream))
     try:
         for _ in range(300):
-            if len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST)):
+            if len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST)):
                 break
             await asyncio.sleep(0.05)
         proc.send_signal(signal.SIGTERM)

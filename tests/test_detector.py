@@ -10,7 +10,7 @@ import pytest
 
 from producer.detector import detect_from_fills, detect_from_trades, liquidated_side
 from producer.exchange_types import Fill, Trade
-from schemas import ZERO_HASH
+from schemas import ZERO_HASH, AdlEvent, LiquidationEvent
 
 LIQUIDATED = "0xbb8b801eeddaa7061ae171041ec77516313f2921"
 MAKER_1 = "0x654086857e1fad6dcf05cf6695cce51ea3984268"
@@ -118,10 +118,24 @@ def test_backstop_fill_on_a_liquidator_vault() -> None:
     assert event.value_usd == Decimal("1913.688667")
 
 
-def test_adl_fills_are_not_liquidations() -> None:
-    adl = fill(coin="AVAX", dir="Auto-Deleveraging", side="B",
+def test_adl_fills_are_not_liquidations_but_adl_events() -> None:
+    deleveraged = "0xe92d2041199b18f611b137457f3acee8bedb22d3"
+    adl = fill(coin="AVAX", px="22.075", sz="28.53", dir="Auto-Deleveraging", side="B",
                liquidation={"liquidatedUser": HLP_LIQUIDATOR, "markPx": "22.025", "method": "backstop"})
-    assert detect_from_fills([("0xe92d2041199b18f611b137457f3acee8bedb22d3", adl)], detected_at=NOW) == []
+    [event] = detect_from_fills([(deleveraged, adl)], detected_at=NOW)
+    assert isinstance(event, AdlEvent)
+    assert (event.deleveraged_user, event.position_side) == (deleveraged, "short")
+    assert event.liquidated_user == HLP_LIQUIDATOR
+    assert (event.size, event.value_usd) == (Decimal("28.53"), Decimal("629.79975"))
+    assert event.mark_price == Decimal("22.025")
+    assert event.key.startswith("adl|")
+
+
+def test_node_mode_counts_only_the_liquidated_users_own_legs() -> None:
+    observed = [(MAKER_1, fill(tid=1, sz="5")), (LIQUIDATED, own_leg(tid=2, sz="2.47"))]
+    [event] = detect_from_fills(observed, source="node", detected_at=NOW, own_legs_only=True, via=("node",))
+    assert isinstance(event, LiquidationEvent)
+    assert (event.size, event.tids, event.observed_via, event.source) == (Decimal("2.47"), (2,), ("node",), "node")
 
 
 def test_fills_without_a_liquidation_object_are_ignored_whatever_their_hash() -> None:

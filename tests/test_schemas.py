@@ -10,6 +10,7 @@ import pytest
 
 from schemas import (
     SCHEMA_VERSION,
+    AdlEvent,
     LiquidationEvent,
     MalformedEntry,
     UnknownEventType,
@@ -56,8 +57,10 @@ def test_an_older_reader_ignores_fields_added_later() -> None:
 def test_unknown_type_newer_version_and_garbage_are_told_apart() -> None:
     entry = encode_entry(make_event())
     with pytest.raises(UnknownEventType) as unknown:
+        decode_entry({**entry, "type": b"funding"})
+    assert unknown.value.kind == "funding"
+    with pytest.raises(MalformedEntry, match="entry type 'adl' but its data says 'liquidation'"):
         decode_entry({**entry, "type": b"adl"})
-    assert unknown.value.kind == "adl"
     with pytest.raises(UnsupportedVersion):
         decode_entry({**entry, "v": str(SCHEMA_VERSION + 1).encode()})
     with pytest.raises(MalformedEntry, match="not an integer"):
@@ -84,9 +87,46 @@ def test_json_schema_file_is_up_to_date() -> None:
 
 def test_json_schema_describes_every_field_with_decimal_strings() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
-    props = schema["$defs"]["LiquidationEvent"]["properties"]
-    assert set(props) == set(LiquidationEvent.__struct_fields__) | {"type"}
-    for name in ("price", "size", "value_usd"):
-        assert props[name] == {**props[name], "type": "string", "format": "decimal"}
-    assert all("description" in p for n, p in props.items() if n != "type")
+    for struct in (LiquidationEvent, AdlEvent):
+        props = schema["$defs"][struct.__name__]["properties"]
+        assert set(props) == set(struct.__struct_fields__) | {"type"}
+        for name in ("price", "size", "value_usd"):
+            assert props[name] == {**props[name], "type": "string", "format": "decimal"}
+        assert all("description" in p for n, p in props.items() if n != "type")
+    assert schema["discriminator"]["propertyName"] == "type"
     assert schema["x-schema-version"] == SCHEMA_VERSION
+
+
+def make_adl(**overrides: object) -> AdlEvent:
+    fields: dict[str, object] = dict(
+        tx_hash="0x922ada1583e0175a93a4042d3a6101010100f1fb1ee3362c35f3856842e3f145", coin="AVAX",
+        price=Decimal("22.075"), size=Decimal("28.53"), value_usd=Decimal("629.79975"), timestamp=1760130964831,
+        mark_price=Decimal("22.025"), tids=(771334864158847,), fills=1, source="node", observed_via=("node",),
+        deleveraged_user="0xe92d2041199b18f611b137457f3acee8bedb22d3", position_side="short",
+        liquidated_user="0x2e3d94f0562703b25c83308a05046ddaf9a8dd14",
+    )
+    fields.update(overrides)
+    return AdlEvent(**fields)  # type: ignore[arg-type]
+
+
+def legacy_v1_reader(fields: dict[bytes, bytes]) -> LiquidationEvent | None:
+    """What a subscriber written against the first release does: the contract says skip unknown types."""
+    if fields[b"type"] != b"liquidation":
+        return None
+    return msgspec.json.decode(fields[b"data"], type=LiquidationEvent)
+
+
+def test_adl_events_do_not_break_readers_of_the_first_schema() -> None:
+    liquidation, adl = make_event(), make_adl()
+    # As a Redis client returns them: bytes field names.
+    entries = [{k.encode(): v for k, v in encode_entry(e).items()} for e in (liquidation, adl, liquidation)]
+    assert [legacy_v1_reader(e) for e in entries] == [liquidation, None, liquidation]
+    assert [decode_entry(e) for e in entries] == [liquidation, adl, liquidation]
+    assert entries[1][b"type"] == b"adl" and entries[1][b"v"] == b"1"
+
+
+def test_adl_and_liquidation_keys_never_collide() -> None:
+    same_parties = make_adl(deleveraged_user=make_event().liquidated_user, tx_hash=make_event().tx_hash,
+                            coin=make_event().coin, timestamp=make_event().timestamp)
+    assert same_parties.key != make_event().key
+    assert same_parties.key.startswith("adl|")

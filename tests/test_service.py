@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import LIQUIDATOR_VAULTS, ProducerConfig
 from producer.service import Producer, RedisAccessDenied
-from schemas import LiquidationEvent, decode_entry
+from schemas import AdlEvent, Event, LiquidationEvent, decode_entry
 from tests.conftest import REDIS_URL, RedisServer
 from tests.fake_hyperliquid import SERVER_ERROR, FakeHyperliquid
 from tests.scenarios import (
@@ -44,7 +45,7 @@ def make_producer(config: ProducerConfig) -> Producer:
     return Producer(config, client=client)
 
 
-async def stream_events(stream: str, url: str = REDIS_URL) -> list[LiquidationEvent]:
+async def stream_events(stream: str, url: str = REDIS_URL) -> list[Event]:
     client = aioredis.Redis.from_url(url)
     try:
         return [decode_entry(fields) for _, fields in await client.xrange(stream)]  # type: ignore[misc]
@@ -52,8 +53,26 @@ async def stream_events(stream: str, url: str = REDIS_URL) -> list[LiquidationEv
         await client.aclose()
 
 
-def assert_matches_truth(events: list[LiquidationEvent], truth: list[ExpectedLiquidation]) -> None:
-    """Every expected liquidation exactly once, none invented, right sides and exact amounts."""
+async def stream_liquidations(stream: str, url: str = REDIS_URL) -> list[LiquidationEvent]:
+    return [e for e in await stream_events(stream, url) if isinstance(e, LiquidationEvent)]
+
+
+def adl_truth(scenario: Scenario, watchlist: Iterable[str]) -> set[tuple[str, str, str]]:
+    """(hash, coin, deleveraged user) of the ADL fills on watched addresses."""
+    return {
+        (f["hash"], f["coin"], address.lower())
+        for address in watchlist for f in scenario.fills.get(address.lower(), ()) if f["dir"] == "Auto-Deleveraging"
+    }
+
+
+def assert_matches_truth(
+    all_events: list[Event], truth: list[ExpectedLiquidation], adl: set[tuple[str, str, str]] | None = None
+) -> None:
+    """Every expected liquidation exactly once, none invented, right sides and exact amounts (and ADL apart)."""
+    events = [e for e in all_events if isinstance(e, LiquidationEvent)]
+    if adl is not None:
+        adl_keys = [(e.tx_hash, e.coin, e.deleveraged_user) for e in all_events if isinstance(e, AdlEvent)]
+        assert len(adl_keys) == len(set(adl_keys)) and set(adl_keys) == adl
     keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in events]
     assert len(keys) == len(set(keys)), "a liquidation was published twice"
     by_key = {(e.tx_hash, e.coin, e.liquidated_user): e for e in events}
@@ -82,10 +101,13 @@ async def test_one_poll_publishes_every_visible_liquidation_once(
         summary = await producer.poll_once()
     finally:
         await producer.close()
-    events = await stream_events(stream)
+    all_events = await stream_events(stream)
+    events = [e for e in all_events if isinstance(e, LiquidationEvent)]
     truth = scenario.visible_from(DEMO_WATCHLIST)
-    assert_matches_truth(events, truth)
-    assert summary.published == len(truth) and summary.pending == 0
+    adl = adl_truth(scenario, DEMO_WATCHLIST)
+    assert len(adl) == scenario.adl_fill_count == 3
+    assert_matches_truth(all_events, truth, adl)
+    assert summary.published == len(truth) + len(adl) and summary.pending == 0
     assert len(truth) < len(scenario.liquidations)  # the unwatched one is not invented
     assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
     # The busy address needed three pages, each from the last page's time, inclusive.
@@ -101,7 +123,7 @@ async def test_a_restarted_producer_resumes_from_its_watermarks(
     first = make_producer(config_for(fake_hl, stream))
     await first.poll_once()
     await first.close()
-    published = len(await stream_events(stream))
+    published = len(await stream_liquidations(stream))
     fake_hl.requests.clear()
 
     second = make_producer(config_for(fake_hl, stream))
@@ -118,7 +140,7 @@ async def test_a_restarted_producer_resumes_from_its_watermarks(
         assert summary.published == 1
     finally:
         await second.close()
-    events = await stream_events(stream)
+    events = await stream_liquidations(stream)
     assert len(events) == published + 1
     assert (events[-1].tx_hash, events[-1].coin, events[-1].liquidated_user) == new_liquidation.key
 
@@ -134,8 +156,9 @@ async def test_two_producers_side_by_side_publish_each_liquidation_once(
             await p.close()
     truth = scenario.visible_from(DEMO_WATCHLIST)
     assert_matches_truth(await stream_events(stream), truth)
-    assert sum(s.published for s in summaries) == len(truth)
-    assert sum(s.duplicates for s in summaries) == len(truth)
+    expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
+    assert sum(s.published for s in summaries) == expected
+    assert sum(s.duplicates for s in summaries) == expected
 
 
 async def test_an_address_that_keeps_failing_does_not_stop_the_others_and_catches_up(
@@ -147,7 +170,7 @@ async def test_an_address_that_keeps_failing_does_not_stop_the_others_and_catche
         summary = await producer.poll_once()
         assert summary.errors == 1
         missing = {t.key for t in scenario.visible_from([HLP_LIQUIDATOR])}
-        published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_events(stream)}
+        published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
         assert missing and not missing & published
         await producer.poll_once()
     finally:
@@ -185,14 +208,15 @@ async def test_redis_going_away_holds_events_and_publishes_them_when_back(
         redis_server.kill()
         summary = await producer.poll_once()
         truth = scenario.visible_from(DEMO_WATCHLIST)
-        assert summary.published == 0 and summary.pending == len(truth)
+        expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
+        assert summary.published == 0 and summary.pending == expected
         assert "Redis unreachable" in caplog.text
         again = await producer.poll_once()  # still down: the re-read adds nothing to what is held
-        assert again.pending == len(truth)
+        assert again.pending == expected
 
         redis_server.start()
         back = await producer.poll_once()
-        assert back.published == len(truth) and back.pending == 0
+        assert back.published == expected and back.pending == 0
         assert "Redis is back" in caplog.text
     finally:
         await producer.close()
@@ -249,4 +273,4 @@ async def test_run_stops_cleanly_when_asked(fake_hl: FakeHyperliquid, scenario: 
         await asyncio.sleep(0.02)
     producer.stop()
     assert await asyncio.wait_for(task, 5) == 0
-    assert len(await stream_events(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+    assert len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
