@@ -10,12 +10,14 @@ import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
 
-SourceName = Literal["fills", "trades"]
+SourceName = Literal["fills", "trades", "node"]
 
 HLP = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
 HLP_STRATEGY_A = "0x010461c14e146ac35fe42271bdc1134ee31c703a"
@@ -69,9 +71,38 @@ def _positive_int(value: str) -> int:
 
 
 def _source(value: str) -> SourceName:
-    if value not in ("fills", "trades"):
-        raise ValueError("must be 'fills' or 'trades'")
+    if value not in ("fills", "trades", "node"):
+        raise ValueError("must be 'fills', 'trades' or 'node'")
     return value  # type: ignore[return-value]
+
+
+def _paths(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part).expanduser() for part in _csv(value))
+
+
+def _time_ms(value: str) -> int | None:
+    """Empty or ``now``: None. Digits: epoch milliseconds. Otherwise ISO 8601, UTC unless it says otherwise."""
+    text = value.strip()
+    if text in ("", "now"):
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be 'now', epoch milliseconds or an ISO 8601 time like 2025-10-10T21:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _log_level(value: str) -> str:
@@ -99,7 +130,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("api_url", "--api-url", "HL_API_URL", str, MAINNET_API_URL,
            "Hyperliquid API base (testnet: https://api.hyperliquid-testnet.xyz)."),
     Option("source", "--source", "HL_SOURCE", _source, "fills",
-           "fills: watched addresses' fills (exact); trades: the seed's recentTrades heuristic."),
+           "fills: watched addresses' fills; trades: the seed's recentTrades heuristic; node: a node's fill files."),
     Option("watchlist", "--watchlist", "HL_WATCHLIST", _addresses, ",".join(PROTOCOL_VAULTS),
            "Comma-separated addresses whose fills are polled (default: the protocol vaults)."),
     Option("coins", "--coins", "HL_COINS", _csv, ",".join(DEFAULT_COINS),
@@ -114,6 +145,16 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds before one API request is abandoned and retried."),
     Option("http_attempts", "--http-attempts", "HL_HTTP_ATTEMPTS", _positive_int, "5",
            "Attempts per API request on 429, 5xx, timeouts and connection errors."),
+    Option("node_paths", "--node-path", "HL_NODE_PATH", _paths, "~/hl/data/node_fills_by_block",
+           "node source: the node's node_fills_by_block directory, or archive directories or hour files."),
+    Option("node_from", "--node-from", "HL_NODE_FROM", _time_ms, "now",
+           "node source, no checkpoint yet: 'now' (end of the newest file) or a time to replay from (ISO 8601 or ms)."),
+    Option("node_until", "--node-until", "HL_NODE_UNTIL", _time_ms, "",
+           "node source: stop publishing at this time (ISO 8601 or ms); empty for no end."),
+    Option("node_follow", "--node-follow", "HL_NODE_FOLLOW", _bool, "true",
+           "node source: after the last file, keep following it live (true) or exit (false)."),
+    Option("node_read_bytes", "--node-read-bytes", "HL_NODE_READ_BYTES", _positive_int, str(32 << 20),
+           "node source: bytes read per poll at most; bounds memory and the work between checkpoints."),
     Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
     Option("maxlen", "--maxlen", "LIQ_STREAM_MAXLEN", _positive_int, "100000",
            "Approximate cap on the stream's length (XADD MAXLEN ~)."),
@@ -142,6 +183,11 @@ class ProducerConfig:
     dedup_ttl: int = 604_800
     max_pending: int = 100_000
     log_level: str = "INFO"
+    node_paths: tuple[Path, ...] = (Path("~/hl/data/node_fills_by_block").expanduser(),)
+    node_from: int | None = None
+    node_until: int | None = None
+    node_follow: bool = True
+    node_read_bytes: int = 32 << 20
     once: bool = False
     liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)
 
@@ -175,6 +221,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
             raise ConfigError(f"{opt.flag} / {opt.env}={raw!r}: {exc}") from None
     if values["source"] == "fills" and not values["watchlist"]:
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
+    start, end = values["node_from"], values["node_until"]
+    if start is not None and end is not None and end <= start:
+        raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")
     if values["source"] == "trades" and not values["coins"]:
         raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
     return ProducerConfig(**values)

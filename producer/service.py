@@ -20,6 +20,7 @@ import redis.exceptions
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import ProducerError
+from producer.node_source import NodeSource, NodeWindow
 from producer.outbox import Outbox, RecentKeys
 from producer.publisher import Publisher
 from producer.ratelimit import WeightBudget
@@ -47,6 +48,11 @@ class PollSummary:
     errors: int = 0
     pending: int = 0
     seconds: float = 0.0
+    more: bool = False
+    finished: bool = False
+
+
+_ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks"}
 
 
 def format_event(event: Event) -> str:
@@ -66,6 +72,9 @@ def format_event(event: Event) -> str:
 def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
     if config.source == "trades":
         return TradesSource(client, config.coins, liquidators=config.liquidators)
+    if config.source == "node":
+        window = NodeWindow(start_ms=config.node_from, end_ms=config.node_until, follow=config.node_follow)
+        return NodeSource(config.node_paths, window, max_bytes_per_poll=config.node_read_bytes)
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
 
 
@@ -107,6 +116,7 @@ class Producer:
         return self._stop.is_set()
 
     async def close(self) -> None:
+        self.source.close()
         await self.client.close()
         await self.redis.aclose()
 
@@ -122,6 +132,7 @@ class Producer:
             fresh = self.recent.fresh(list(result.events))
             self.outbox.put(fresh, result.checkpoint)
             summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
+            summary.more, summary.finished = result.more, result.finished
         published, duplicates = await self.flush()
         summary.published, summary.duplicates = published, duplicates
         summary.pending = len(self.outbox)
@@ -130,7 +141,7 @@ class Producer:
         log.info(
             "poll %d (%s): %d %s read, %d events found, %d published, %d already published, "
             "%d errors, %d waiting for Redis, %.1fs",
-            self.polls, self.source.name, summary.items, "trades" if self.source.name == "trades" else "fills",
+            self.polls, self.source.name, summary.items, _ITEMS[self.source.name],
             summary.found, summary.published, summary.duplicates, summary.errors, summary.pending, summary.seconds,
         )
         return summary
@@ -207,6 +218,11 @@ class Producer:
                     break
                 stopper.cancel()
                 summary = task.result()
+                if summary.finished:
+                    log.info("the source has nothing more to read")
+                    break
+                if summary.more:
+                    continue  # a backlog: read on without waiting
                 if self.config.once:
                     break
                 weight = (self.client.stats.requests - requests_before) * 20 + summary.items / 20

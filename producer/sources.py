@@ -35,6 +35,10 @@ class PollResult:
     items: int = 0
     """Fills or trades read."""
     errors: list[str] = field(default_factory=list)
+    more: bool = False
+    """The source stopped early with more to read: poll again without waiting."""
+    finished: bool = False
+    """The source has nothing more to give (a replay reached its end): the process may stop."""
 
 
 class Source(Protocol):
@@ -44,6 +48,9 @@ class Source(Protocol):
         """Resume from positions recorded in Redis."""
 
     async def poll(self, now_ms: int) -> PollResult: ...
+
+    def close(self) -> None:
+        """Release files or other resources the source holds (the HTTP client is closed by its owner)."""
 
 
 class FillsSource:
@@ -57,6 +64,9 @@ class FillsSource:
         self.lookback_ms = lookback_ms
         self.watermarks: dict[str, int] = {}
         """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
+
+    def close(self) -> None:
+        pass
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         for name, value in checkpoint.items():
@@ -119,6 +129,9 @@ class TradesSource:
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         """Nothing to resume: the exchange only serves the last few trades of a coin."""
+
+    def close(self) -> None:
+        pass
 
     async def poll(self, now_ms: int) -> PollResult:
         result = PollResult()

@@ -29,7 +29,7 @@ def test_the_configuration_table_lists_every_setting_with_its_default() -> None:
         row = rows[opt.env]
         assert row.group(2) == opt.flag
         if opt.env != "HL_WATCHLIST":
-            assert row.group(3) == f"`{opt.default}`", opt.env
+            assert row.group(3) == (f"`{opt.default}`" if opt.default else "(none)"), opt.env
     for address in (PROTOCOL_VAULTS[0], PROTOCOL_VAULTS[-1]):
         assert address in README
 

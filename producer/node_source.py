@@ -1,0 +1,223 @@
+"""The ``node`` source: every liquidation on the venue, from a Hyperliquid node's fill files (or the archive).
+
+It follows the node's output like ``tail -F``: the current hour's file as it grows, the next hour's file when it
+appears, a partial last line left for the next read. Its position (hour and byte offset) is checkpointed in Redis
+by the same script that publishes the events read up to it, so a restart resumes exactly there. The same source
+replays archived hours (plain or ``.lz4``) from a start time to an end time, then, if asked, follows live.
+
+Hot path: in a cascade a node writes hundreds of thousands of fills a minute. A block line without the word
+``"liquidation"`` cannot hold a liquidation or ADL fill, so it is skipped with one substring search and never
+decoded; the others are decoded by msgspec straight into Structs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from producer.detector import detect_from_fills
+from producer.exchange_types import Fill
+from producer.node_files import HourFile, LineReader, find_hour_files, parse_hour_name
+from producer.sources import PollResult
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_HOUR = "node:hour"
+CHECKPOINT_OFFSET = "node:offset"
+_MARKER = b'"liquidation"'
+
+
+class Block(msgspec.Struct):
+    """One line of the node's file: a block and its fills, each under the user whose fill it is."""
+
+    block_number: int
+    events: list[tuple[str, Fill]]
+
+
+@dataclass(frozen=True)
+class NodeWindow:
+    """What to read: where to start without a checkpoint, where to stop, and whether to follow live after."""
+
+    start_ms: int | None = None
+    """None: start at the end of the newest file (live only); else the first hour at or after this time."""
+    end_ms: int | None = None
+    """Events at or after this time are not published; reading stops at the first hour past it."""
+    follow: bool = True
+    """Keep waiting for new data at the end of the newest file; False: stop there (a finished replay)."""
+
+
+def end_of_last_line(hour_file: HourFile, window: int = 1 << 16) -> int:
+    """The offset just after the file's last newline: where live following starts without reading the file."""
+    if hour_file.compressed:
+        reader = LineReader(hour_file)
+        try:
+            while reader.read_lines(1 << 20)[1]:
+                pass
+            return reader.offset
+        finally:
+            reader.close()
+    with open(hour_file.path, "rb") as handle:
+        size = handle.seek(0, 2)
+        position = size
+        while position > 0:
+            start = max(0, position - window)
+            handle.seek(start)
+            cut = handle.read(position - start).rfind(b"\n")
+            if cut != -1:
+                return start + cut + 1
+            position = start
+        return 0
+
+
+class NodeSource:
+    name = "node"
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        window: NodeWindow = NodeWindow(),
+        *,
+        max_bytes_per_poll: int = 32 << 20,
+        chunk_bytes: int = 1 << 20,
+    ) -> None:
+        self.paths = list(paths)
+        self.window = window
+        self.max_bytes_per_poll = max_bytes_per_poll
+        self.chunk_bytes = chunk_bytes
+        self.reader: LineReader | None = None
+        self.garbage_lines = 0
+        self.blocks_read = 0
+        self.finished = False
+        self._resume: tuple[str, int] | None = None
+        self._decoder = msgspec.json.Decoder(Block)
+
+    def restore(self, checkpoint: Mapping[str, str]) -> None:
+        hour, offset = checkpoint.get(CHECKPOINT_HOUR), checkpoint.get(CHECKPOINT_OFFSET)
+        if hour is not None and offset is not None and self.reader is None:
+            self._resume = (hour, int(offset))
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def _files(self) -> list[HourFile]:
+        return find_hour_files(self.paths)
+
+    def _open_first(self) -> LineReader | None:
+        files = self._files()
+        if not files:
+            return None
+        if self._resume is not None:
+            hour_name, offset = self._resume
+            hour = parse_hour_name(hour_name)
+            for hour_file in files:
+                if hour_file.hour == hour:
+                    log.info("node: resuming %s at byte %d", hour_file.path, offset)
+                    return LineReader(hour_file, offset)
+                if hour_file.hour > hour:
+                    log.warning("node: checkpointed hour %s is gone; continuing at %s", hour_name, hour_file.name)
+                    return LineReader(hour_file)
+            log.warning("node: checkpointed hour %s is newer than every file; waiting for it", hour_name)
+            return None
+        if self.window.start_ms is None:
+            newest = files[-1]
+            offset = end_of_last_line(newest)
+            log.info("node: following %s from its end (byte %d)", newest.path, offset)
+            return LineReader(newest, offset)
+        start_hour_ms = self.window.start_ms - self.window.start_ms % 3_600_000
+        for hour_file in files:
+            if self._past_end(hour_file):
+                break
+            if hour_file.start_ms >= start_hour_ms:
+                log.info("node: reading from %s", hour_file.path)
+                return LineReader(hour_file)
+        return None
+
+    def _next_file(self, current: HourFile) -> HourFile | None:
+        for hour_file in self._files():
+            if hour_file.hour > current.hour:
+                return hour_file
+        return None
+
+    def _past_end(self, hour_file: HourFile) -> bool:
+        return self.window.end_ms is not None and hour_file.start_ms >= self.window.end_ms
+
+    async def poll(self, now_ms: int) -> PollResult:
+        result = PollResult()
+        if self.finished:
+            return result
+        if self.reader is None:
+            self.reader = self._open_first()
+            if self.reader is None:
+                self.finished = not self.window.follow
+                result.finished = self.finished
+                return result
+        observed: list[tuple[str, Fill]] = []
+        read = 0
+        blocks_before = self.blocks_read
+        reader = self.reader
+        while read < self.max_bytes_per_poll:
+            reader = self.reader
+            lines, size = reader.read_lines(self.chunk_bytes)
+            read += size
+            for line in lines:
+                self._scan(line, observed)
+            if size:
+                continue
+            # At the end of this file for now. A newer hour's file means this one is complete.
+            following = self._next_file(reader.file)
+            if following is None:
+                if not self.window.follow:
+                    self.finished = True
+                break
+            self._finish_file(reader, observed)
+            reader.close()
+            if self._past_end(following):
+                self.finished = True
+                self.reader = None
+                break
+            self.reader = LineReader(following)
+            log.info("node: %s complete, now reading %s", reader.file.path, following.path)
+        # The position after the last line read (if the replay ended at a rotation, the end of the last hour).
+        position = self.reader or reader
+        result.checkpoint = {CHECKPOINT_HOUR: position.file.name, CHECKPOINT_OFFSET: str(position.offset)}
+        result.more = self.reader is not None and read >= self.max_bytes_per_poll
+        result.finished = self.finished
+        result.items = self.blocks_read - blocks_before
+        result.events = detect_from_fills(
+            self._in_window(observed), source="node", detected_at=now_ms, own_legs_only=True, via=("node",)
+        )
+        return result
+
+    def _finish_file(self, reader: LineReader, observed: list[tuple[str, Fill]]) -> None:
+        rest = reader.take_partial()
+        if rest.strip():
+            log.warning("node: %s ends without a newline (%d bytes); reading the last line as is",
+                        reader.file.path, len(rest))
+            self._scan(rest, observed)
+
+    def _scan(self, line: bytes, observed: list[tuple[str, Fill]]) -> None:
+        self.blocks_read += 1
+        if _MARKER not in line:
+            return
+        try:
+            block = self._decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            self.garbage_lines += 1
+            log.error("node: skipped a line that is not a block (%s): %.200r", exc, line)
+            return
+        observed.extend((user, fill) for user, fill in block.events if fill.liquidation is not None)
+
+    def _in_window(self, observed: list[tuple[str, Fill]]) -> list[tuple[str, Fill]]:
+        start, end = self.window.start_ms, self.window.end_ms
+        if start is None and end is None:
+            return observed
+        return [
+            (user, fill) for user, fill in observed
+            if (start is None or fill.time >= start) and (end is None or fill.time < end)
+        ]

@@ -1,0 +1,90 @@
+"""The real producer following node files into a real Redis: exactly once, across kills and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from producer.config import ProducerConfig
+from producer.node_files import find_hour_files
+from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
+from producer.publisher import checkpoint_key
+from producer.service import Producer
+from tests.conftest import REDIS_URL
+from tests.node_data import blocks_from, cascade, write_hours
+from tests.test_cli import start_producer
+from tests.test_node_source import assert_node_truth
+from tests.test_service import stream_events
+
+
+def node_config(root: Path, stream: str, **overrides: object) -> ProducerConfig:
+    base = ProducerConfig(redis_url=REDIS_URL, source="node", node_paths=(root,), node_from=0, node_follow=False,
+                          stream=stream, poll_interval=0.05)
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+async def test_replay_into_the_stream_then_a_rerun_adds_nothing(
+    tmp_path: Path, stream: str, redis_client: aioredis.Redis
+) -> None:
+    scenario = cascade(500)
+    write_hours(tmp_path, blocks_from(scenario), compressed=True)
+    for _ in range(2):
+        producer = Producer(node_config(tmp_path, stream, node_read_bytes=128 << 10))
+        assert await producer.run() == 0
+    assert_node_truth(await stream_events(stream), scenario)
+    last = find_hour_files([tmp_path])[-1]
+    checkpoint = await redis_client.hgetall(checkpoint_key(stream))
+    assert checkpoint[CHECKPOINT_HOUR.encode()] == last.name.encode()
+    assert int(checkpoint[CHECKPOINT_OFFSET.encode()]) > 0
+
+
+async def test_sigkill_mid_file_and_restart_publish_every_liquidation_once(tmp_path: Path, stream: str) -> None:
+    scenario = cascade(3000)
+    write_hours(tmp_path, blocks_from(scenario))
+    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
+           "HL_NODE_FOLLOW": "false", "HL_NODE_READ_BYTES": "32768", "LIQ_STREAM": stream, "LOG_LEVEL": "WARNING"}
+    total = len(scenario.liquidations)
+    proc = await start_producer(env=env)
+    try:
+        for _ in range(600):
+            if len(await stream_events(stream)) >= total // 4:
+                break
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    killed_at = len(await stream_events(stream))
+    assert 0 < killed_at < total, "the kill must land mid-file for this test to mean anything"
+
+    restarted = await start_producer(env=env)
+    out, _ = await asyncio.wait_for(restarted.communicate(), 120)
+    assert restarted.returncode == 0, out.decode()
+    assert_node_truth(await stream_events(stream), scenario)
+
+
+async def test_sigterm_while_following_live_exits_cleanly(tmp_path: Path, stream: str) -> None:
+    scenario = cascade(50)
+    write_hours(tmp_path, blocks_from(scenario))
+    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
+           "LIQ_STREAM": stream, "HL_POLL_INTERVAL": "0.1"}
+    proc = await start_producer(env=env)
+    try:
+        for _ in range(300):
+            if len(await stream_events(stream)) >= len(scenario.liquidations):
+                break
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode()
+    assert_node_truth(await stream_events(stream), scenario)

@@ -1,0 +1,194 @@
+"""The node source on node-format files written by the tests: replay, follow, rotation, damage, lz4."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from producer.node_files import LineReader, find_hour_files
+from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET, NodeSource, NodeWindow
+from schemas import AdlEvent, Event, LiquidationEvent
+from tests.node_data import adl_truth, block_time_ms, blocks_from, cascade, hour_path, line, write_hours
+from tests.scenarios import Scenario, demo_scenario
+
+REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
+
+
+async def drain(source: NodeSource, now_ms: int = 0) -> tuple[list[Event], dict[str, str]]:
+    """Poll until the source has nothing more right now; the events and the last checkpoint."""
+    events: list[Event] = []
+    checkpoint: dict[str, str] = {}
+    for _ in range(10_000):
+        result = await source.poll(now_ms)
+        events.extend(result.events)
+        checkpoint.update(result.checkpoint)
+        if not result.more:
+            return events, checkpoint
+    raise AssertionError("the source never caught up")
+
+
+def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
+    """The node sees every liquidation, complete (own legs: every trade), once; and every ADL fill."""
+    liquidations = [e for e in events if isinstance(e, LiquidationEvent)]
+    keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in liquidations]
+    assert len(keys) == len(set(keys))
+    truth = {t.key: t for t in scenario.liquidations}
+    assert set(keys) == set(truth)
+    for event in liquidations:
+        t = truth[(event.tx_hash, event.coin, event.liquidated_user)]
+        assert (event.liquidation_side, event.method, event.size, event.value_usd) == (
+            t.side, t.method, t.size, t.value_usd
+        )
+        assert set(event.tids) == t.tids and event.observed_via == ("node",) and event.source == "node"
+        assert event.mark_price == Decimal(t.mark_price)
+    adl = [(e.tx_hash, e.coin, e.deleveraged_user) for e in events if isinstance(e, AdlEvent)]
+    assert len(adl) == len(set(adl)) and set(adl) == adl_truth(scenario)
+
+
+def test_hour_files_are_found_in_every_layout(tmp_path: Path) -> None:
+    for relative in ("hourly/20251010/21", "hourly/20251010/22.lz4", "hourly/20251010/22", "hourly/20251011/0",
+                     "hourly/20251010/notes.txt", "hourly/2025-10-10/3", "hourly/20251010/24"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    names = [f.name for f in find_hour_files([tmp_path])]
+    assert names == ["20251010/21", "20251010/22", "20251011/0"]
+    assert not any(f.compressed for f in find_hour_files([tmp_path]))  # the plain hour wins over its archive
+    assert [f.name for f in find_hour_files([tmp_path / "hourly"])] == names
+    assert [f.name for f in find_hour_files([tmp_path / "hourly" / "20251011"])] == ["20251011/0"]
+    assert [f.name for f in find_hour_files([tmp_path / "hourly/20251010/22.lz4"])] == ["20251010/22"]
+
+
+def test_a_partial_last_line_waits_for_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "hourly" / "20251010" / "21"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'{"a":1}\n{"b":')
+    [hour] = find_hour_files([tmp_path])
+    reader = LineReader(hour)
+    assert reader.read_lines(1 << 20)[0] == [b'{"a":1}']
+    assert reader.offset == 8
+    with path.open("ab") as handle:
+        handle.write(b'2}\n{"c":3}\n')
+    assert reader.read_lines(1 << 20)[0] == [b'{"b":2}', b'{"c":3}']
+    assert reader.offset == path.stat().st_size
+    assert reader.read_lines(1 << 20) == ([], 0)
+    reader.close()
+
+
+async def test_replay_publishes_every_liquidation_and_adl_once(tmp_path: Path) -> None:
+    scenario = demo_scenario(seed=5)
+    write_hours(tmp_path, blocks_from(scenario))
+    source = NodeSource([tmp_path], REPLAY_ALL, chunk_bytes=4096)
+    events, checkpoint = await drain(source)
+    source.close()
+    assert_node_truth(events, scenario)
+    assert source.finished
+    last = find_hour_files([tmp_path])[-1]
+    assert checkpoint == {CHECKPOINT_HOUR: last.name, CHECKPOINT_OFFSET: str(last.path.stat().st_size)}
+
+
+async def test_a_cascade_across_an_hour_rotation_in_small_polls(tmp_path: Path) -> None:
+    scenario = cascade(1500)
+    files = write_hours(tmp_path, blocks_from(scenario))
+    assert len(files) >= 2
+    source = NodeSource([tmp_path], REPLAY_ALL, max_bytes_per_poll=256 << 10, chunk_bytes=64 << 10)
+    events, _ = await drain(source)
+    source.close()
+    assert_node_truth(events, scenario)
+
+
+async def test_lz4_archive_gives_the_same_events_as_plain_files(tmp_path: Path) -> None:
+    scenario = demo_scenario(seed=6)
+    write_hours(tmp_path / "plain", blocks_from(scenario))
+    write_hours(tmp_path / "archive", blocks_from(scenario), compressed=True)
+    sources = [NodeSource([tmp_path / "plain"], REPLAY_ALL), NodeSource([tmp_path / "archive"], REPLAY_ALL)]
+    (plain, _), (archived, _) = [await drain(source) for source in sources]
+    for source in sources:
+        source.close()
+    assert_node_truth(archived, scenario)
+    assert [e.key for e in archived] == [e.key for e in plain]
+
+
+async def test_following_live_sees_appends_and_the_next_hour(tmp_path: Path) -> None:
+    scenario = cascade(300)
+    blocks = blocks_from(scenario)
+    hours = sorted({hour_path(tmp_path, block_time_ms(b)) for b in blocks})
+    first_hour = [b for b in blocks if hour_path(tmp_path, block_time_ms(b)) == hours[0]]
+    later = blocks[len(first_hour):]
+    write_hours(tmp_path, first_hour[:10])
+    source = NodeSource([tmp_path], NodeWindow(start_ms=None, follow=True))  # "now": from the end
+    assert (await drain(source))[0] == []
+    write_hours(tmp_path, first_hour[10:])  # the node appends
+    appended, _ = await drain(source)
+    write_hours(tmp_path, later)  # the next hour's file appears
+    rotated, checkpoint = await drain(source)
+    source.close()
+    assert not source.finished
+    expected = blocks_from(scenario)[10:]
+    assert {e.key for e in appended + rotated} == _keys_of(expected, scenario)
+    assert checkpoint[CHECKPOINT_HOUR] == find_hour_files([tmp_path])[-1].name
+
+
+def _keys_of(blocks: list[dict[str, object]], scenario: Scenario) -> set[str]:
+    """Event keys of the liquidations and ADL fills whose blocks are in ``blocks``."""
+    times = {block_time_ms(b) for b in blocks}  # type: ignore[arg-type]
+    keys = {f"{t.tx_hash}|{t.coin}|{t.liquidated_user}" for t in scenario.liquidations if t.timestamp in times}
+    keys |= {f"adl|{h}|{c}|{u}" for h, c, u in adl_truth(scenario) if _time_of(scenario, h) in times}
+    return keys
+
+
+def _time_of(scenario: Scenario, tx_hash: str) -> int:
+    return next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash)
+
+
+async def test_garbage_and_a_truncated_last_line_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = demo_scenario(seed=7)
+    blocks = blocks_from(scenario)
+    liquidation_blocks = [i for i, b in enumerate(blocks) if b"liquidation" in line(b)]
+    broken_index = liquidation_blocks[-1]  # a liquidation block whose line is cut short
+    path = write_hours(tmp_path, blocks[:broken_index])[-1]
+    with path.open("ab") as handle:
+        handle.write(b"not json at all\n")
+        handle.write(b'{"events": [["0xabc", {"liquidation": {"liquidatedUser": 3}}]], "block_number": 1}\n')
+        handle.write(line(blocks[broken_index])[:-40])  # the node died mid-line; no newline
+    next_hour = hour_path(tmp_path, block_time_ms(blocks[-1]) + 3_600_000)
+    next_hour.parent.mkdir(parents=True, exist_ok=True)
+    next_hour.write_bytes(b"")  # the node restarted in the next hour
+    source = NodeSource([tmp_path], REPLAY_ALL)
+    events, _ = await drain(source)
+    source.close()
+    assert source.garbage_lines == 2  # the invalid block (the plain garbage has no marker, skipped unread)
+    assert "ends without a newline" in caplog.text
+    broken_time = block_time_ms(blocks[broken_index])
+    expected = {t.key for t in scenario.liquidations if t.timestamp < broken_time}
+    assert {(e.tx_hash, e.coin, e.liquidated_user) for e in events if isinstance(e, LiquidationEvent)} == expected
+
+
+async def test_a_time_window_bounds_what_is_published(tmp_path: Path) -> None:
+    scenario = cascade(600)
+    write_hours(tmp_path, blocks_from(scenario))
+    times = sorted(t.timestamp for t in scenario.liquidations)
+    start, end = times[100], times[400]
+    source = NodeSource([tmp_path], NodeWindow(start_ms=start, end_ms=end, follow=True))
+    events, _ = await drain(source)
+    source.close()
+    got = {(e.tx_hash, e.coin, e.liquidated_user) for e in events if isinstance(e, LiquidationEvent)}
+    assert got == {t.key for t in scenario.liquidations if start <= t.timestamp < end}
+    assert all(start <= e.timestamp < end for e in events)
+
+
+async def test_resuming_from_a_checkpoint_reads_nothing_twice(tmp_path: Path) -> None:
+    scenario = cascade(400)
+    write_hours(tmp_path, blocks_from(scenario))
+    first = NodeSource([tmp_path], REPLAY_ALL, max_bytes_per_poll=64 << 10, chunk_bytes=16 << 10)
+    part = await first.poll(0)
+    part2 = await first.poll(0)
+    first.close()
+    second = NodeSource([tmp_path], REPLAY_ALL, chunk_bytes=16 << 10)
+    second.restore(part2.checkpoint)
+    rest, _ = await drain(second)
+    second.close()
+    assert_node_truth(part.events + part2.events + rest, scenario)
