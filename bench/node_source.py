@@ -4,9 +4,9 @@
     python bench/node_source.py --fills 1000000  # bigger
 
 Prints the raw read speed of the same file (bytes and lines, no parsing) beside the source's speed, and the
-peak memory the source allocated (tracemalloc, in a second, untimed pass) against the file size, to show that memory stays
-flat: it is bounded by --node-read-bytes per poll (32 MB by default), not by the file. The goal:
-at least 200k fills/s scanned. It asserts nothing.
+peak memory the source allocated (tracemalloc, in a second, untimed pass) against the file size, to show that
+memory stays flat: it is bounded by --node-read-bytes per poll (32 MB by default), not by the file.
+The goal: at least 200k fills/s scanned. It asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from producer.node_source import NodeSource, NodeWindow  # noqa: E402
+from producer.node_source import NodeSource, NodeWindow
 
 GOAL = 200_000
 START_MS = 1_760_130_900_000
