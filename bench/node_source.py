@@ -38,7 +38,7 @@ def fill(rng: random.Random, time_ms: int, tid: int, coin: str, liquidated: str 
     out: dict[str, object] = {
         "coin": coin, "px": f"{rng.uniform(1, 70000):.2f}", "sz": f"{rng.uniform(0.001, 50):.4f}",
         "side": rng.choice("AB"), "time": time_ms, "startPosition": "0.0", "dir": "Open Long", "closedPnl": "0.0",
-        "hash": "0x" + "%064x" % rng.getrandbits(256), "oid": rng.getrandbits(40), "crossed": rng.random() < 0.5,
+        "hash": f"0x{rng.getrandbits(256):064x}", "oid": rng.getrandbits(40), "crossed": rng.random() < 0.5,
         "fee": "0.01", "tid": tid, "feeToken": "USDC",
     }
     if liquidated is not None:
