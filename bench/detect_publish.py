@@ -61,8 +61,10 @@ def seed_style(raw: bytes, observer: str) -> list[dict[str, Any]]:
     return list(events.values())
 
 
-def ours(raw: bytes, observer: str, decoder: msgspec.json.Decoder[list[Fill]]) -> list[LiquidationEvent]:
-    return detect_from_fills(((observer, f) for f in decoder.decode(raw)), detected_at=0)
+def ours(raw: bytes, observer: str, decoder: msgspec.json.Decoder[list[Fill]]) -> list[Event]:
+    """What the fills source does with an answer: decode into Structs, keep liquidation fills, detect."""
+    fills = decoder.decode(raw)
+    return detect_from_fills([(observer, f) for f in fills if f.liquidation is not None], detected_at=0)
 
 
 def per_second(fn: Callable[[], object], seconds: float = 2.0) -> float:

@@ -37,8 +37,6 @@ class Fill(msgspec.Struct, frozen=True):
     hash: str
     tid: int
     dir: str = ""
-    oid: int | None = None
-    crossed: bool | None = None
     liquidation: LiquidationInfo | None = None
 
 

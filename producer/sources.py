@@ -81,7 +81,7 @@ class FillsSource:
         for address in self.watchlist:
             start = self.watermarks.get(address, now_ms - self.lookback_ms)
             fills, error = await self._read_address(address, start)
-            observed.extend((address, fill) for fill in fills)
+            observed.extend((address, fill) for fill in fills if fill.liquidation is not None)
             result.items += len(fills)
             if error is not None:
                 result.errors.append(error)
