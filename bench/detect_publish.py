@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from producer.detector import detect_from_fills
 from producer.exchange_types import Fill
 from producer.publisher import Publisher, hash_tag
-from schemas import LiquidationEvent
+from schemas import Event, LiquidationEvent
 from tests.scenarios import ScenarioBuilder
 
 DETECT_GOAL = 10.0
