@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from producer.config import ProducerConfig, load_config
 from producer.errors import ProducerError
+from producer.observability import ObservabilityServer
 from producer.service import Producer, install_signal_handlers
 
 log = logging.getLogger("producer")
@@ -17,7 +18,17 @@ log = logging.getLogger("producer")
 async def _main(config: ProducerConfig) -> int:
     producer = Producer(config)
     install_signal_handlers(producer)
-    return await producer.run()
+    server = None
+    if config.metrics_port:
+        server = ObservabilityServer(
+            producer.metrics.registry, producer.progress.health, host=config.metrics_host, port=config.metrics_port
+        )
+        await server.start()
+    try:
+        return await producer.run()
+    finally:
+        if server is not None:
+            await server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

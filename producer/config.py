@@ -105,6 +105,13 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be a port number, 0 to 65535")
+    return port
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -163,6 +170,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_pending", "--max-pending", "LIQ_MAX_PENDING", _positive_int, "100000",
            "Events held in memory while Redis is unreachable; at the cap polling pauses, nothing is dropped."),
     Option("log_level", "--log-level", "LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Option("metrics_port", "--metrics-port", "METRICS_PORT", _port, "0",
+           "Serve Prometheus /metrics and /healthz on this port; 0 turns it off."),
+    Option("metrics_host", "--metrics-host", "METRICS_HOST", str, "0.0.0.0",
+           "Address the metrics server binds to."),
+    Option("health_stale_after", "--health-stale-after", "HEALTH_STALE_AFTER", _positive_float, "120",
+           "/healthz fails after this many seconds without a successful poll and publish."),
 )
 
 
@@ -188,6 +201,9 @@ class ProducerConfig:
     node_until: int | None = None
     node_follow: bool = True
     node_read_bytes: int = 32 << 20
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    health_stale_after: float = 120.0
     once: bool = False
     liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)
 

@@ -20,12 +20,14 @@ import redis.exceptions
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import ProducerError
+from producer.metrics import ProducerMetrics
 from producer.node_source import NodeSource, NodeWindow
+from producer.observability import Progress
 from producer.outbox import Outbox, RecentKeys
 from producer.publisher import Publisher
 from producer.ratelimit import WeightBudget
 from producer.sources import FillsSource, Source, TradesSource
-from schemas import Event, LiquidationEvent
+from schemas import Event, LiquidationEvent, event_type
 
 log = logging.getLogger("producer")
 
@@ -106,6 +108,8 @@ class Producer:
         self.restored = False
         self.redis_down_since: float | None = None
         self.polls = 0
+        self.metrics = ProducerMetrics(self.client.stats)
+        self.progress = Progress(config.health_stale_after)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -133,9 +137,16 @@ class Producer:
             self.outbox.put(fresh, result.checkpoint)
             summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
             summary.more, summary.finished = result.more, result.finished
+            self.metrics.polls.labels(self.source.name).inc()
+            self.metrics.poll_errors.inc(len(result.errors))
+            for event in fresh:
+                self.metrics.found.labels(event_type(event)).inc()
         published, duplicates = await self.flush()
         summary.published, summary.duplicates = published, duplicates
         summary.pending = len(self.outbox)
+        self.metrics.pending.set(summary.pending)
+        if summary.pending == 0 and not (summary.errors and summary.items == 0):
+            self.progress.succeeded()
         summary.seconds = time.monotonic() - started
         self.polls += 1
         log.info(
@@ -165,19 +176,25 @@ class Producer:
         """Publish what the outbox holds, oldest first; stop at the first Redis failure and keep the rest."""
         published = duplicates = 0
         while (batch := self.outbox.peek()) is not None:
+            started = time.perf_counter()
             try:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
             except REDIS_FATAL as exc:
                 raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
             except REDIS_DOWN as exc:
+                self.metrics.redis_up.set(0)
                 self._redis_down(exc)
                 break
+            self.metrics.publish_seconds.observe(time.perf_counter() - started)
+            self.metrics.redis_up.set(1)
             self.outbox.pop()
             if self.redis_down_since is not None:
                 log.info("Redis is back after %.0fs", time.monotonic() - self.redis_down_since)
                 self.redis_down_since = None
             for event, entry_id in result.published:
                 log.info("%s -> %s", format_event(event), entry_id)
+                self.metrics.published.labels(event_type(event)).inc()
+            self.metrics.duplicates.inc(len(result.duplicates))
             published += len(result.published)
             duplicates += len(result.duplicates)
         return published, duplicates

@@ -1,0 +1,57 @@
+"""The producer's Prometheus metrics.
+
+Counters the producer already keeps (the client's per-kind request errors) are read at scrape time by a
+collector rather than counted twice; what only the poll loop knows is counted where it happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from producer.client import ClientStats
+
+API_ERROR_KINDS = ("rate_limited", "server_errors", "timeouts", "connection_errors", "malformed", "skipped_items")
+
+
+class _ClientCollector(Collector):
+    def __init__(self, stats: ClientStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("hl_producer_api_requests", "Requests sent to the exchange's info API.")
+        requests.add_metric([], self.stats.requests)
+        yield requests
+        retries = CounterMetricFamily("hl_producer_api_retries", "Requests retried after a transient failure.")
+        retries.add_metric([], self.stats.retries)
+        yield retries
+        errors = CounterMetricFamily(
+            "hl_producer_api_errors", "Failed or unusable answers by kind; rate_limited are 429s.", labels=["kind"]
+        )
+        for kind in API_ERROR_KINDS:
+            errors.add_metric([kind], getattr(self.stats, kind))
+        yield errors
+
+
+class ProducerMetrics:
+    def __init__(self, client_stats: ClientStats, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.polls = Counter("hl_producer_polls", "Polls of the source.", ["source"], registry=r)
+        self.poll_errors = Counter("hl_producer_poll_errors", "Addresses or coins a poll could not read.", registry=r)
+        self.found = Counter("hl_producer_events_found", "New events detected, by type.", ["type"], registry=r)
+        self.published = Counter("hl_producer_events_published", "Events added to the stream.", ["type"], registry=r)
+        self.duplicates = Counter(
+            "hl_producer_duplicates_skipped", "Events whose dedup key was already set (published before).", registry=r
+        )
+        self.publish_seconds = Histogram(
+            "hl_producer_publish_seconds", "Time to publish one outbox batch (script round trip).", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.pending = Gauge("hl_producer_pending_events", "Events waiting for Redis in the outbox.", registry=r)
+        self.redis_up = Gauge("hl_producer_redis_up", "1 when the last publish reached Redis.", registry=r)
+        r.register(_ClientCollector(client_stats))

@@ -1,0 +1,129 @@
+"""Metrics and health as a scraper sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+
+import aiohttp
+import pytest
+
+from producer.observability import ObservabilityServer, Progress
+from producer.service import Producer
+from tests.conftest import RedisServer, free_port
+from tests.fake_hyperliquid import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
+from tests.scenarios import DEMO_WATCHLIST, demo_scenario
+from tests.test_cli import producer_env, start_producer
+from tests.test_service import config_for, make_producer
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
+    assert match, f"{name}{labels} not in the scrape"
+    return float(match.group(1))
+
+
+def test_health_turns_stuck_when_nothing_succeeds_for_too_long() -> None:
+    now = [0.0]
+    progress = Progress(stale_after=30, clock=lambda: now[0])
+    assert progress.health()[0]  # just started: give it time
+    now[0] = 31
+    ok, detail = progress.health()
+    assert not ok and detail["seconds_since_success"] is None
+    progress.succeeded()
+    now[0] = 50
+    ok, detail = progress.health()
+    assert ok and detail["seconds_since_success"] == 19
+
+
+async def test_scrape_counts_polls_events_errors_and_publishes(fake_hl: FakeHyperliquid, stream: str) -> None:
+    scenario = demo_scenario(seed=31)
+    fake_hl.load(scenario)
+    fake_hl.fail_next(RATE_LIMITED, times=1)
+    fake_hl.fail_next(SERVER_ERROR, times=1)
+    producer = make_producer(config_for(fake_hl, stream))
+    server = ObservabilityServer(producer.metrics.registry, producer.progress.health, host="127.0.0.1", port=0)
+    port = await server.start()
+    try:
+        await producer.poll_once()
+        await producer.poll_once()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == "ok"
+    finally:
+        await server.stop()
+        await producer.close()
+    expected = len(scenario.visible_from(DEMO_WATCHLIST))
+    assert sample(text, "hl_producer_polls_total", '{source="fills"}') == 2
+    assert sample(text, "hl_producer_events_published_total", '{type="liquidation"}') == expected
+    assert sample(text, "hl_producer_api_errors_total", '{kind="rate_limited"}') == 1
+    assert sample(text, "hl_producer_api_errors_total", '{kind="server_errors"}') == 1
+    # Two attempts per request here: the 429 was retried, the 500 that followed gave up on that address for a poll.
+    assert sample(text, "hl_producer_api_retries_total") == 1
+    assert sample(text, "hl_producer_poll_errors_total") == 1
+    assert sample(text, "hl_producer_redis_up") == 1
+    assert sample(text, "hl_producer_pending_events") == 0
+    assert sample(text, "hl_producer_publish_seconds_count") >= 1
+
+
+async def test_healthz_fails_while_redis_is_away(fake_hl: FakeHyperliquid, redis_server: RedisServer) -> None:
+    fake_hl.load(demo_scenario(seed=32))
+    producer = make_producer(config_for(fake_hl, "liq", redis_url=redis_server.url, health_stale_after=0.2))
+    server = ObservabilityServer(producer.metrics.registry, producer.progress.health, host="127.0.0.1", port=0)
+    port = await server.start()
+    try:
+        redis_server.kill()
+        await producer.poll_once()
+        await asyncio.sleep(0.3)
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["status"] == "stuck"
+    finally:
+        await server.stop()
+        await producer.close()
+    assert producer.metrics.redis_up._value.get() == 0  # type: ignore[attr-defined]
+
+
+async def test_the_producer_process_serves_metrics_on_the_configured_port(
+    fake_hl: FakeHyperliquid, stream: str
+) -> None:
+    fake_hl.load(demo_scenario(seed=33))
+    port = free_port()
+    proc = await start_producer(env={**producer_env(fake_hl, stream), "METRICS_PORT": str(port),
+                                     "METRICS_HOST": "127.0.0.1"})
+    try:
+        text = ""
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                        text = await resp.text()
+                    if "hl_producer_polls_total{" in text:
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        assert sample(text, "hl_producer_polls_total", '{source="fills"}') >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    assert proc.returncode == 0
+
+
+def test_metrics_port_must_be_a_port() -> None:
+    from producer.config import load_config
+    from producer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="METRICS_PORT"):
+        load_config([], {**os.environ, "METRICS_PORT": "70000"})
+
+
+def test_producer_uses_its_config_for_health(fake_hl: FakeHyperliquid, stream: str) -> None:
+    producer = Producer(config_for(fake_hl, stream, health_stale_after=5))
+    assert producer.progress.stale_after == 5
