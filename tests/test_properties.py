@@ -20,6 +20,7 @@ from schemas import AdlEvent, EntryError, LiquidationEvent, decode_entry, event_
 USERS = [f"0x{i:040x}" for i in range(1, 6)]
 HASHES = ["0x" + "0" * 64, *(f"0x{i:064x}" for i in range(1, 4))]
 COINS = ["BTC", "ETH", "xyz:CRWV"]
+DIRS = ["Open Long", "Close Short", "Auto-Deleveraging", "Liquidated Cross Long"]
 
 decimals = st.decimals(min_value=Decimal("0.00001"), max_value=Decimal("100000"), places=5, allow_nan=False)
 
@@ -36,7 +37,7 @@ def observed_fills(draw: st.DrawFn) -> list[tuple[str, Fill]]:
         for _ in range(legs):
             owner = draw(st.sampled_from(USERS))
             liquidation = draw(st.one_of(st.none(), st.just(LiquidationInfo(liquidated, px, "market"))))
-            direction = draw(st.sampled_from(["Open Long", "Close Short", "Auto-Deleveraging", "Liquidated Cross Long"]))
+            direction = draw(st.sampled_from(DIRS))
             fill = Fill(coin=coin, px=str(px), sz=str(sz), side=draw(st.sampled_from(["A", "B"])), time=time,
                         hash=tx, tid=tid, dir=direction, liquidation=liquidation)
             out.append((owner, fill))
