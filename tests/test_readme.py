@@ -37,3 +37,14 @@ def test_the_configuration_table_lists_every_setting_with_its_default() -> None:
 def test_the_contract_table_lists_every_event_field() -> None:
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", README.split("| `data` field |", 1)[1], re.M))
     assert set(LiquidationEvent.__struct_fields__) | {"type"} <= documented
+
+
+def test_the_consumer_tables_list_every_consumer_setting() -> None:
+    from consumers.alerter.config import OPTIONS as ALERTER
+    from consumers.config import runner_options
+    from consumers.stats.config import OPTIONS as STATS
+
+    section = README.split("## Consumers", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| (?:`--[a-z-]+`|—) \| `([A-Z_]+)` \|", section, re.M))
+    expected = {opt.env for opt in (*runner_options(default_group="g"), *ALERTER, *STATS)}
+    assert documented == expected

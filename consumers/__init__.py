@@ -1,0 +1,41 @@
+"""Consumers of the liquidation stream: the group runner other services build on, and two services built on it.
+
+``consumers.runner.Runner`` reads the stream through a Redis consumer group (at least once, with claims,
+retries and a dead-letter stream); ``python -m consumers.alerter`` posts large liquidations to people;
+``python -m consumers.stats`` keeps running totals. ``consumers.totals.Totals`` is the pure aggregation the
+stats service (and the producer's in-process tracker) share.
+"""
+
+from consumers.config import (
+    ConsumerConfig,
+    GroupStart,
+    RunnerSettings,
+    consumer_config,
+    load_consumer_config,
+    runner_options,
+)
+from consumers.connection import check_socket_timeout, connect
+from consumers.errors import ConfigError, ConsumerError, SocketTimeoutTooShort, WindowTooLong
+from consumers.runner import BatchHandler, Handler, Runner, RunnerCounters, install_signal_handlers
+from consumers.totals import Totals
+
+__all__ = [
+    "BatchHandler",
+    "ConfigError",
+    "ConsumerConfig",
+    "ConsumerError",
+    "GroupStart",
+    "Handler",
+    "Runner",
+    "RunnerCounters",
+    "RunnerSettings",
+    "SocketTimeoutTooShort",
+    "Totals",
+    "WindowTooLong",
+    "check_socket_timeout",
+    "connect",
+    "consumer_config",
+    "install_signal_handlers",
+    "load_consumer_config",
+    "runner_options",
+]

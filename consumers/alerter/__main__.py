@@ -1,0 +1,3 @@
+from consumers.alerter.cli import main
+
+raise SystemExit(main())

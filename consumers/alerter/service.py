@@ -1,0 +1,159 @@
+"""The alerter's handler: which events become alerts, and the timer that sends cooldown summaries.
+
+For each event: liquidations only (other event types are counted and passed over), at or above the coin's
+threshold; skip the sinks that already sent it (a redelivery); apply the coin's cooldown (first delivery only:
+a retry of an admitted alert is not held back); send to each remaining sink once (see
+:mod:`consumers.alerter.delivery`). If a sink still fails after its retries, the handler raises, so the entry
+stays pending and is delivered again later: the sinks that succeeded are not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from redis.asyncio import Redis
+
+from consumers.alerter.config import AlerterConfig, Thresholds
+from consumers.alerter.cooldown import Cooldown, HeldBack
+from consumers.alerter.delivery import Delivery
+from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summary
+from consumers.alerter.sinks import Sink
+from consumers.errors import AlertInFlight, AlertNotDelivered
+from consumers.runner import Runner
+from schemas import Event, LiquidationEvent
+
+log = logging.getLogger("consumers.alerter")
+
+_ADMITTED_MEMORY = 10_000
+
+
+@dataclass
+class AlerterCounters:
+    alerted: int = 0
+    """Events whose alert went out to every sink."""
+    below_threshold: int = 0
+    held_back: int = 0
+    """Events the cooldown kept back; they appear in a summary."""
+    already_sent: int = 0
+    """Redeliveries of events every sink had already sent."""
+    summaries: int = 0
+    other_types: int = 0
+    """Events that are not liquidations (ADL, ...): not alerted on."""
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Alerter:
+    def __init__(
+        self,
+        *,
+        sinks: Sequence[Sink],
+        delivery: Delivery,
+        thresholds: Thresholds,
+        cooldown: Cooldown,
+        explorer_url: str = EXPLORER_TX_URL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not sinks:
+            raise ValueError("the alerter needs at least one sink")
+        self.sinks = list(sinks)
+        self.delivery = delivery
+        self.thresholds = thresholds
+        self.cooldown = cooldown
+        self.explorer_url = explorer_url
+        self.counters = AlerterCounters()
+        self._clock = clock
+        self._admitted: OrderedDict[str, None] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, config: AlerterConfig, redis: Redis, sinks: Sequence[Sink]) -> Alerter:
+        delivery = Delivery(
+            redis,
+            prefix=f"{config.consumer.stream}:alerted",
+            attempts=config.sink_attempts,
+            backoff_s=config.sink_backoff_ms / 1000,
+            backoff_max_s=config.backoff_max_s,
+            sent_ttl_s=config.sent_ttl_s,
+            claim_ttl_s=config.claim_ttl_s,
+        )
+        return cls(
+            sinks=sinks,
+            delivery=delivery,
+            thresholds=config.thresholds,
+            cooldown=Cooldown(config.cooldown_s, config.burst),
+            explorer_url=config.explorer_url,
+        )
+
+    async def handle(self, event: Event) -> None:
+        """The runner's handler: raises :class:`AlertNotDelivered` / :class:`AlertInFlight` to leave it pending."""
+        if not isinstance(event, LiquidationEvent):
+            self.counters.other_types += 1
+            return
+        if event.value_usd < self.thresholds.for_coin(event.coin):
+            self.counters.below_threshold += 1
+            return
+        key = event.key
+        unsent = await self.delivery.unsent(key, self.sinks)
+        if not unsent:
+            self.counters.already_sent += 1
+            log.info("alert for %s was sent already; not repeating it", key)
+            return
+        await self.send_due_summaries()
+        if key not in self._admitted and len(unsent) == len(self.sinks):
+            if not self.cooldown.admit(event.coin, event.value_usd, self._clock()):
+                self.counters.held_back += 1
+                return
+            self._remember(key)
+        message = format_alert(event, self.explorer_url)
+        results = await asyncio.gather(
+            *(self.delivery.send_once(key, sink, message) for sink in unsent), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, AlertNotDelivered | AlertInFlight):
+                raise failure
+        if failures:
+            raise AlertNotDelivered(
+                f"alert for {key} not delivered: " + "; ".join(str(f) for f in failures)
+                + "; the entry stays pending, sinks that succeeded will not repeat it"
+            )
+        self.counters.alerted += 1
+        log.info("alerted %s %s %s to %s", event.coin, event.liquidation_side, key, ", ".join(s.name for s in unsent))
+
+    async def send_due_summaries(self, *, final: bool = False) -> None:
+        """Send one summary per coin whose held-back alerts waited a whole window (all of them if ``final``)."""
+        now = self._clock()
+        for held in self.cooldown.drain() if final else self.cooldown.due(now):
+            await self._send_summary(held, now)
+
+    async def _send_summary(self, held: HeldBack, now: float) -> None:
+        message = format_summary(held.coin, held.count, held.value_usd, held.largest_usd, held.seconds(now))
+        results = await asyncio.gather(
+            *(self.delivery.send(sink, message) for sink in self.sinks), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, AlertNotDelivered):
+                log.error("summary of %d held-back %s liquidations not delivered: %s", held.count, held.coin, result)
+            elif isinstance(result, BaseException):
+                raise result
+        self.counters.summaries += 1
+
+    async def run_summaries(self, runner: Runner, interval_s: float = 1.0) -> None:
+        """Send due summaries every ``interval_s`` until the runner stops; then whatever is still held back."""
+        while not await runner.wait_stopped(interval_s):
+            try:
+                await self.send_due_summaries()
+            except Exception:
+                log.exception("sending cooldown summaries failed; trying again in %.0f s", interval_s)
+        await self.send_due_summaries(final=True)
+
+    def _remember(self, key: str) -> None:
+        self._admitted[key] = None
+        if len(self._admitted) > _ADMITTED_MEMORY:
+            self._admitted.popitem(last=False)

@@ -1,0 +1,170 @@
+"""What every consumer process is configured with: where the stream is, which group it joins, how it reads.
+
+:class:`RunnerSettings` holds the knobs of :class:`consumers.runner.Runner`; :class:`ConsumerConfig` adds the
+connection and identity. A process builds one config once (environment, then flags) and passes it down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from consumers.errors import ConfigError
+from consumers.options import (
+    Option,
+    environ,
+    hostname_pid,
+    log_level,
+    non_empty,
+    parse_args,
+    positive_int,
+    redact_url,
+    resolve,
+)
+
+GroupStart = Literal["0", "$"]
+"""Where a group that does not exist yet starts: the stream's first retained entry ("0") or new entries ("$")."""
+
+DEFAULT_STREAM = "hyperliquid:liquidations"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerSettings:
+    """How a :class:`~consumers.runner.Runner` reads; the defaults suit a service, tests shrink the times.
+
+    ``claim_idle_ms`` is how long an entry may sit unacknowledged with its consumer before another consumer takes
+    it over: longer than the slowest handler call, or live consumers steal each other's work.
+    """
+
+    block_ms: int = 5_000
+    """How long one XREADGROUP waits for new entries; also bounds how late a claim or retry can start."""
+    count: int = 100
+    """Entries per read (and per claim page); the handler sees at most this many at once in batch mode."""
+    claim_idle_ms: int = 60_000
+    """Idle time after which a pending entry is taken over (XAUTOCLAIM) by any live consumer."""
+    claim_interval_ms: int | None = None
+    """How often to look for such entries; default half of ``claim_idle_ms`` (at least 50 ms)."""
+    max_deliveries: int = 5
+    """An entry delivered more often than this is dead-lettered instead of handled again."""
+    group_start: GroupStart = "$"
+    """Where the group starts if this runner creates it."""
+    dead_letter_stream: str | None = None
+    """Where undeliverable entries go; default ``<stream>:dead``."""
+    retry_delay_ms: int = 1_000
+    """First wait before a failed entry is handed to the handler again; doubles while failures continue."""
+    retry_delay_max_ms: int = 30_000
+    """Cap of that wait."""
+
+    def __post_init__(self) -> None:
+        for name in ("block_ms", "count", "claim_idle_ms", "max_deliveries", "retry_delay_ms", "retry_delay_max_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"RunnerSettings.{name} must be a whole number greater than 0, not {value!r}")
+        if self.claim_interval_ms is not None and self.claim_interval_ms <= 0:
+            raise ConfigError(f"RunnerSettings.claim_interval_ms must be greater than 0, not {self.claim_interval_ms}")
+        if self.group_start not in ("0", "$"):
+            raise ConfigError(f"RunnerSettings.group_start must be '0' or '$', not {self.group_start!r}")
+
+    @property
+    def claim_every_ms(self) -> int:
+        return self.claim_interval_ms if self.claim_interval_ms is not None else max(50, self.claim_idle_ms // 2)
+
+    def dead_letter_for(self, stream: str) -> str:
+        return self.dead_letter_stream or f"{stream}:dead"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerConfig:
+    """One consumer process's identity and connection; built once per process, passed down."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    stream: str = DEFAULT_STREAM
+    group: str
+    consumer: str
+    settings: RunnerSettings = field(default_factory=RunnerSettings)
+    log_level: str = "INFO"
+
+    def describe(self) -> str:
+        """A log line's worth, without the Redis password."""
+        s = self.settings
+        return (
+            f"stream {self.stream!r} group {self.group!r} consumer {self.consumer!r} at {redact_url(self.redis_url)} "
+            f"(block {s.block_ms} ms, count {s.count}, claim idle {s.claim_idle_ms} ms, "
+            f"max deliveries {s.max_deliveries}, dead letters to {s.dead_letter_for(self.stream)!r})"
+        )
+
+
+def _group_start(value: str) -> GroupStart:
+    if value == "0":
+        return "0"
+    if value == "$":
+        return "$"
+    raise ValueError("must be 0 (the stream's first retained entry) or $ (only new entries)")
+
+
+def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tuple[Option, ...]:
+    """The options every consumer process shares; ``default_group`` differs per process."""
+    return (
+        Option("redis_url", "--redis-url", "REDIS_URL", non_empty, DEFAULT_REDIS_URL,
+               "Redis holding the stream; rediss:// for TLS, redis://user:password@host for ACLs."),
+        Option("stream", "--stream", "LIQ_STREAM", non_empty, DEFAULT_STREAM, "Redis stream key to read."),
+        Option("group", "--group", "LIQ_GROUP", non_empty, default_group,
+               "Consumer group; replicas in one group split the entries, every group sees all of them."),
+        Option("consumer", "--consumer", "LIQ_CONSUMER", non_empty, hostname_pid,
+               "This consumer's name within the group; unique per live process."),
+        Option("block_ms", "--block-ms", "LIQ_BLOCK_MS", positive_int, "5000",
+               "Milliseconds one read waits for new entries."),
+        Option("count", "--count", "LIQ_COUNT", positive_int, "100", "Entries per read."),
+        Option("claim_idle_ms", "--claim-idle-ms", "LIQ_CLAIM_IDLE_MS", positive_int, "60000",
+               "Milliseconds an entry may stay unacknowledged before another consumer takes it over; "
+               "longer than the slowest handler call."),
+        Option("max_deliveries", "--max-deliveries", "LIQ_MAX_DELIVERIES", positive_int, "5",
+               "Deliveries after which a failing entry goes to the dead-letter stream."),
+        Option("group_start", "--group-start", "LIQ_GROUP_START", _group_start, default_start,
+               "Where a new group starts: 0 (first retained entry) or $ (new entries only)."),
+        Option("dead_letter_stream", "--dead-letter-stream", "LIQ_DEAD_LETTER_STREAM", non_empty, None,
+               "Stream for entries that cannot be handled.", default_help="<stream>:dead"),
+        Option("retry_delay_ms", "--retry-delay-ms", "LIQ_RETRY_DELAY_MS", positive_int, "1000",
+               "Milliseconds before a failed entry is retried; doubles while failures continue (max 30 s)."),
+        Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    )
+
+
+def consumer_config(values: Mapping[str, Any]) -> ConsumerConfig:
+    """The :class:`ConsumerConfig` out of resolved :func:`runner_options` values."""
+    retry = values["retry_delay_ms"]
+    settings = RunnerSettings(
+        block_ms=values["block_ms"],
+        count=values["count"],
+        claim_idle_ms=values["claim_idle_ms"],
+        max_deliveries=values["max_deliveries"],
+        group_start=values["group_start"],
+        dead_letter_stream=values["dead_letter_stream"],
+        retry_delay_ms=retry,
+        retry_delay_max_ms=max(retry, 30_000),
+    )
+    return ConsumerConfig(
+        redis_url=values["redis_url"],
+        stream=values["stream"],
+        group=values["group"],
+        consumer=values["consumer"],
+        settings=settings,
+        log_level=values["log_level"],
+    )
+
+
+def load_consumer_config(
+    default_group: str,
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    prog: str | None = None,
+    description: str = "Read the Hyperliquid liquidation stream through a Redis consumer group.",
+) -> ConsumerConfig:
+    """A downstream service's config from the shared variables and flags (``--help`` lists them); for services
+    with settings of their own, add :func:`runner_options` to their table and call :func:`consumer_config`."""
+    options = runner_options(default_group=default_group)
+    values = resolve(parse_args(prog or default_group, description, options, argv), environ(env), options)
+    return consumer_config(values)

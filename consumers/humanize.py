@@ -1,0 +1,32 @@
+"""Amounts and times the way people read them: ``$1,214,043``, ``$41.2M``, ``2026-11-25 00:53:04 UTC``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+_UNITS = ((Decimal(10) ** 12, "T"), (Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "K"))
+
+
+def usd(value: Decimal) -> str:
+    """Whole dollars with separators, for an amount a person compares; cents only below $1,000."""
+    if abs(value) >= 1000:
+        return f"${value.quantize(Decimal(1), rounding=ROUND_HALF_UP):,f}"
+    return f"${value.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,f}"
+
+
+def usd_compact(value: Decimal) -> str:
+    """The size of an amount in a few characters, for summaries and tables."""
+    for scale, unit in _UNITS:
+        if abs(value) >= scale:
+            return f"${(value / scale).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}{unit}"
+    return f"${value.quantize(Decimal(1), rounding=ROUND_HALF_UP)}"
+
+
+def amount(value: Decimal) -> str:
+    """A size or price as the exchange wrote it, without trailing zeros, with thousands separators."""
+    return f"{value.normalize():,f}"
+
+
+def utc(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

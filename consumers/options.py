@@ -1,0 +1,212 @@
+"""Settings that come from an environment variable, a command-line flag, or a default, in that order of weakness.
+
+Each process declares its settings as a table of :class:`Option`; this module turns the table into an argparse
+parser whose ``--help`` names each variable and default, and resolves the values once, at start-up, into the
+process's one configuration object. Nothing here reads the environment at import time.
+
+Secrets (tokens, webhook URLs) have no flag: a flag's value is visible to every user of the machine in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from consumers.errors import ConfigError
+
+
+class Secret:
+    """A value that must not reach a log line: its ``str`` and ``repr`` are ``***``; :meth:`reveal` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it comes from, how it is parsed, and what it means.
+
+    ``default`` is the text a user would have typed (so ``--help`` shows it as is), or a callable computing it at
+    load time (for defaults such as the host name), or ``None`` for "unset". A ``secret`` option has no flag.
+    """
+
+    name: str
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str | Callable[[], str] | None
+    help: str
+    secret: bool = False
+    default_help: str | None = None
+    """How ``--help`` shows the default, when the raw default would not say it well."""
+
+    def default_text(self) -> str:
+        if self.default_help is not None:
+            return self.default_help
+        if self.default is None:
+            return "unset"
+        if callable(self.default):
+            return (self.default.__doc__ or "computed").strip()
+        return self.default
+
+
+def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
+    """Add a flag per non-secret option; list the secret ones (environment only) in the epilog."""
+    secrets: list[str] = []
+    for opt in options:
+        if opt.secret:
+            secrets.append(f"  {opt.env}: {opt.help}")
+            continue
+        parser.add_argument(
+            opt.flag,
+            dest=opt.name,
+            metavar=opt.env,
+            default=None,
+            help=f"{opt.help} [env {opt.env}] (default: {opt.default_text()})",
+        )
+    if secrets:
+        epilog = "secrets, read from the environment only (never from flags, never logged):\n" + "\n".join(secrets)
+        parser.epilog = f"{parser.epilog}\n\n{epilog}" if parser.epilog else epilog
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str], options: Iterable[Option]) -> dict[str, Any]:
+    """Flag over environment over default, parsed; a value that does not parse raises :class:`ConfigError`."""
+    values: dict[str, Any] = {}
+    for opt in options:
+        flag_value = None if opt.secret else getattr(args, opt.name, None)
+        raw: str | None = flag_value if flag_value is not None else env.get(opt.env)
+        if raw is None or (opt.secret and raw == ""):
+            default = opt.default
+            raw = default() if callable(default) else default
+        if raw is None:
+            values[opt.name] = None
+            continue
+        try:
+            values[opt.name] = opt.parse(raw)
+        except (ValueError, InvalidOperation) as exc:
+            shown = "***" if opt.secret else repr(raw)
+            where = opt.env if opt.secret else f"{opt.flag} / {opt.env}"
+            raise ConfigError(f"{where}={shown}: {exc}") from None
+    return values
+
+
+def parse_args(
+    prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{description} Every option can also be set by the environment variable in brackets; "
+        "a flag wins over the variable.",
+    )
+    add_options(parser, options)
+    return parser.parse_args(argv)
+
+
+def environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The mapping to read: the given one (tests) or the process environment, read when the config is built."""
+    return os.environ if env is None else env
+
+
+# --- parsers -------------------------------------------------------------------------------------------------
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a whole number greater than 0")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a number greater than 0")
+    return number
+
+
+def non_negative_decimal(value: str) -> Decimal:
+    number = Decimal(value.replace("_", "").replace(",", ""))
+    if not number.is_finite() or number < 0:
+        raise ValueError("must be an amount, 0 or more")
+    return number
+
+
+def csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def secret(value: str) -> Secret:
+    return Secret(non_empty(value))
+
+
+def hostname_pid() -> str:
+    """hostname-pid"""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,3 @@
+from consumers.stats.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""``python -m consumers.stats``: rebuild from history, then aggregate the group's share until a signal stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TextIO
+
+from consumers.connection import connect
+from consumers.process import EXIT_OK, run_process
+from consumers.runner import install_signal_handlers
+from consumers.stats.config import StatsConfig, load_stats_config
+from consumers.stats.service import StatsService
+
+log = logging.getLogger("consumers.stats")
+
+
+async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
+    """Aggregate until SIGTERM/SIGINT; then flush acknowledgements, print and publish a last report, return 0."""
+    redis = connect(config.consumer)
+    try:
+        service = StatsService(config, redis, out=out)
+        remove_handlers = install_signal_handlers(service.runner.stop)
+        log.info(
+            "aggregating; reporting every %g s to stdout and %r; %s",
+            config.interval_s, config.key, config.consumer.describe(),
+        )
+        if config.rebuild:
+            await service.rebuild()
+        reports = asyncio.create_task(service.run_reports())
+        try:
+            await service.runner.run()
+        finally:
+            service.runner.stop()
+            await reports
+            remove_handlers()
+        await service.final_report()
+    finally:
+        await redis.aclose()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_process(lambda: load_stats_config(argv), lambda c: c.consumer.log_level, run_stats)

@@ -1,0 +1,139 @@
+"""The stats aggregator: totals in memory, rebuilt from the stream on start, reported as a table and as JSON.
+
+**Surviving a restart.** Before it resumes its group, the aggregator reads the stream's retained history with
+XRANGE up to the group's last-delivered id *B* and counts it. Every entry at or before *B* is then in the totals;
+every entry after *B* has never been delivered to the group. The runner is told ``skip_through=B``: whatever the
+group still has pending at or before *B* (delivered to a consumer that died before acknowledging it, or handed back
+at the last stop) is acknowledged without being counted again; everything the group delivers after that has an id
+above *B* and is counted once. This boundary needs no memory of event keys. (``Totals`` also ignores a key it
+saw recently, a bounded second line of defence for a redelivery within one run.)
+
+**Replicas.** Several aggregators in one group split the entries, so each one's live totals are partial; the
+snapshot says so ("partial view: 1 of 2 consumers", from XINFO CONSUMERS). A separate group gets a full view.
+Note that the history rebuild is always full (the stream does not record which consumer handled what): after a
+restart, a replica's totals are the full history up to *B* plus its share of what came after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from consumers.entries import id_text
+from consumers.runner import Runner
+from consumers.stats.config import StatsConfig
+from consumers.stats.table import render_table
+from consumers.totals import Totals
+from schemas import EntryError, Event, decode_entry
+
+log = logging.getLogger("consumers.stats")
+
+REBUILD_PAGE = 5_000
+
+
+class StatsService:
+    def __init__(
+        self,
+        config: StatsConfig,
+        redis: Redis,
+        *,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.redis = redis
+        self.totals = Totals()
+        self.runner = Runner.from_config(redis, config.consumer, batch_handler=self.handle)
+        self.rebuilt = 0
+        """Events counted from the stream's history on start."""
+        self.rebuild_skipped = 0
+        """History entries that did not decode or were of unknown types (the group dead-letters or counts them)."""
+        self._out = out
+        self._clock = clock
+
+    async def handle(self, events: list[Event]) -> None:
+        for event in events:
+            self.totals.add(event)
+
+    async def rebuild(self) -> int:
+        """Count the retained history up to the group's last-delivered id; make the runner skip what it counted."""
+        await self.runner.ensure_group()
+        boundary = await self.runner.last_delivered_id()
+        self.runner.skip_through = boundary
+        if boundary == "0-0":
+            log.info("group %r has delivered nothing yet: no history to rebuild from", self.config.consumer.group)
+            return 0
+        stream = self.config.consumer.stream
+        start = "-"
+        while True:
+            page = await self.redis.xrange(stream, min=start, max=boundary, count=REBUILD_PAGE) or []
+            for _, fields in page:
+                try:
+                    event = decode_entry(fields or {})
+                except EntryError:  # unknown type or undecodable: the group counted or dead-lettered it
+                    self.rebuild_skipped += 1
+                    continue
+                if self.totals.add(event):
+                    self.rebuilt += 1
+            if len(page) < REBUILD_PAGE:
+                break
+            last = page[-1][0]
+            assert last is not None
+            start = "(" + id_text(last)
+        log.info(
+            "rebuilt totals from %d events of the stream's history up to %s (%d entries skipped: unknown type or "
+            "undecodable); entries at or before it are not counted again", self.rebuilt, boundary,
+            self.rebuild_skipped,
+        )
+        return self.rebuilt
+
+    async def snapshot(self) -> dict[str, Any]:
+        """What the table shows and other services read: totals, the view (full or partial), the runner's state."""
+        now_ms = int(self._clock() * 1000)
+        consumers = max(1, len(await self.runner.active_consumers()))
+        c = self.config.consumer
+        return {
+            "stream": c.stream,
+            "group": c.group,
+            "consumer": c.consumer,
+            "generated_at": now_ms,
+            "view": {
+                "partial": consumers > 1,
+                "consumers": consumers,
+                "note": f"partial view: 1 of {consumers} consumers" if consumers > 1 else "full view",
+            },
+            "rebuilt_from_history": self.rebuilt,
+            "runner": await self.runner.metrics(),
+            "totals": self.totals.statistics(now_ms),
+        }
+
+    async def report(self) -> dict[str, Any]:
+        """Print the table and publish the snapshot to ``config.key`` (with a TTL, so a dead replica's expires)."""
+        snapshot = await self.snapshot()
+        out = self._out or sys.stdout
+        out.write(render_table(snapshot, top=self.config.top) + "\n\n")
+        out.flush()
+        await self.redis.set(self.config.key, json.dumps(snapshot), ex=self.config.ttl_s)
+        return snapshot
+
+    async def run_reports(self) -> None:
+        """Report every ``interval_s`` until the runner stops; a failed report is logged and the next one tried."""
+        while not await self.runner.wait_stopped(self.config.interval_s):
+            try:
+                await self.report()
+            except RedisError as exc:
+                log.warning("could not report (%s); trying again in %g s", exc, self.config.interval_s)
+
+    async def final_report(self) -> None:
+        try:
+            await self.report()
+        except RedisError as exc:
+            log.error("the final snapshot could not be published (%s); totals were: %s", exc,
+                      json.dumps(self.totals.statistics(int(self._clock() * 1000))))
