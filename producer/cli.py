@@ -7,9 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from consumers.observability import ObservabilityServer
+from consumers.options import redact_url
 from producer.config import ProducerConfig, load_config
 from producer.errors import ProducerError
-from producer.observability import ObservabilityServer
 from producer.service import Producer, install_signal_handlers
 
 log = logging.getLogger("producer")
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     log.info(
         "publishing to stream %r at %s from source %r (%s), every %.1fs%s",
-        config.stream, config.redis_url.split("@")[-1], config.source,
+        config.stream, redact_url(config.redis_url), config.source,
         f"{len(config.watchlist)} addresses" if config.source == "fills" else ",".join(config.coins),
         config.poll_interval, " once" if config.once else "",
     )

@@ -7,13 +7,24 @@ variable, the variable over the default. ``--help`` prints each with its variabl
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from consumers.errors import ConfigError as OptionError
+from consumers.options import (
+    Option,
+    add_options,
+    boolean,
+    csv,
+    environ,
+    log_level,
+    positive_float,
+    positive_int,
+    resolve,
+)
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
 
@@ -44,30 +55,12 @@ PROTOCOL_VAULTS: tuple[str, ...] = (HLP, HLP_STRATEGY_A, HLP_STRATEGY_B, HLP_STR
 DEFAULT_COINS: tuple[str, ...] = ("BTC", "ETH", "SOL")
 
 
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
 def _addresses(value: str) -> tuple[str, ...]:
-    addresses = tuple(a.lower() for a in _csv(value))
+    addresses = tuple(a.lower() for a in csv(value))
     for address in addresses:
         if len(address) != 42 or not address.startswith("0x") or not all(c in "0123456789abcdef" for c in address[2:]):
             raise ValueError(f"{address!r} is not an address (0x and 40 hex digits)")
     return addresses
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be greater than 0")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be greater than 0")
-    return number
 
 
 def _source(value: str) -> SourceName:
@@ -77,7 +70,7 @@ def _source(value: str) -> SourceName:
 
 
 def _paths(value: str) -> tuple[Path, ...]:
-    return tuple(Path(part).expanduser() for part in _csv(value))
+    return tuple(Path(part).expanduser() for part in csv(value))
 
 
 def _time_ms(value: str) -> int | None:
@@ -96,39 +89,11 @@ def _time_ms(value: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _bool(value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
 def _port(value: str) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
         raise ValueError("must be a port number, 0 to 65535")
     return port
-
-
-def _log_level(value: str) -> str:
-    level = value.upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-    return level
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its flag, its environment variable, how to parse it, its default and what it means."""
-
-    name: str
-    flag: str
-    env: str
-    parse: Callable[[str], Any]
-    default: str
-    help: str
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -140,17 +105,17 @@ OPTIONS: tuple[Option, ...] = (
            "fills: watched addresses' fills; trades: the seed's recentTrades heuristic; node: a node's fill files."),
     Option("watchlist", "--watchlist", "HL_WATCHLIST", _addresses, ",".join(PROTOCOL_VAULTS),
            "Comma-separated addresses whose fills are polled (default: the protocol vaults)."),
-    Option("coins", "--coins", "HL_COINS", _csv, ",".join(DEFAULT_COINS),
+    Option("coins", "--coins", "HL_COINS", csv, ",".join(DEFAULT_COINS),
            "Comma-separated coins for the trades source."),
-    Option("poll_interval", "--interval", "HL_POLL_INTERVAL", _positive_float, "10",
+    Option("poll_interval", "--interval", "HL_POLL_INTERVAL", positive_float, "10",
            "Seconds between polls; stretched when the weight budget needs it."),
-    Option("lookback", "--lookback", "HL_LOOKBACK", _positive_float, "3600",
+    Option("lookback", "--lookback", "HL_LOOKBACK", positive_float, "3600",
            "Seconds of history read for an address with no watermark yet (first start)."),
-    Option("weight_per_minute", "--weight-per-minute", "HL_WEIGHT_PER_MINUTE", _positive_float, "1000",
+    Option("weight_per_minute", "--weight-per-minute", "HL_WEIGHT_PER_MINUTE", positive_float, "1000",
            "Request weight per minute this producer may use (the exchange allows 1200 per IP)."),
-    Option("http_timeout", "--http-timeout", "HL_HTTP_TIMEOUT", _positive_float, "10",
+    Option("http_timeout", "--http-timeout", "HL_HTTP_TIMEOUT", positive_float, "10",
            "Seconds before one API request is abandoned and retried."),
-    Option("http_attempts", "--http-attempts", "HL_HTTP_ATTEMPTS", _positive_int, "5",
+    Option("http_attempts", "--http-attempts", "HL_HTTP_ATTEMPTS", positive_int, "5",
            "Attempts per API request on 429, 5xx, timeouts and connection errors."),
     Option("node_paths", "--node-path", "HL_NODE_PATH", _paths, "~/hl/data/node_fills_by_block",
            "node source: the node's node_fills_by_block directory, or archive directories or hour files."),
@@ -158,23 +123,23 @@ OPTIONS: tuple[Option, ...] = (
            "node source, no checkpoint yet: 'now' (end of the newest file) or a time to replay from (ISO 8601 or ms)."),
     Option("node_until", "--node-until", "HL_NODE_UNTIL", _time_ms, "",
            "node source: stop publishing at this time (ISO 8601 or ms); empty for no end."),
-    Option("node_follow", "--node-follow", "HL_NODE_FOLLOW", _bool, "true",
+    Option("node_follow", "--node-follow", "HL_NODE_FOLLOW", boolean, "true",
            "node source: after the last file, keep following it live (true) or exit (false)."),
-    Option("node_read_bytes", "--node-read-bytes", "HL_NODE_READ_BYTES", _positive_int, str(32 << 20),
+    Option("node_read_bytes", "--node-read-bytes", "HL_NODE_READ_BYTES", positive_int, str(32 << 20),
            "node source: bytes read per poll at most; bounds memory and the work between checkpoints."),
     Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
-    Option("maxlen", "--maxlen", "LIQ_STREAM_MAXLEN", _positive_int, "100000",
+    Option("maxlen", "--maxlen", "LIQ_STREAM_MAXLEN", positive_int, "100000",
            "Approximate cap on the stream's length (XADD MAXLEN ~)."),
-    Option("dedup_ttl", "--dedup-ttl", "LIQ_DEDUP_TTL", _positive_int, "604800",
+    Option("dedup_ttl", "--dedup-ttl", "LIQ_DEDUP_TTL", positive_int, "604800",
            "Seconds a published event's key is remembered; longer than any re-read window."),
-    Option("max_pending", "--max-pending", "LIQ_MAX_PENDING", _positive_int, "100000",
+    Option("max_pending", "--max-pending", "LIQ_MAX_PENDING", positive_int, "100000",
            "Events held in memory while Redis is unreachable; at the cap polling pauses, nothing is dropped."),
-    Option("log_level", "--log-level", "LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Option("metrics_port", "--metrics-port", "METRICS_PORT", _port, "0",
            "Serve Prometheus /metrics and /healthz on this port; 0 turns it off."),
     Option("metrics_host", "--metrics-host", "METRICS_HOST", str, "0.0.0.0",
            "Address the metrics server binds to."),
-    Option("health_stale_after", "--health-stale-after", "HEALTH_STALE_AFTER", _positive_float, "120",
+    Option("health_stale_after", "--health-stale-after", "HEALTH_STALE_AFTER", positive_float, "120",
            "/healthz fails after this many seconds without a successful poll and publish."),
 )
 
@@ -216,25 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
             "Every option can also be set by the environment variable named in brackets; a flag wins."
         ),
     )
-    for opt in OPTIONS:
-        parser.add_argument(opt.flag, dest=opt.name, metavar=opt.env, default=None,
-                            help=f"{opt.help} [{opt.env}] (default: {opt.default})")
+    add_options(parser, OPTIONS)
     parser.add_argument("--once", action="store_true", help="Poll once, publish, and exit (for cron).")
     return parser
 
 
-def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ProducerConfig:
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ProducerConfig:
     """Flags over environment over defaults; raises :class:`ConfigError` naming the flag and variable."""
-    env = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {"once": args.once}
-    for opt in OPTIONS:
-        flag_value = getattr(args, opt.name)
-        raw = flag_value if flag_value is not None else env.get(opt.env, opt.default)
-        try:
-            values[opt.name] = opt.parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{opt.flag} / {opt.env}={raw!r}: {exc}") from None
+    try:
+        values = resolve(args, environ(env), OPTIONS)
+    except OptionError as exc:
+        raise ConfigError(str(exc)) from None
+    values["once"] = args.once
     if values["source"] == "fills" and not values["watchlist"]:
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
     start, end = values["node_from"], values["node_until"]

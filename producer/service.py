@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from consumers.observability import Progress
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import ProducerError
 from producer.metrics import ProducerMetrics
 from producer.node_source import NodeSource, NodeWindow
-from producer.observability import Progress
 from producer.outbox import Outbox, RecentKeys
 from producer.publisher import Publisher
 from producer.ratelimit import WeightBudget

@@ -10,7 +10,7 @@ import signal
 import aiohttp
 import pytest
 
-from producer.observability import ObservabilityServer, Progress
+from consumers.observability import ObservabilityServer, Progress
 from producer.service import Producer
 from tests.conftest import RedisServer, free_port
 from tests.fake_hyperliquid import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
