@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from producer.detector import detect_from_fills
 from producer.exchange_types import Fill
 from producer.publisher import Publisher, hash_tag
+from producer.simulation.scenarios import ScenarioBuilder
 from schemas import Event, LiquidationEvent
-from tests.scenarios import ScenarioBuilder
 
 DETECT_GOAL = 10.0
 PUBLISH_GOAL = 100_000.0

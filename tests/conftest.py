@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tests.fake_hyperliquid import FakeHyperliquid
+from producer.simulation.fake_exchange import FakeHyperliquid
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from producer.config import OPTIONS
+from producer.simulation.fake_exchange import FakeHyperliquid
+from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 from tests.conftest import REDIS_URL, RedisServer
-from tests.fake_hyperliquid import FakeHyperliquid
-from tests.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 from tests.test_service import adl_truth, assert_matches_truth, stream_events, stream_liquidations
 
 ROOT = Path(__file__).resolve().parent.parent

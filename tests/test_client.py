@@ -10,7 +10,7 @@ import pytest
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.errors import ExchangeRejected, ExchangeUnavailable, MalformedResponse
 from producer.ratelimit import WeightBudget
-from tests.fake_hyperliquid import (
+from producer.simulation.fake_exchange import (
     DISCONNECT,
     EXTRA_FIELD,
     NOT_JSON,
@@ -22,7 +22,7 @@ from tests.fake_hyperliquid import (
     FakeHyperliquid,
     Fault,
 )
-from tests.scenarios import ScenarioBuilder
+from producer.simulation.scenarios import ScenarioBuilder
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 

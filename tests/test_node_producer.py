@@ -14,8 +14,8 @@ from producer.node_files import find_hour_files
 from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
 from producer.publisher import checkpoint_key
 from producer.service import Producer
+from producer.simulation.node_writer import blocks_from, cascade, write_hours
 from tests.conftest import REDIS_URL
-from tests.node_data import blocks_from, cascade, write_hours
 from tests.test_cli import start_producer
 from tests.test_node_source import assert_node_truth
 from tests.test_service import stream_events

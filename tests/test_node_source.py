@@ -9,9 +9,9 @@ import pytest
 
 from producer.node_files import LineReader, find_hour_files
 from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET, NodeSource, NodeWindow
+from producer.simulation.node_writer import adl_truth, block_time_ms, blocks_from, cascade, hour_path, line, write_hours
+from producer.simulation.scenarios import Scenario, demo_scenario
 from schemas import AdlEvent, Event, LiquidationEvent
-from tests.node_data import adl_truth, block_time_ms, blocks_from, cascade, hour_path, line, write_hours
-from tests.scenarios import Scenario, demo_scenario
 
 REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
 

@@ -12,9 +12,9 @@ import pytest
 
 from consumers.observability import ObservabilityServer, Progress
 from producer.service import Producer
+from producer.simulation.fake_exchange import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
+from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
 from tests.conftest import RedisServer, free_port
-from tests.fake_hyperliquid import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
-from tests.scenarios import DEMO_WATCHLIST, demo_scenario
 from tests.test_cli import producer_env, start_producer
 from tests.test_service import config_for, make_producer
 

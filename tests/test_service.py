@@ -15,10 +15,8 @@ import redis.asyncio as aioredis
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import LIQUIDATOR_VAULTS, ProducerConfig
 from producer.service import Producer, RedisAccessDenied
-from schemas import AdlEvent, Event, LiquidationEvent, decode_entry
-from tests.conftest import REDIS_URL, RedisServer
-from tests.fake_hyperliquid import SERVER_ERROR, FakeHyperliquid
-from tests.scenarios import (
+from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
+from producer.simulation.scenarios import (
     DEMO_BUSY,
     DEMO_WATCHLIST,
     HLP_LIQUIDATOR,
@@ -27,6 +25,8 @@ from tests.scenarios import (
     ScenarioBuilder,
     demo_scenario,
 )
+from schemas import AdlEvent, Event, LiquidationEvent, decode_entry
+from tests.conftest import REDIS_URL, RedisServer
 
 YEARS = 10 * 365 * 24 * 3600.0
 

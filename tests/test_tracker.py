@@ -10,9 +10,9 @@ import pytest
 
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.errors import ExchangeUnavailable
+from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
+from producer.simulation.scenarios import DEMO_WATCHLIST, HLP_LIQUIDATOR, ScenarioBuilder, demo_scenario
 from producer.tracker import RECENT_LIMIT, LiquidationTracker
-from tests.fake_hyperliquid import SERVER_ERROR, FakeHyperliquid
-from tests.scenarios import DEMO_WATCHLIST, HLP_LIQUIDATOR, ScenarioBuilder, demo_scenario
 
 
 def tracker_for(fake: FakeHyperliquid, **kwargs: object) -> LiquidationTracker:

@@ -2,7 +2,7 @@
 
 Why a real HTTP server rather than a mocked client: the producer's retry, timeout, paging and decoding code
 paths only run against real sockets, real status codes and real broken bodies. The fake serves the shapes and
-paging rules of mainnet (see the project brief / ``tests/scenarios.py``) and can inject faults on demand.
+paging rules of mainnet (see the project brief / ``producer/simulation/scenarios.py``) and can inject faults on demand.
 
 Usage in a test::
 
@@ -12,7 +12,7 @@ Usage in a test::
 
 As a demo server::
 
-    python -m tests.fake_hyperliquid --port 8080 --scenario demo
+    python -m producer.simulation.fake_exchange --port 8080 --scenario demo
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from .scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
+from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 
 __all__ = [
     "BAD_GATEWAY",
@@ -159,7 +159,7 @@ class FakeHyperliquid:
         self.trades.setdefault(coin, []).extend(dict(trade) for trade in trades)
 
     def load(self, scenario: Scenario) -> None:
-        """Add everything a :class:`~tests.scenarios.Scenario` holds."""
+        """Add everything a :class:`~producer.simulation.scenarios.Scenario` holds."""
         for address, fills in scenario.fills.items():
             self.add_fills(address, fills)
         for coin, trades in scenario.trades.items():

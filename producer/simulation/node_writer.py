@@ -16,7 +16,7 @@ from typing import Any
 
 import lz4.frame
 
-from tests.scenarios import ADL_DIR, ExpectedLiquidation, Scenario, ScenarioBuilder
+from producer.simulation.scenarios import ADL_DIR, ExpectedLiquidation, Scenario, ScenarioBuilder
 
 Block = dict[str, Any]
 

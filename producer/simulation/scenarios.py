@@ -1,7 +1,7 @@
 """Deterministic generators of realistic Hyperliquid exchange data, together with the ground truth.
 
 Everything here is pure (no I/O) and driven by ``random.Random(seed)``, so a test can build a scenario,
-serve it through :mod:`tests.fake_hyperliquid`, run the producer against it and compare what the producer
+serve it through :mod:`producer.simulation.fake_exchange`, run the producer against it and compare what the producer
 emitted with :attr:`Scenario.liquidations` (or :meth:`Scenario.visible_from` for a partial watchlist).
 
 Shapes, key order and value formats copy real mainnet answers (``/work/shared/hyperliquid/real-samples.json``):

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .fake_hyperliquid import (
+from producer.simulation.fake_exchange import (
     BAD_GATEWAY,
     DISCONNECT,
     EXTRA_FIELD,
@@ -35,7 +35,7 @@ from .fake_hyperliquid import (
     _serve,
     running_fake,
 )
-from .scenarios import (
+from producer.simulation.scenarios import (
     ADL_DIR,
     DEMO_BUSY,
     DEMO_MAKERS,
@@ -437,7 +437,7 @@ async def test_stop_releases_a_pending_delay_quickly() -> None:
 
 
 async def test_demo_server_entry_point_serves(capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m tests.fake_hyperliquid`` runs ``_serve``; check it serves the demo and prints its address."""
+    """``python -m producer.simulation.fake_exchange`` runs ``_serve``: it serves the demo and prints its address."""
     server = asyncio.ensure_future(_serve("127.0.0.1", 0, SCENARIOS["demo"](1)))
     try:
         match = None
