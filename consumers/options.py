@@ -101,8 +101,9 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], options: Iterable[
     values: dict[str, Any] = {}
     for opt in options:
         flag_value = None if opt.secret else getattr(args, opt.name, None)
-        raw: str | None = flag_value if flag_value is not None else env.get(opt.env)
-        if raw is None or (opt.secret and raw == ""):
+        # An empty variable counts as unset: compose files and env files pass unset variables as empty strings.
+        raw: str | None = flag_value if flag_value is not None else (env.get(opt.env) or None)
+        if raw is None:
             default = opt.default
             raw = default() if callable(default) else default
         if raw is None:

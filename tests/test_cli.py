@@ -129,3 +129,10 @@ async def test_once_with_redis_unreachable_fails_loudly(
     assert code == 1
     assert "Redis unreachable" in out
     assert "not published" in out
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    from producer.config import PROTOCOL_VAULTS, load_config
+
+    config = load_config([], {"HL_WATCHLIST": "", "HL_POLL_INTERVAL": ""})
+    assert config.watchlist == PROTOCOL_VAULTS and config.poll_interval == 10.0

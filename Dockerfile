@@ -1,0 +1,17 @@
+# One image for every service: the producer, the alerter, the stats aggregator (the command picks which).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY producer ./producer
+COPY consumers ./consumers
+RUN pip install . && useradd --system --uid 10001 liq
+
+USER liq
+EXPOSE 9100
+CMD ["python", "-m", "producer"]
