@@ -7,6 +7,7 @@ import signal
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from producer.config import ProducerConfig
@@ -86,5 +87,19 @@ async def test_sigterm_while_following_live_exits_cleanly(tmp_path: Path, stream
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+    assert proc.returncode == 0, out.decode()
+    assert_node_truth(await stream_events(stream), scenario)
+
+
+@pytest.mark.slow
+async def test_a_cascade_sized_burst_through_the_real_producer(tmp_path: Path, stream: str) -> None:
+    """Tens of thousands of liquidation fills within minutes, like 2025-10-10 21:15: each event exactly once."""
+    scenario = cascade(12_000)
+    write_hours(tmp_path, blocks_from(scenario))
+    assert scenario.fill_count > 70_000
+    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
+           "HL_NODE_FOLLOW": "false", "LIQ_STREAM": stream, "LIQ_STREAM_MAXLEN": "1000000", "LOG_LEVEL": "WARNING"}
+    proc = await start_producer(env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), 600)
     assert proc.returncode == 0, out.decode()
     assert_node_truth(await stream_events(stream), scenario)
