@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
-from producer.exchange_types import ADL_DIR, Fill, FillSide, Trade
+from producer.exchange_types import ADL_DIR, Fill, FillSide, LiquidationInfo, Trade
 from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key
 
 _PRECISION = 60
@@ -167,7 +167,10 @@ def detect_from_trades(
     invents (a vault unwinding inventory it took over looks the same). The other party is reported as the
     liquidated user and ``method`` is ``unknown``. ``liquidators`` must be lowercase.
     """
-    events: dict[str, _Accumulator] = {}
+    # Each such trade becomes the vault's own fill of it, which the fill rules already read right: the vault is
+    # the counterparty, so its buying means a long was taken over.
+    observed: list[tuple[str, Fill]] = []
+    vault_side: FillSide
     for trade in trades:
         buyer, seller = (u.lower() for u in trade.users)
         if buyer in liquidators:
@@ -176,23 +179,12 @@ def detect_from_trades(
             vault, user, vault_side = seller, buyer, "A"
         else:
             continue
-        key = event_key(trade.hash, trade.coin, user, trade.time)
-        acc = events.get(key)
-        if acc is None:
-            acc = events[key] = _Accumulator(
-                adl=False,
-                tx_hash=trade.hash,
-                coin=trade.coin,
-                user=user,
-                owner=vault,
-                side=liquidated_side(vault_side, own_fill=False),  # type: ignore[arg-type]
-                method="unknown",
-                timestamp=trade.time,
-                mark_price=None,
-                own_leg_seen=False,
-            )
-        acc.add(trade.tid, trade.px, trade.sz, vault)
-    return [e for e in _finish(events, "trades", detected_at, None) if isinstance(e, LiquidationEvent)]
+        info = LiquidationInfo(liquidatedUser=user, markPx=None, method="unknown")
+        fill = Fill(coin=trade.coin, px=trade.px, sz=trade.sz, side=vault_side, time=trade.time, hash=trade.hash,
+                    tid=trade.tid, liquidation=info)
+        observed.append((vault, fill))
+    return [e for e in detect_from_fills(observed, source="trades", detected_at=detected_at)
+            if isinstance(e, LiquidationEvent)]
 
 
 def _finish(

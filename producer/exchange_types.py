@@ -22,7 +22,8 @@ class LiquidationInfo(msgspec.Struct, frozen=True):
     """The object the exchange attaches to fills of a liquidation (and, confusingly, to ADL fills)."""
 
     liquidatedUser: str
-    markPx: Decimal
+    markPx: Decimal | None
+    """Arrives as a string or a number; both decode exactly. None only on fills we synthesise from trades."""
     method: str
 
 
