@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +20,19 @@ import redis.asyncio as aioredis
 from producer.simulation.fake_exchange import FakeHyperliquid
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def terminate(proc: asyncio.subprocess.Process, within: float = 15) -> tuple[bytes, bytes]:
+    """SIGTERM a process and collect what it printed; a process that will not stop is killed (and fails the test
+    on its exit code), so no test leaves one behind."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+        return out or b"", err or b""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 def free_port() -> int:

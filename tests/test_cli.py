@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+from consumers.testing import wait_until
 from producer.config import OPTIONS
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
-from tests.conftest import REDIS_URL, RedisServer
+from tests.conftest import REDIS_URL, RedisServer, terminate
 from tests.test_service import adl_truth, assert_matches_truth, stream_events, stream_liquidations
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,17 +106,15 @@ async def test_sigterm_stops_a_running_producer_cleanly(
     fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
 ) -> None:
     proc = await start_producer(env=producer_env(fake_hl, stream))
+    expected = len(scenario.visible_from(DEMO_WATCHLIST))
+
+    async def published() -> bool:
+        return len(await stream_liquidations(stream)) == expected
+
     try:
-        for _ in range(300):
-            if len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST)):
-                break
-            await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        await wait_until(published, within=15, message="the producer to publish the scenario")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        out, _ = await terminate(proc)
     assert proc.returncode == 0, out.decode()
     assert "stopped after" in out.decode()
 

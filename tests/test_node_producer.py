@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from consumers.testing import wait_until
 from producer.config import ProducerConfig
 from producer.node_files import find_hour_files
 from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
 from producer.publisher import checkpoint_key
 from producer.service import Producer
 from producer.simulation.node_writer import blocks_from, cascade, write_hours
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, terminate
 from tests.test_cli import start_producer
 from tests.test_node_source import assert_node_truth
 from tests.test_service import stream_events
@@ -50,17 +50,15 @@ async def test_sigkill_mid_file_and_restart_publish_every_liquidation_once(tmp_p
            "HL_NODE_FOLLOW": "false", "HL_NODE_READ_BYTES": "32768", "LIQ_STREAM": stream, "LOG_LEVEL": "WARNING"}
     total = len(scenario.liquidations)
     proc = await start_producer(env=env)
+
+    async def a_quarter_published() -> bool:
+        return len(await stream_events(stream)) >= total // 4
+
     try:
-        for _ in range(600):
-            if len(await stream_events(stream)) >= total // 4:
-                break
-            await asyncio.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        await wait_until(a_quarter_published, within=15, interval=0.005, message="a quarter of the events")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        proc.kill()  # SIGKILL: no chance to flush anything
+        await proc.wait()
     killed_at = len(await stream_events(stream))
     assert 0 < killed_at < total, "the kill must land mid-file for this test to mean anything"
 
@@ -76,17 +74,14 @@ async def test_sigterm_while_following_live_exits_cleanly(tmp_path: Path, stream
     env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
            "LIQ_STREAM": stream, "HL_POLL_INTERVAL": "0.1"}
     proc = await start_producer(env=env)
+
+    async def caught_up() -> bool:
+        return len(await stream_events(stream)) >= len(scenario.liquidations)
+
     try:
-        for _ in range(300):
-            if len(await stream_events(stream)) >= len(scenario.liquidations):
-                break
-            await asyncio.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        await wait_until(caught_up, within=15, message="the producer to follow the files")
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        out, _ = await terminate(proc)
     assert proc.returncode == 0, out.decode()
     assert_node_truth(await stream_events(stream), scenario)
 
