@@ -13,10 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis
 import redis.asyncio as aioredis
 
+from consumers.testing import FakeWebhooks
 from producer.simulation.fake_exchange import FakeHyperliquid
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -119,3 +121,22 @@ async def fake_hl() -> AsyncIterator[FakeHyperliquid]:
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture(name="redis")
+def redis_alias(redis_client: aioredis.Redis) -> aioredis.Redis:
+    """The alerter tests' name for the shared client."""
+    return redis_client
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[FakeWebhooks]:
+    """A local webhook receiver (Telegram, Discord, Slack, generic) that can be told to fail."""
+    async with FakeWebhooks() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -29,23 +28,6 @@ class Sleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
-
-
-@pytest.fixture
-def redis(redis_client: Redis) -> Redis:
-    return redis_client
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[FakeWebhooks]:
-    async with FakeWebhooks() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def make_delivery(redis: Redis, stream: str, *, attempts: int = 5, sleep: Sleeps | None = None) -> Delivery:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from decimal import Decimal
 
 import aiohttp
@@ -22,23 +22,6 @@ from schemas import AdlEvent, Event, encode_entry
 
 TOKEN = "987654:SECRET-bot-token"
 RUNNER = RunnerSettings(block_ms=100, count=10, claim_idle_ms=5_000, retry_delay_ms=50, group_start="0")
-
-
-@pytest.fixture
-def redis(redis_client: Redis) -> Redis:
-    return redis_client
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[FakeWebhooks]:
-    async with FakeWebhooks() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 class Clock:
