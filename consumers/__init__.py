@@ -2,13 +2,15 @@
 
 ``consumers.runner.Runner`` reads the stream through a Redis consumer group (at least once, with claims,
 retries and a dead-letter stream); ``python -m consumers.alerter`` posts large liquidations to people;
-``python -m consumers.stats`` keeps running totals. ``consumers.totals.Totals`` is the pure aggregation the
-stats service (and the producer's in-process tracker) share.
+``python -m consumers.stats`` keeps running totals; ``python -m consumers.tail`` prints the stream live, outside any
+group. ``consumers.totals.Totals`` is the pure aggregation the stats service (and the producer's in-process tracker)
+share; ``consumers.metrics`` serves a runner's Prometheus metrics and health check.
 """
 
 from consumers.config import (
     ConsumerConfig,
     GroupStart,
+    ObservabilitySettings,
     RunnerSettings,
     consumer_config,
     load_consumer_config,
@@ -26,6 +28,7 @@ __all__ = [
     "ConsumerError",
     "GroupStart",
     "Handler",
+    "ObservabilitySettings",
     "Runner",
     "RunnerCounters",
     "RunnerSettings",

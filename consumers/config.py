@@ -1,7 +1,8 @@
 """What every consumer process is configured with: where the stream is, which group it joins, how it reads.
 
-:class:`RunnerSettings` holds the knobs of :class:`consumers.runner.Runner`; :class:`ConsumerConfig` adds the
-connection and identity. A process builds one config once (environment, then flags) and passes it down.
+:class:`RunnerSettings` holds the knobs of :class:`consumers.runner.Runner`; :class:`ObservabilitySettings` where
+the process serves its metrics and health; :class:`ConsumerConfig` adds the connection and identity. A process
+builds one config once (environment, then flags) and passes it down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from consumers.options import (
     log_level,
     non_empty,
     parse_args,
+    port,
+    positive_float,
     positive_int,
     redact_url,
     resolve,
@@ -76,6 +79,29 @@ class RunnerSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ObservabilitySettings:
+    """Where a consumer process serves Prometheus ``/metrics`` and ``/healthz`` (see :mod:`consumers.metrics`)."""
+
+    metrics_port: int = 0
+    """0 serves nothing: metrics are opt-in, so two processes on one host never fight over a default port."""
+    metrics_host: str = "0.0.0.0"
+    health_stale_after: float = 120.0
+    """``/healthz`` answers 503 once no read of the stream has succeeded for this many seconds."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"ObservabilitySettings.metrics_port must be 0 to 65535, not {self.metrics_port}")
+        if not self.health_stale_after > 0:
+            raise ConfigError(
+                f"ObservabilitySettings.health_stale_after must be greater than 0, not {self.health_stale_after}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return self.metrics_port != 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class ConsumerConfig:
     """One consumer process's identity and connection; built once per process, passed down."""
 
@@ -85,6 +111,18 @@ class ConsumerConfig:
     consumer: str
     settings: RunnerSettings = field(default_factory=RunnerSettings)
     log_level: str = "INFO"
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+
+    def __post_init__(self) -> None:
+        # An idle stream is read once per block: a shorter staleness limit would report a healthy idle consumer
+        # as stuck between two reads.
+        o = self.observability
+        if o.enabled and o.health_stale_after * 1000 <= self.settings.block_ms:
+            raise ConfigError(
+                f"--health-stale-after / HEALTH_STALE_AFTER ({o.health_stale_after:g} s) must be longer than one "
+                f"read block (--block-ms / LIQ_BLOCK_MS, {self.settings.block_ms} ms), or /healthz reports an idle "
+                "consumer as stuck: raise the first or lower the second"
+            )
 
     def describe(self) -> str:
         """A log line's worth, without the Redis password."""
@@ -102,6 +140,17 @@ def _group_start(value: str) -> GroupStart:
     if value == "$":
         return "$"
     raise ValueError("must be 0 (the stream's first retained entry) or $ (only new entries)")
+
+
+OBSERVABILITY_OPTIONS: tuple[Option, ...] = (
+    Option("metrics_port", "--metrics-port", "METRICS_PORT", port, "0",
+           "Serve Prometheus /metrics and /healthz on this port; 0 turns it off."),
+    Option("metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "0.0.0.0",
+           "Address the metrics server binds to."),
+    Option("health_stale_after", "--health-stale-after", "HEALTH_STALE_AFTER", positive_float, "120",
+           "/healthz answers 503 after this many seconds without a successful read of the stream."),
+)
+"""Where a consumer process serves metrics and health; part of :func:`runner_options`."""
 
 
 def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tuple[Option, ...]:
@@ -129,6 +178,7 @@ def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tu
         Option("retry_delay_ms", "--retry-delay-ms", "LIQ_RETRY_DELAY_MS", positive_int, "1000",
                "Milliseconds before a failed entry is retried; doubles while failures continue (max 30 s)."),
         Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+        *OBSERVABILITY_OPTIONS,
     )
 
 
@@ -152,6 +202,11 @@ def consumer_config(values: Mapping[str, Any]) -> ConsumerConfig:
         consumer=values["consumer"],
         settings=settings,
         log_level=values["log_level"],
+        observability=ObservabilitySettings(
+            metrics_port=values["metrics_port"],
+            metrics_host=values["metrics_host"],
+            health_stale_after=values["health_stale_after"],
+        ),
     )
 
 

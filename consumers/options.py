@@ -118,16 +118,22 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], options: Iterable[
     return values
 
 
-def parse_args(
-    prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None
-) -> argparse.Namespace:
+def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
+    """The parser of a process's options; a process with flags that have no variable (a command's own switches,
+    such as the tail's ``--json``) adds them to it before parsing."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"{description} Every option can also be set by the environment variable in brackets; "
         "a flag wins over the variable.",
     )
     add_options(parser, options)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(
+    prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None
+) -> argparse.Namespace:
+    return build_parser(prog, description, options).parse_args(argv)
 
 
 def environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -149,6 +155,13 @@ def non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a port number, 0 to 65535")
     return number
 
 

@@ -104,6 +104,9 @@ class Runner:
     ``skip_through`` (an entry id, inclusive) makes the runner acknowledge without handling every entry at or
     before it: a service that rebuilt its state from the stream's history up to that id sets it so that entries
     still pending from before the restart are not counted twice. Set it before :meth:`run`.
+
+    ``counters`` and ``last_read_ok`` (with :meth:`add_read_listener`) are what metrics and a health check read;
+    :func:`consumers.metrics.serve_metrics` serves them.
     """
 
     def __init__(
@@ -142,6 +145,9 @@ class Runner:
         self._backlog = False
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
+        self.last_read_ok: float | None = None
+        """``time.monotonic()`` of the last read of the stream that Redis answered (an empty answer counts)."""
+        self._read_listeners: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(
@@ -175,6 +181,20 @@ class Runner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def add_read_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every read of the stream that Redis answered, even with nothing new.
+
+        A health check uses it: a consumer whose reads keep succeeding is alive even when the stream is idle, and
+        one whose reads fail (Redis away) or stop happening (a wedged handler) is not. The callback runs inside
+        the loop, so it must be quick and must not raise.
+        """
+        self._read_listeners.append(callback)
+
+    def _read_ok(self) -> None:
+        self.last_read_ok = time.monotonic()
+        for callback in self._read_listeners:
+            callback()
 
     async def wait_stopped(self, seconds: float) -> bool:
         """Wait until :meth:`stop` was called or ``seconds`` passed; True if stopped. For periodic tasks."""
@@ -298,6 +318,7 @@ class Runner:
         if self._backlog:
             # The last read was full: more is waiting, so this read returns at once and needs no race with stop.
             reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count)
+            self._read_ok()
             entries = read_reply_entries(reply, self.stream)
             self._backlog = len(entries) >= count
             return entries
@@ -315,7 +336,9 @@ class Runner:
                 read.cancel()
         if not read.done() or read.cancelled():
             return []
-        entries = read_reply_entries(read.result(), self.stream)
+        reply = read.result()
+        self._read_ok()
+        entries = read_reply_entries(reply, self.stream)
         self._backlog = len(entries) >= count
         return entries
 
@@ -328,6 +351,7 @@ class Runner:
             reply = await self.redis.xreadgroup(
                 self.group, self.consumer, {self.stream: cursor}, count=self.settings.count
             )
+            self._read_ok()
             entries = read_reply_entries(reply, self.stream)
             if not entries:
                 break
@@ -356,6 +380,7 @@ class Runner:
                 self.stream, self.group, self.consumer,
                 min_idle_time=self.settings.claim_idle_ms, start_id=cursor, count=self.settings.count,
             )
+            self._read_ok()
             next_cursor, raw = reply[0], reply[1]
             deleted: list[EntryId] = list(reply[2]) if len(reply) > 2 else []
             if deleted:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import hypothesis
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -22,6 +23,11 @@ from consumers.testing import FakeWebhooks
 from producer.simulation.fake_exchange import FakeHyperliquid
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# Machines here are shared and noisy: a property test's example may take long for reasons of its own, which says
+# nothing about the property. No per-example deadline; the pytest timeout still bounds a test.
+hypothesis.settings.register_profile("shared-machines", deadline=None)
+hypothesis.settings.load_profile("shared-machines")
 
 
 async def terminate(proc: asyncio.subprocess.Process, within: float = 15) -> tuple[bytes, bytes]:

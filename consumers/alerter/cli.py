@@ -10,10 +10,12 @@ from typing import TextIO
 import aiohttp
 
 from consumers.alerter.config import AlerterConfig, load_alerter_config
+from consumers.alerter.metrics import AlerterCollector
 from consumers.alerter.service import Alerter
 from consumers.alerter.sinks import build_sinks
 from consumers.connection import connect
 from consumers.humanize import usd
+from consumers.metrics import serve_metrics
 from consumers.process import EXIT_OK, run_process
 from consumers.runner import Runner, install_signal_handlers
 
@@ -27,20 +29,22 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
         async with aiohttp.ClientSession() as session:
             alerter = Alerter.from_config(config, redis, build_sinks(config, session, out))
             runner = Runner.from_config(redis, config.consumer, handler=alerter.handle)
-            remove_handlers = install_signal_handlers(runner.stop)
-            summaries = asyncio.create_task(alerter.run_summaries(runner))
-            overrides = ", ".join(f"{coin} {usd(amount)}" for coin, amount in config.thresholds.per_coin.items())
-            log.info(
-                "alerting on liquidations of at least %s (%s) to %s, at most %d per coin per %g s; %s",
-                usd(config.thresholds.default), overrides or "no coin overrides", ", ".join(config.sinks),
-                config.burst, config.cooldown_s, config.consumer.describe(),
-            )
-            try:
-                await runner.run()
-            finally:
-                runner.stop()
-                await summaries
-                remove_handlers()
+            collector = AlerterCollector(alerter, runner)
+            async with serve_metrics(runner, config.consumer.observability, collector):
+                remove_handlers = install_signal_handlers(runner.stop)
+                summaries = asyncio.create_task(alerter.run_summaries(runner))
+                overrides = ", ".join(f"{coin} {usd(amount)}" for coin, amount in config.thresholds.per_coin.items())
+                log.info(
+                    "alerting on liquidations of at least %s (%s) to %s, at most %d per coin per %g s; %s",
+                    usd(config.thresholds.default), overrides or "no coin overrides", ", ".join(config.sinks),
+                    config.burst, config.cooldown_s, config.consumer.describe(),
+                )
+                try:
+                    await runner.run()
+                finally:
+                    runner.stop()
+                    await summaries
+                    remove_handlers()
             log.info("alerter stopped: %s", alerter.counters.as_dict())
     finally:
         await redis.aclose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -68,6 +68,8 @@ class Alerter:
         self.cooldown = cooldown
         self.explorer_url = explorer_url
         self.counters = AlerterCounters()
+        self.sent_by_sink: Counter[str] = Counter()
+        """Alerts (not summaries) each sink took, for metrics; a sink that already had one is not counted again."""
         self._clock = clock
         self._admitted: OrderedDict[str, None] = OrderedDict()
 
@@ -114,6 +116,9 @@ class Alerter:
         results = await asyncio.gather(
             *(self.delivery.send_once(key, sink, message) for sink in unsent), return_exceptions=True
         )
+        for sink, result in zip(unsent, results, strict=True):
+            if result is True:
+                self.sent_by_sink[sink.name] += 1
         failures = [r for r in results if isinstance(r, BaseException)]
         for failure in failures:
             if not isinstance(failure, AlertNotDelivered | AlertInFlight):

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from consumers.connection import connect
+from consumers.metrics import serve_metrics
 from consumers.process import EXIT_OK, run_process
 from consumers.runner import install_signal_handlers
 from consumers.stats.config import StatsConfig, load_stats_config
+from consumers.stats.metrics import StatsCollector
 from consumers.stats.service import StatsService
 
 log = logging.getLogger("consumers.stats")
@@ -21,21 +23,22 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
     redis = connect(config.consumer)
     try:
         service = StatsService(config, redis, out=out)
-        remove_handlers = install_signal_handlers(service.runner.stop)
-        log.info(
-            "aggregating; reporting every %g s to stdout and %r; %s",
-            config.interval_s, config.key, config.consumer.describe(),
-        )
-        if config.rebuild:
-            await service.rebuild()
-        reports = asyncio.create_task(service.run_reports())
-        try:
-            await service.runner.run()
-        finally:
-            service.runner.stop()
-            await reports
-            remove_handlers()
-        await service.final_report()
+        async with serve_metrics(service.runner, config.consumer.observability, StatsCollector(service)):
+            remove_handlers = install_signal_handlers(service.runner.stop)
+            log.info(
+                "aggregating; reporting every %g s to stdout and %r; %s",
+                config.interval_s, config.key, config.consumer.describe(),
+            )
+            if config.rebuild:
+                await service.rebuild()
+            reports = asyncio.create_task(service.run_reports())
+            try:
+                await service.runner.run()
+            finally:
+                service.runner.stop()
+                await reports
+                remove_handlers()
+            await service.final_report()
     finally:
         await redis.aclose()
     return EXIT_OK

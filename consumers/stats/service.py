@@ -20,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -31,7 +32,7 @@ from consumers.runner import Runner
 from consumers.stats.config import StatsConfig
 from consumers.stats.table import render_table
 from consumers.totals import Totals
-from schemas import EntryError, Event, decode_entry
+from schemas import EntryError, Event, decode_entry, event_type
 
 log = logging.getLogger("consumers.stats")
 
@@ -55,12 +56,15 @@ class StatsService:
         """Events counted from the stream's history on start."""
         self.rebuild_skipped = 0
         """History entries that did not decode or were of unknown types (the group dead-letters or counts them)."""
+        self.counted: Counter[str] = Counter()
+        """Events the group delivered that entered the totals, by type (the history rebuild is ``rebuilt``)."""
         self._out = out
         self._clock = clock
 
     async def handle(self, events: list[Event]) -> None:
         for event in events:
-            self.totals.add(event)
+            if self.totals.add(event):
+                self.counted[event_type(event)] += 1
 
     async def rebuild(self) -> int:
         """Count the retained history up to the group's last-delivered id; make the runner skip what it counted."""

@@ -1,0 +1,3 @@
+from consumers.tail.cli import main
+
+raise SystemExit(main())
