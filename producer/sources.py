@@ -58,12 +58,17 @@ class FillsSource:
 
     name = "fills"
 
-    def __init__(self, client: HyperliquidClient, watchlist: Sequence[str], *, lookback_ms: int) -> None:
+    def __init__(
+        self, client: HyperliquidClient, watchlist: Sequence[str], *, lookback_ms: int, max_hold_polls: int = 6
+    ) -> None:
         self.client = client
         self.watchlist = [address.lower() for address in watchlist]
         self.lookback_ms = lookback_ms
+        self.max_hold_polls = max_hold_polls
         self.watermarks: dict[str, int] = {}
         """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
+        self.failures: dict[str, int] = {}
+        """Per address, the polls in a row that could not read it."""
 
     def close(self) -> None:
         pass
@@ -78,20 +83,46 @@ class FillsSource:
     async def poll(self, now_ms: int) -> PollResult:
         result = PollResult()
         observed: list[tuple[str, Fill]] = []
+        newest: dict[str, int] = {}
+        horizon: int | None = None
         for address in self.watchlist:
             start = self.watermarks.get(address, now_ms - self.lookback_ms)
             fills, error = await self._read_address(address, start)
             observed.extend((address, fill) for fill in fills if fill.liquidation is not None)
             result.items += len(fills)
-            if error is not None:
-                result.errors.append(error)
             if fills:
-                newest = max(start, fills[-1].time)
-                self.watermarks[address] = newest
-                result.checkpoint[WATERMARK_PREFIX + address] = str(newest)
+                newest[address] = max(start, fills[-1].time)
+            if error is None:
+                self.failures.pop(address, None)
+                continue
+            result.errors.append(error)
+            if self._hold_for(address):
+                reached = newest.get(address, start)
+                horizon = reached if horizon is None else min(horizon, reached)
+        if horizon is not None:
+            # An address we could not read may hold legs of any liquidation from its position on. Publishing
+            # those now would publish them without its legs, and their keys would then keep the complete event
+            # out. So they wait: every address is read again from the horizon at the next poll.
+            observed = [(address, fill) for address, fill in observed if fill.time < horizon]
+            newest = {a: max(self.watermarks.get(a, 0), min(t, horizon)) for a, t in newest.items()}
+        for address, time in newest.items():
+            self.watermarks[address] = time
+            result.checkpoint[WATERMARK_PREFIX + address] = str(time)
         # One detector pass over every address's fills, so both legs of a trade meet before the event is built.
         result.events = detect_from_fills(observed, source="fills", detected_at=now_ms)
         return result
+
+    def _hold_for(self, address: str) -> bool:
+        """Whether to hold liquidations back for a failing address; after too many polls, liveness wins."""
+        failures = self.failures[address] = self.failures.get(address, 0) + 1
+        if failures <= self.max_hold_polls:
+            log.warning("fills of %s unreadable (%d/%d): holding back liquidations from its position on",
+                        address, failures, self.max_hold_polls)
+            return True
+        if failures == self.max_hold_polls + 1:
+            log.error("fills of %s unreadable for %d polls: publishing without it; liquidations it shares with "
+                      "other watched addresses lack its legs until it answers again", address, failures - 1)
+        return False
 
     async def _read_address(self, address: str, start: int) -> tuple[list[Fill], str | None]:
         """All fills of ``address`` from ``start`` on, page by page; on an error, what was read before it."""

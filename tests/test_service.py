@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import LIQUIDATOR_VAULTS, ProducerConfig
 from producer.service import Producer, RedisAccessDenied
-from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
+from producer.simulation.fake_exchange import SERVER_ERROR, TRUNCATED_JSON, FakeHyperliquid
 from producer.simulation.scenarios import (
     DEMO_BUSY,
     DEMO_WATCHLIST,
@@ -161,21 +161,49 @@ async def test_two_producers_side_by_side_publish_each_liquidation_once(
     assert sum(s.duplicates for s in summaries) == expected
 
 
-async def test_an_address_that_keeps_failing_does_not_stop_the_others_and_catches_up(
-    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
+async def test_liquidations_wait_while_a_watched_address_cannot_be_read_then_publish_whole(
+    fake_hl: FakeHyperliquid, stream: str
 ) -> None:
-    fake_hl.fail_next(SERVER_ERROR, times=2, match=lambda body: body.get("user") == HLP_LIQUIDATOR)
-    producer = make_producer(config_for(fake_hl, stream))
+    # Two watched makers absorbed one liquidation; one of them answers garbage at the poll that first sees it.
+    m1, m2 = DEMO_WATCHLIST[:2]
+    builder = ScenarioBuilder(seed=41)
+    builder.ordinary_fills(m1, 3)
+    builder.ordinary_fills(m2, 3)
+    fake_hl.load(builder.build())
+    producer = make_producer(config_for(fake_hl, stream, watchlist=(m1, m2)))
     try:
-        summary = await producer.poll_once()
-        assert summary.errors == 1
-        missing = {t.key for t in scenario.visible_from([HLP_LIQUIDATOR])}
-        published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
-        assert missing and not missing & published
+        await producer.poll_once()  # both read: watermarks set
+        later = ScenarioBuilder(seed=42, start_ms=builder.now_ms + 1000)
+        truth = later.market_liquidation(coin="ETH", side="short", makers=[m1, m2])
+        fake_hl.load(later.build())
+        fake_hl.fail_next(TRUNCATED_JSON, match=lambda body: body.get("user") == m2)  # malformed: not retried
+        held = await producer.poll_once()
+        assert held.errors == 1 and held.published == 0
+        whole = await producer.poll_once()
+        assert whole.published == 1
+    finally:
+        await producer.close()
+    assert_matches_truth(await stream_events(stream), [truth])  # both legs: the size and value of both trades
+    assert len(truth.tids) == 2
+
+
+async def test_an_address_failing_for_too_long_no_longer_holds_the_others_back(
+    fake_hl: FakeHyperliquid, scenario: Scenario, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_hl.fail_next(SERVER_ERROR, times=100, match=lambda body: body.get("user") == HLP_LIQUIDATOR)
+    producer = make_producer(config_for(fake_hl, stream, http_attempts=1))
+    producer.source.max_hold_polls = 2  # type: ignore[attr-defined]
+    try:
+        for _ in range(2):
+            assert (await producer.poll_once()).published == 0  # held: the vault may hold legs of any of them
         await producer.poll_once()
     finally:
         await producer.close()
-    assert_matches_truth(await stream_events(stream), scenario.visible_from(DEMO_WATCHLIST))
+    assert "publishing without it" in caplog.text
+    reachable = [t for t in scenario.visible_from(DEMO_WATCHLIST) if t.key not in
+                 {v.key for v in scenario.visible_from([HLP_LIQUIDATOR])}]
+    published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
+    assert published == {t.key for t in reachable}
 
 
 async def test_trades_source_publishes_the_liquidator_trades(fake_hl: FakeHyperliquid, stream: str) -> None:
