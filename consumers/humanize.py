@@ -30,3 +30,14 @@ def amount(value: Decimal) -> str:
 
 def utc(timestamp_ms: int) -> str:
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """Text from the exchange made safe for one line of a log, a terminal or an alert.
+
+    Control characters (newlines that would forge a log record, escape sequences that would drive a terminal)
+    become ``?``; text longer than ``limit`` is cut with an ellipsis, so a hostile coin name cannot flood a line.
+    """
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from consumers.humanize import printable
 from consumers.observability import Progress
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
@@ -59,15 +60,17 @@ _ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks"}
 
 def format_event(event: Event) -> str:
     """One log line per published liquidation, readable by a person at a glance."""
+    # Coins, users and hashes are the exchange's text: escaped, so none of it can start a forged log record.
+    coin, tx = printable(event.coin), printable(event.tx_hash)
     if isinstance(event, LiquidationEvent):
         return (
-            f"liquidation {event.coin} {event.liquidation_side} {event.size} @ {event.price} "
-            f"= ${event.value_usd:,.2f} user {event.liquidated_user} tx {event.tx_hash} "
+            f"liquidation {coin} {event.liquidation_side} {event.size} @ {event.price} "
+            f"= ${event.value_usd:,.2f} user {printable(event.liquidated_user)} tx {tx} "
             f"({event.method}, {event.fills} fills)"
         )
     return (
-        f"adl {event.coin} {event.position_side} {event.size} @ {event.price} = ${event.value_usd:,.2f} "
-        f"user {event.deleveraged_user} (for {event.liquidated_user}) tx {event.tx_hash}"
+        f"adl {coin} {event.position_side} {event.size} @ {event.price} = ${event.value_usd:,.2f} "
+        f"user {printable(event.deleveraged_user)} (for {printable(event.liquidated_user)}) tx {tx}"
     )
 
 

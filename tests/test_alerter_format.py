@@ -69,3 +69,12 @@ def test_a_summary_is_one_line() -> None:
     )
     assert message.payload["count"] == 312 and message.payload["value_usd"] == "41234567"
     assert format_summary("ETH", 1, Decimal(5), Decimal(5), 1).title.startswith("… and 1 more ETH liquidation worth")
+
+
+def test_hostile_exchange_text_stays_on_one_line_and_short() -> None:
+    from consumers.humanize import printable
+
+    assert printable("BTC\n2026-01-01 00:00:00 ERROR forged\x1b[31m") == "BTC?2026-01-01 00:00:00 ERROR forged?[31m"
+    assert printable("X" * 500) == "X" * 79 + "…"
+    message = format_alert(make_event(coin="EVIL\nERROR forged", value_usd=Decimal(500_000)))
+    assert "\n" not in message.title and all("\n" not in line for line in message.lines)

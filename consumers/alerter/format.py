@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from consumers.humanize import amount, usd, usd_compact, utc
+from consumers.humanize import amount, printable, usd, usd_compact, utc
 from schemas import ZERO_HASH, LiquidationEvent
 
 EXPLORER_TX_URL = "https://app.hyperliquid.xyz/explorer/tx/"
@@ -47,12 +47,13 @@ def format_alert(event: LiquidationEvent, explorer_url: str = EXPLORER_TX_URL) -
     """The alert for one liquidation."""
     how = f" ({event.method})" if event.method != "unknown" else ""
     mark = f", mark ${amount(event.mark_price)}" if event.mark_price is not None else ""
+    coin = printable(event.coin)  # the exchange's text: one line per alert, whatever it holds
     lines = (
-        f"{amount(event.size)} {event.coin} at ${amount(event.price)}{mark}{how}",
-        f"user {event.liquidated_user}",
+        f"{amount(event.size)} {coin} at ${amount(event.price)}{mark}{how}",
+        f"user {printable(event.liquidated_user)}",
         f"time {utc(event.timestamp)}",
     )
-    title = f"{event.coin} {event.liquidation_side} liquidated: {usd(event.value_usd)}"
+    title = f"{coin} {event.liquidation_side} liquidated: {usd(event.value_usd)}"
     link = explorer_link(event.tx_hash, explorer_url)
     payload = {
         "kind": "liquidation",
@@ -67,7 +68,8 @@ def format_summary(coin: str, count: int, value_usd: Decimal, largest_usd: Decim
     """One line for what a cooldown held back, instead of one message per liquidation."""
     noun = "liquidation" if count == 1 else "liquidations"
     title = (
-        f"… and {count} more {coin} {noun} worth {usd_compact(value_usd)} held back in the last {round(seconds)}s"
+        f"… and {count} more {printable(coin)} {noun} worth {usd_compact(value_usd)} held back in the last "
+        f"{round(seconds)}s"
         f" (largest {usd_compact(largest_usd)})"
     )
     payload = {

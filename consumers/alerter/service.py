@@ -24,6 +24,7 @@ from consumers.alerter.delivery import Delivery
 from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summary
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
+from consumers.humanize import printable
 from consumers.runner import Runner
 from schemas import Event, LiquidationEvent
 
@@ -104,7 +105,7 @@ class Alerter:
         unsent = await self.delivery.unsent(key, self.sinks)
         if not unsent:
             self.counters.already_sent += 1
-            log.info("alert for %s was sent already; not repeating it", key)
+            log.info("alert for %s was sent already; not repeating it", printable(key, limit=200))
             return
         await self.send_due_summaries()
         if key not in self._admitted and len(unsent) == len(self.sinks):
@@ -129,7 +130,8 @@ class Alerter:
                 + "; the entry stays pending, sinks that succeeded will not repeat it"
             )
         self.counters.alerted += 1
-        log.info("alerted %s %s %s to %s", event.coin, event.liquidation_side, key, ", ".join(s.name for s in unsent))
+        log.info("alerted %s %s %s to %s", printable(event.coin), event.liquidation_side, printable(key, limit=200),
+                 ", ".join(s.name for s in unsent))
 
     async def send_due_summaries(self, *, final: bool = False) -> None:
         """Send one summary per coin whose held-back alerts waited a whole window (all of them if ``final``)."""
@@ -144,7 +146,8 @@ class Alerter:
         )
         for result in results:
             if isinstance(result, AlertNotDelivered):
-                log.error("summary of %d held-back %s liquidations not delivered: %s", held.count, held.coin, result)
+                log.error("summary of %d held-back %s liquidations not delivered: %s", held.count,
+                          printable(held.coin), result)
             elif isinstance(result, BaseException):
                 raise result
         self.counters.summaries += 1

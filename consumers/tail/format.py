@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from consumers.entries import EntryId, Fields, as_text, id_text
-from consumers.humanize import amount, usd, utc
+from consumers.humanize import amount, printable, usd, utc
 from schemas import (
     AdlEvent,
     Event,
@@ -149,14 +149,10 @@ def _number(value: Any, show: Callable[[Decimal], str]) -> str:
 
 
 def _row(*cells: str) -> str:
-    return _join(_printable(cell) for cell in cells)
+    return _join(printable(cell) for cell in cells)
 
 
 def _join(cells: Iterable[str]) -> str:
     parts = [f"{cell:{align}{width}}" for cell, (_, width, align) in zip(cells, COLUMNS, strict=True)]
     return " ".join(parts).rstrip()
 
-
-def _printable(cell: str) -> str:
-    """Data from the stream reaches a terminal: control characters (escape sequences, newlines) become ``?``."""
-    return cell if cell.isprintable() else "".join(c if c.isprintable() else "?" for c in cell)
