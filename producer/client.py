@@ -28,6 +28,8 @@ T = TypeVar("T")
 MAINNET_API_URL = "https://api.hyperliquid.xyz"
 TESTNET_API_URL = "https://api.hyperliquid-testnet.xyz"
 MAX_FILLS_PER_ANSWER = 2000
+_ITEMS_LOGGED = 3
+"""Malformed items logged one by one per answer; the rest are counted in one line."""
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,17 @@ class HyperliquidClient:
             self.stats.malformed += 1
             raise MalformedResponse(f"{body['type']}: answer is not a JSON list ({exc}): {raw[:120]!r}") from None
         items = []
+        skipped = 0
         for raw_item in raw_items:
             try:
                 items.append(msgspec.json.decode(raw_item, type=item_type))
             except msgspec.DecodeError as exc:
-                self.stats.skipped_items += 1
-                log.error("%s: skipped a malformed item (%s): %.200r", body["type"], exc, bytes(raw_item))
-        if len(items) < len(raw_items):
+                skipped += 1
+                if skipped <= _ITEMS_LOGGED:  # a whole answer of junk must not flood the log
+                    log.error("%s: skipped a malformed item (%s): %.200r", body["type"], exc, bytes(raw_item))
+        if skipped:
             self.stats.malformed += 1
+            self.stats.skipped_items += skipped
+            if skipped > _ITEMS_LOGGED:
+                log.error("%s: skipped %d malformed items of %d in one answer", body["type"], skipped, len(raw_items))
         return items, len(raw_items)

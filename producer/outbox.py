@@ -62,6 +62,10 @@ class RecentKeys:
         self.capacity = capacity
         self._keys: OrderedDict[str, None] = OrderedDict()
 
+    def fresh_peek(self, events: list[Event]) -> list[Event]:
+        """The events not seen before, without remembering them."""
+        return [event for event in events if event.key not in self._keys]
+
     def fresh(self, events: list[Event]) -> list[Event]:
         """The events not seen before, remembering them."""
         out = []

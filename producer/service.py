@@ -38,6 +38,10 @@ REDIS_FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.Authorizat
                redis.exceptions.NoPermissionError)
 
 
+_NO_PERMISSION = "can't run this command"
+"""How Redis words an ACL denial of a command a script calls (it arrives as a plain script error)."""
+
+
 class RedisAccessDenied(ProducerError):
     """Redis answered but refused our credentials or commands: waiting will not fix it."""
 
@@ -184,6 +188,10 @@ class Producer:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
             except REDIS_FATAL as exc:
                 raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+            except redis.exceptions.ResponseError as exc:
+                if _NO_PERMISSION in str(exc):  # an ACL denies a command inside the publish script
+                    raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+                raise
             except REDIS_DOWN as exc:
                 self.metrics.redis_up.set(0)
                 self._redis_down(exc)

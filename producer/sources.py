@@ -20,6 +20,7 @@ from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
 from producer.detector import detect_from_fills, detect_from_trades
 from producer.errors import ExchangeError
 from producer.exchange_types import Fill, Trade
+from producer.outbox import RecentKeys
 from schemas import Event
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class FillsSource:
         """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
         self.failures: dict[str, int] = {}
         """Per address, the polls in a row that could not read it."""
+        self._sighted: set[str] = set()
+        """Keys of liquidations the last sweep saw for the first time; the next sweep confirms them."""
+        self._returned = RecentKeys()
+        """Keys already handed to the publisher; a re-read of them is neither held nor returned again."""
 
     def close(self) -> None:
         pass
@@ -81,10 +86,30 @@ class FillsSource:
                 self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
 
     async def poll(self, now_ms: int) -> PollResult:
+        """One or two sweeps of the watchlist; returns the liquidations seen whole.
+
+        The addresses are read one after another, so a block that lands mid-sweep shows up at the addresses read
+        after it and not at those read before: a liquidation first seen in a sweep may lack legs. A published
+        event is never amended (its key keeps any later version out), so a liquidation is published only from
+        the sweep after the one that first saw it; when a sweep found new ones, the confirming sweep follows at
+        once, re-reading every address from the earliest of them.
+        """
         result = PollResult()
+        ready: dict[str, Event] = {}
+        for _ in range(2):
+            confirmed, waiting, failing = await self._sweep(now_ms, result)
+            ready.update((event.key, event) for event in confirmed)
+            if not waiting or failing:  # an address that holds the others back would fail the sweep again
+                break
+        result.events = sorted(ready.values(), key=lambda e: (e.timestamp, e.key))
+        return result
+
+    async def _sweep(self, now_ms: int, result: PollResult) -> tuple[list[Event], bool, bool]:
+        """Read every address once: the events confirmed by an earlier sweep, whether new ones wait, and whether
+        an unreadable address holds liquidations back."""
         observed: list[tuple[str, Fill]] = []
         newest: dict[str, int] = {}
-        horizon: int | None = None
+        failed: dict[str, int] = {}
         for address in self.watchlist:
             start = self.watermarks.get(address, now_ms - self.lookback_ms)
             fills, error = await self._read_address(address, start)
@@ -94,23 +119,33 @@ class FillsSource:
                 newest[address] = max(start, fills[-1].time)
             if error is None:
                 self.failures.pop(address, None)
-                continue
-            result.errors.append(error)
-            if self._hold_for(address):
-                reached = newest.get(address, start)
-                horizon = reached if horizon is None else min(horizon, reached)
+            else:
+                result.errors.append(error)
+                failed[address] = newest.get(address, start)
+        # When every address failed, the exchange is out, not one address: that uses up no address's allowance.
+        outage = len(failed) == len(self.watchlist)
+        holding = [reached for address, reached in failed.items() if outage or self._hold_for(address)]
+        horizon = min(holding) if holding else None
+        failing = horizon is not None
         if horizon is not None:
-            # An address we could not read may hold legs of any liquidation from its position on. Publishing
-            # those now would publish them without its legs, and their keys would then keep the complete event
-            # out. So they wait: every address is read again from the horizon at the next poll.
+            # An address we could not read may hold legs of any liquidation from its position on: those wait.
             observed = [(address, fill) for address, fill in observed if fill.time < horizon]
+        # One detector pass over every address's fills, so both legs of a trade meet before the event is built.
+        events = self._returned.fresh_peek(detect_from_fills(observed, source="fills", detected_at=now_ms))
+        confirmed = [e for e in events if e.key in self._sighted]
+        waiting = [e for e in events if e.key not in self._sighted]
+        self._sighted = {e.key for e in waiting}
+        self._returned.fresh(confirmed)
+        if waiting:
+            first = min(e.timestamp for e in waiting)
+            horizon = first if horizon is None else min(horizon, first)
+        if horizon is not None:
+            # Every address is read again from the horizon, so what waits is seen whole by the next sweep.
             newest = {a: max(self.watermarks.get(a, 0), min(t, horizon)) for a, t in newest.items()}
         for address, time in newest.items():
             self.watermarks[address] = time
             result.checkpoint[WATERMARK_PREFIX + address] = str(time)
-        # One detector pass over every address's fills, so both legs of a trade meet before the event is built.
-        result.events = detect_from_fills(observed, source="fills", detected_at=now_ms)
-        return result
+        return confirmed, bool(waiting), failing
 
     def _hold_for(self, address: str) -> bool:
         """Whether to hold liquidations back for a failing address; after too many polls, liveness wins."""

@@ -110,9 +110,11 @@ async def test_one_poll_publishes_every_visible_liquidation_once(
     assert summary.published == len(truth) + len(adl) and summary.pending == 0
     assert len(truth) < len(scenario.liquidations)  # the unwatched one is not invented
     assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
-    # The busy address needed three pages, each from the last page's time, inclusive.
-    pages = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == DEMO_BUSY]
-    assert len(pages) == 3
+    # The busy address needed three pages, each from the last page's time, inclusive; then the confirming sweep
+    # read it again from the earliest liquidation the first sweep saw.
+    requests = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == DEMO_BUSY]
+    pages = requests[:3]
+    assert len(requests) > 3 and requests[3]["startTime"] == min(e.timestamp for e in all_events)
     assert pages[1]["startTime"] == max(f["time"] for f in sorted(
         scenario.fills[DEMO_BUSY], key=lambda f: (f["time"], f["tid"]))[:2000])
 
@@ -185,6 +187,33 @@ async def test_liquidations_wait_while_a_watched_address_cannot_be_read_then_pub
         await producer.close()
     assert_matches_truth(await stream_events(stream), [truth])  # both legs: the size and value of both trades
     assert len(truth.tids) == 2
+
+
+async def test_a_block_landing_mid_sweep_is_published_with_every_watched_leg(
+    fake_hl: FakeHyperliquid, stream: str
+) -> None:
+    m1, m2 = DEMO_WATCHLIST[:2]
+    builder = ScenarioBuilder(seed=43)
+    truth = builder.market_liquidation(coin="BTC", side="long", makers=[m1, m2])
+    block = builder.build()
+    landed = False
+
+    def land_when_m2_is_asked(body: dict[str, object]) -> bool:
+        # m1 has been read already: the block appears between the two reads of the sweep.
+        nonlocal landed
+        if body.get("user") == m2 and not landed:
+            fake_hl.load(block)
+            landed = True
+        return False
+
+    fake_hl.fail_next(SERVER_ERROR, match=land_when_m2_is_asked)  # never fires: the match only lands the block
+    producer = make_producer(config_for(fake_hl, stream, watchlist=(m1, m2)))
+    try:
+        summary = await producer.poll_once()
+    finally:
+        await producer.close()
+    assert landed and summary.published == 1
+    assert_matches_truth(await stream_events(stream), [truth])  # both makers' trades, not m2's alone
 
 
 async def test_an_address_failing_for_too_long_no_longer_holds_the_others_back(
