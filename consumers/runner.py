@@ -37,11 +37,11 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.config import ConsumerConfig, RunnerSettings
@@ -59,6 +59,11 @@ from consumers.errors import ConfigError, ConsumerError
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
 
 log = logging.getLogger("consumers.runner")
+
+T = TypeVar("T")
+
+CREDENTIALS_REFUSED = (AuthenticationError, AuthorizationError)
+"""Connection errors that are not outages: redis-py raises them as ConnectionError subclasses."""
 
 Handler = Callable[[Event], Awaitable[None]]
 """Handles one event; raising leaves its entry pending for a retry."""
@@ -265,6 +270,26 @@ class Runner:
 
     # --- the loop --------------------------------------------------------------------------------------------
 
+    async def when_redis_answers(self, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Run a start-up ``step`` (a rebuild, a group check), waiting out a Redis outage with the read loop's
+        backoff; None if stopped first. Refused credentials are raised at once."""
+        outages = 0
+        while not self._stop.is_set():
+            try:
+                return await step()
+            except CREDENTIALS_REFUSED:
+                raise
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                outages += 1
+                await self.wait_stopped(self._outage_delay(outages, exc))
+        return None
+
+    def _outage_delay(self, outages: int, exc: Exception) -> float:
+        """Backoff for the ``outages``-th failed attempt in a row, said in the log."""
+        delay: float = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
+        log.warning("Redis unavailable (%s); trying again in %.1f s", exc, delay)
+        return delay
+
     async def run(self) -> None:
         """Consume until :meth:`stop`; returns after acknowledgements are flushed. Redis outages are waited out."""
         check_socket_timeout(self.redis, self.settings.block_ms)
@@ -280,12 +305,12 @@ class Runner:
                 try:
                     await self._step(stop_waiter)
                     outages = 0
+                except CREDENTIALS_REFUSED:
+                    raise  # waiting will not fix a password or an ACL: fail loudly, exit non-zero
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     outages += 1
-                    delay = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
-                    log.warning("Redis unavailable (%s); trying again in %.1f s", exc, delay)
                     self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
-                    await self.wait_stopped(delay)
+                    await self.wait_stopped(self._outage_delay(outages, exc))
                 except ResponseError as exc:
                     # NOGROUP: the key or group is gone; UNBLOCKED: it went while our read was blocked on it.
                     if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):

@@ -30,7 +30,7 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
                 config.interval_s, config.key, config.consumer.describe(),
             )
             if config.rebuild:
-                await service.rebuild()
+                await service.runner.when_redis_answers(service.rebuild)
             reports = asyncio.create_task(service.run_reports())
             try:
                 await service.runner.run()
