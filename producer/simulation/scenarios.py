@@ -404,6 +404,31 @@ class ScenarioBuilder:
         return fill
 
     # ----------------------------------------------------------------- events
+    def _add_own_leg(
+        self, user: str, *, coin: str, px: Decimal, sz: Decimal, side: str, time_ms: int, start: Decimal,
+        tx_hash: str, oid: int, fee: str, tid: int, liquidation: dict[str, Any],
+    ) -> None:
+        """The liquidated user's own fill of one trade: it closes the position (sells a long, buys a short)."""
+        self._add_fill(
+            user,
+            self._fill(
+                coin=coin,
+                px=px,
+                sz=sz,
+                side="A" if side == "long" else "B",
+                time_ms=time_ms,
+                start=start,
+                direction="Close Long" if side == "long" else "Close Short",
+                closed_pnl=self._pnl(px * sz, loss=True),
+                tx_hash=tx_hash,
+                oid=oid,
+                crossed=True,
+                fee=fee,
+                tid=tid,
+                liquidation=liquidation,
+            ),
+        )
+
     def market_liquidation(
         self,
         *,
@@ -463,24 +488,9 @@ class ScenarioBuilder:
         for maker, price, sz in zip(makers, px_list, sz_list, strict=True):
             tid = self._tid()
             notional = price * sz
-            self._add_fill(
-                user,
-                self._fill(
-                    coin=coin,
-                    px=price,
-                    sz=sz,
-                    side=user_letter,
-                    time_ms=when,
-                    start=sign * remaining,
-                    direction="Close Long" if side == "long" else "Close Short",
-                    closed_pnl=self._pnl(notional, loss=True),
-                    tx_hash=tx_hash,
-                    oid=user_oid,
-                    crossed=True,
-                    fee=self._fee(notional, taker=True),
-                    tid=tid,
-                    liquidation=liquidation,
-                ),
+            self._add_own_leg(
+                user, coin=coin, px=price, sz=sz, side=side, time_ms=when, start=sign * remaining, tx_hash=tx_hash,
+                oid=user_oid, fee=self._fee(notional, taker=True), tid=tid, liquidation=liquidation,
             )
             remaining -= sz
             direction, start, closing = self._trade_dir(maker, coin, maker_letter, sz)
@@ -549,24 +559,9 @@ class ScenarioBuilder:
         notional = price * sz
         user_letter, vault_letter = ("A", "B") if side == "long" else ("B", "A")
         sign = Decimal(1) if side == "long" else Decimal(-1)
-        self._add_fill(
-            user,
-            self._fill(
-                coin=coin,
-                px=price,
-                sz=sz,
-                side=user_letter,
-                time_ms=when,
-                start=sign * sz,
-                direction="Close Long" if side == "long" else "Close Short",
-                closed_pnl=self._pnl(notional, loss=True),
-                tx_hash=tx_hash,
-                oid=self._oid(),
-                crossed=True,
-                fee="0.0",
-                tid=tid,
-                liquidation=liquidation,
-            ),
+        self._add_own_leg(
+            user, coin=coin, px=price, sz=sz, side=side, time_ms=when, start=sign * sz, tx_hash=tx_hash,
+            oid=self._oid(), fee="0.0", tid=tid, liquidation=liquidation,
         )
         self._positions[(user, coin)] = Decimal(0)
         vault_start = self._positions.get((vault, coin), Decimal(0))
