@@ -169,6 +169,10 @@ class FillsSource:
             except ExchangeError as exc:
                 log.warning("fills of %s: %s", address, exc)
                 return fills, f"{address}: {exc}"
+            if page.answered and not page.fills:
+                # Not one item decodes (wrong types, a schema change): as unreadable as an answer that is not JSON.
+                log.warning("fills of %s: none of the %d items of the answer is well formed", address, page.answered)
+                return fills, f"{address}: none of the {page.answered} items of the answer is well formed"
             fresh = [f for f in page.fills if f.tid not in seen]
             seen.update(f.tid for f in fresh)
             fills.extend(fresh)

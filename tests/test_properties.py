@@ -10,6 +10,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumers.totals import Totals
 from producer.client import HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import MalformedResponse
@@ -109,3 +110,75 @@ def test_any_node_line_is_read_or_counted_as_garbage(value: object) -> None:
     source._scan(line + b' "liquidation"', observed)  # the marker forces a real decode attempt
     source._scan(line, observed)
     assert source.garbage_lines <= 2 and source.blocks_read == 2
+
+
+# --- the aggregation (consumers.totals.Totals) -------------------------------------------------------------------
+
+T0 = 1_760_000_000_000
+"""Some exchange time (ms); events fall within two days after it, so the 24 h window is exercised at its edge."""
+
+money = st.decimals(min_value=Decimal("0.00000000001"), max_value=Decimal("1000000000"), places=11, allow_nan=False,
+                    allow_infinity=False)
+"""px (at most 6 decimals) x sz (at most 5): 11 decimals, up to a billion dollars."""
+
+
+@st.composite
+def stream_events(draw: st.DrawFn) -> list[LiquidationEvent | AdlEvent]:
+    """Distinct events (one per key), liquidations and ADL mixed, at any times within two days."""
+    events: list[LiquidationEvent | AdlEvent] = []
+    for i in range(draw(st.integers(0, 40))):
+        common = dict(
+            tx_hash=f"0x{i + 1:064x}", coin=draw(st.sampled_from(COINS)), price=Decimal(1), size=Decimal(1),
+            value_usd=draw(money), timestamp=draw(st.integers(T0, T0 + 2 * 86_400_000)),
+        )
+        side = draw(st.sampled_from(["long", "short"]))
+        user = draw(st.sampled_from(USERS))
+        if draw(st.booleans()):
+            events.append(LiquidationEvent(liquidation_side=side, liquidated_user=user, method="market", **common))
+        else:
+            events.append(AdlEvent(deleveraged_user=user, position_side=side, liquidated_user=USERS[0], **common))
+    return events
+
+
+def _window(liquidations: list[LiquidationEvent], seconds: int, end: int, width_ms: int) -> list[LiquidationEvent]:
+    """The events a window of ``seconds`` ending at ``end`` counts: whole buckets of ``width_ms`` it overlaps."""
+    first, last = (end - seconds * 1000 + 1) // width_ms, end // width_ms
+    return [e for e in liquidations if first <= e.timestamp // width_ms <= last]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(stream_events(), st.lists(st.integers(0, 10_000), max_size=20), st.randoms())
+def test_totals_equal_the_sums_of_the_events_and_a_repeat_counts_once(
+    events: list[LiquidationEvent | AdlEvent], repeat_picks: list[int], rnd: random.Random
+) -> None:
+    repeats = [events[i % len(events)] for i in repeat_picks] if events else []
+    sequence = events + repeats
+    rnd.shuffle(sequence)  # redeliveries come in any order; a repeat is the same event, so any copy may count
+    totals = Totals()
+    counted = [totals.add(event) for event in sequence]
+    assert sum(counted) == len(events), "each distinct event counted exactly once"
+    assert totals.duplicates == len(repeats)
+    if events:
+        assert not totals.add(events[0]), "adding an event again counts nothing"
+
+    liquidations = [e for e in events if isinstance(e, LiquidationEvent)]
+    stats = totals.statistics()
+    assert stats["count"] == len(liquidations)
+    assert Decimal(stats["value_usd"]) == sum((e.value_usd for e in liquidations), Decimal(0))
+    for name, attribute in (("by_coin", "coin"), ("by_side", "liquidation_side")):
+        expected: dict[str, tuple[int, Decimal]] = {}
+        for e in liquidations:
+            count, value = expected.get(getattr(e, attribute), (0, Decimal(0)))
+            expected[getattr(e, attribute)] = (count + 1, value + e.value_usd)
+        assert {k: (t["count"], Decimal(t["value_usd"])) for k, t in stats[name].items()} == expected
+    adl = [e for e in events if isinstance(e, AdlEvent)]
+    other = stats["other"].get("adl", {"count": 0, "value_usd": "0"})
+    assert (other["count"], Decimal(other["value_usd"])) == (len(adl), sum((e.value_usd for e in adl), Decimal(0)))
+    if liquidations:
+        assert Decimal(stats["largest"]["value_usd"]) == max(e.value_usd for e in liquidations)
+    if events:
+        end = max(e.timestamp for e in events)
+        for window, seconds, width in (("5m", 300, 1_000), ("1h", 3_600, 1_000), ("24h", 86_400, 60_000)):
+            inside = _window(liquidations, seconds, end, width)
+            assert stats["windows"][window]["count"] == len(inside), window
+            assert Decimal(stats["windows"][window]["value_usd"]) == sum((e.value_usd for e in inside), Decimal(0))
