@@ -110,8 +110,14 @@ async def latency(redis: Redis, url: str, stream: str, rate: int, seconds: float
         if len(latencies) >= total:
             done.set()
 
-    runner = Runner(redis, stream=stream, group="latency", consumer="bench", handler=handle,
-                    settings=RunnerSettings(block_ms=1_000, count=100, claim_idle_ms=600_000, group_start="$"))
+    runner = Runner(
+        redis,
+        stream=stream,
+        group="latency",
+        consumer="bench",
+        handler=handle,
+        settings=RunnerSettings(block_ms=1_000, count=100, claim_idle_ms=600_000, group_start="$"),
+    )
     await runner.ensure_group()
     task = asyncio.create_task(runner.run())
     producer = multiprocessing.get_context("spawn").Process(target=produce, args=(url, stream, rate, seconds))
@@ -160,8 +166,10 @@ async def main(args: argparse.Namespace) -> int:
             f"max {max(lat):.2f} ms, mean {statistics.fmean(lat):.2f} ms"
         )
         best = max(rate for _, rate in results)
-        print(f"best throughput {best:,.0f} events/s = {best / GOAL:.2f} x goal; total bench time "
-              f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"best throughput {best:,.0f} events/s = {best / GOAL:.2f} x goal; total bench time "
+            f"{time.perf_counter() - started:.1f} s"
+        )
     finally:
         await delete_prefix(redis, prefix)
         await redis.aclose()

@@ -98,11 +98,20 @@ def bench_detect() -> None:
 def synthetic_events(n: int) -> list[LiquidationEvent]:
     return [
         LiquidationEvent(
-            tx_hash=f"0x{i:064x}", coin="BTC", liquidation_side="long", price=Decimal("64142.0"),
-            size=Decimal("0.00052"), value_usd=Decimal("33.35384"),
-            liquidated_user="0xbb8b801eeddaa7061ae171041ec77516313f2921", timestamp=1_787_047_599_030 + i,
-            method="market", mark_price=Decimal("64140.5"), tids=(711626751774561 + i,), fills=1,
-            observed_via=("0x654086857e1fad6dcf05cf6695cce51ea3984268",), detected_at=1_787_047_600_000,
+            tx_hash=f"0x{i:064x}",
+            coin="BTC",
+            liquidation_side="long",
+            price=Decimal("64142.0"),
+            size=Decimal("0.00052"),
+            value_usd=Decimal("33.35384"),
+            liquidated_user="0xbb8b801eeddaa7061ae171041ec77516313f2921",
+            timestamp=1_787_047_599_030 + i,
+            method="market",
+            mark_price=Decimal("64140.5"),
+            tids=(711626751774561 + i,),
+            fills=1,
+            observed_via=("0x654086857e1fad6dcf05cf6695cce51ea3984268",),
+            detected_at=1_787_047_600_000,
         )
         for i in range(n)
     ]
@@ -133,8 +142,10 @@ async def bench_publish(redis_url: str, n: int, batch_size: int) -> None:
         await client.aclose()
     rate = n / elapsed
     print(f"publish: {n} events in batches of {batch_size} to {redis_url} -> stream length {length}")
-    print(f"  {rate:,.0f} events/s (goal {PUBLISH_GOAL:,.0f}/s: {rate / PUBLISH_GOAL:.2f}x, "
-          f"{'met' if rate >= PUBLISH_GOAL else 'NOT met'})")
+    print(
+        f"  {rate:,.0f} events/s (goal {PUBLISH_GOAL:,.0f}/s: {rate / PUBLISH_GOAL:.2f}x, "
+        f"{'met' if rate >= PUBLISH_GOAL else 'NOT met'})"
+    )
     print(f"  duplicates rejected: {len(dup.duplicates) / dup_elapsed:,.0f} events/s")
 
 

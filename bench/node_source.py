@@ -36,10 +36,20 @@ def address(rng: random.Random) -> str:
 
 def fill(rng: random.Random, time_ms: int, tid: int, coin: str, liquidated: str | None, adl: bool) -> dict[str, object]:
     out: dict[str, object] = {
-        "coin": coin, "px": f"{rng.uniform(1, 70000):.2f}", "sz": f"{rng.uniform(0.001, 50):.4f}",
-        "side": rng.choice("AB"), "time": time_ms, "startPosition": "0.0", "dir": "Open Long", "closedPnl": "0.0",
-        "hash": f"0x{rng.getrandbits(256):064x}", "oid": rng.getrandbits(40), "crossed": rng.random() < 0.5,
-        "fee": "0.01", "tid": tid, "feeToken": "USDC",
+        "coin": coin,
+        "px": f"{rng.uniform(1, 70000):.2f}",
+        "sz": f"{rng.uniform(0.001, 50):.4f}",
+        "side": rng.choice("AB"),
+        "time": time_ms,
+        "startPosition": "0.0",
+        "dir": "Open Long",
+        "closedPnl": "0.0",
+        "hash": f"0x{rng.getrandbits(256):064x}",
+        "oid": rng.getrandbits(40),
+        "crossed": rng.random() < 0.5,
+        "fee": "0.01",
+        "tid": tid,
+        "feeToken": "USDC",
     }
     if liquidated is not None:
         out["liquidation"] = {"liquidatedUser": liquidated, "markPx": out["px"], "method": "market"}
@@ -62,9 +72,18 @@ def write_hour(path: Path, n_fills: int, liquidation_share: float, seed: int = 1
                 victim = rng.choice(users) if liquidating and rng.random() < 0.6 else None
                 events.append([user, fill(rng, time_ms, tid, rng.choice(COINS), victim, rng.random() < 0.3)])
                 tid += 1
-            handle.write(json.dumps({"local_time": "2025-10-10T21:15:00.000000000",
-                                     "block_time": "2025-10-10T21:15:00.000000000",
-                                     "block_number": block, "events": events}, separators=(",", ":")) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "local_time": "2025-10-10T21:15:00.000000000",
+                        "block_time": "2025-10-10T21:15:00.000000000",
+                        "block_number": block,
+                        "events": events,
+                    },
+                    separators=(",", ":"),
+                )
+                + "\n"
+            )
             written += size
             block += 1
             time_ms += 70
@@ -112,8 +131,10 @@ def main() -> None:
             rate = n / seconds
             print(f"{label}: {n:,} fills in {blocks:,} blocks, {size / 1e6:.0f} MB, {events:,} events")
             print(f"  raw read:     {size / raw_seconds / 1e6:8.0f} MB/s  {n / raw_seconds:12,.0f} fills/s")
-            print(f"  node source:  {size / seconds / 1e6:8.0f} MB/s  {rate:12,.0f} fills/s  "
-                  f"({rate / GOAL:.1f}x the {GOAL:,}/s goal)")
+            print(
+                f"  node source:  {size / seconds / 1e6:8.0f} MB/s  {rate:12,.0f} fills/s  "
+                f"({rate / GOAL:.1f}x the {GOAL:,}/s goal)"
+            )
             print(f"  peak memory allocated while reading: {peak / 1e6:.1f} MB for a {size / 1e6:.0f} MB file")
             assert lines == blocks
             hour.unlink()

@@ -143,12 +143,25 @@ def _group_start(value: str) -> GroupStart:
 
 
 OBSERVABILITY_OPTIONS: tuple[Option, ...] = (
-    Option("metrics_port", "--metrics-port", "METRICS_PORT", port, "0",
-           "Serve Prometheus /metrics and /healthz on this port; 0 turns it off."),
-    Option("metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "0.0.0.0",
-           "Address the metrics server binds to."),
-    Option("health_stale_after", "--health-stale-after", "HEALTH_STALE_AFTER", positive_float, "120",
-           "/healthz answers 503 after this many seconds without a successful read of the stream."),
+    Option(
+        "metrics_port",
+        "--metrics-port",
+        "METRICS_PORT",
+        port,
+        "0",
+        "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
+    ),
+    Option(
+        "metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "0.0.0.0", "Address the metrics server binds to."
+    ),
+    Option(
+        "health_stale_after",
+        "--health-stale-after",
+        "HEALTH_STALE_AFTER",
+        positive_float,
+        "120",
+        "/healthz answers 503 after this many seconds without a successful read of the stream.",
+    ),
 )
 """Where a consumer process serves metrics and health; part of :func:`runner_options`."""
 
@@ -156,27 +169,82 @@ OBSERVABILITY_OPTIONS: tuple[Option, ...] = (
 def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tuple[Option, ...]:
     """The options every consumer process shares; ``default_group`` differs per process."""
     return (
-        Option("redis_url", "--redis-url", "REDIS_URL", non_empty, DEFAULT_REDIS_URL,
-               "Redis holding the stream; rediss:// for TLS, redis://user:password@host for ACLs."),
+        Option(
+            "redis_url",
+            "--redis-url",
+            "REDIS_URL",
+            non_empty,
+            DEFAULT_REDIS_URL,
+            "Redis holding the stream; rediss:// for TLS, redis://user:password@host for ACLs.",
+        ),
         Option("stream", "--stream", "LIQ_STREAM", non_empty, DEFAULT_STREAM, "Redis stream key to read."),
-        Option("group", "--group", "LIQ_GROUP", non_empty, default_group,
-               "Consumer group; replicas in one group split the entries, every group sees all of them."),
-        Option("consumer", "--consumer", "LIQ_CONSUMER", non_empty, hostname_pid,
-               "This consumer's name within the group; unique per live process."),
-        Option("block_ms", "--block-ms", "LIQ_BLOCK_MS", positive_int, "5000",
-               "Milliseconds one read waits for new entries."),
+        Option(
+            "group",
+            "--group",
+            "LIQ_GROUP",
+            non_empty,
+            default_group,
+            "Consumer group; replicas in one group split the entries, every group sees all of them.",
+        ),
+        Option(
+            "consumer",
+            "--consumer",
+            "LIQ_CONSUMER",
+            non_empty,
+            hostname_pid,
+            "This consumer's name within the group; unique per live process.",
+        ),
+        Option(
+            "block_ms",
+            "--block-ms",
+            "LIQ_BLOCK_MS",
+            positive_int,
+            "5000",
+            "Milliseconds one read waits for new entries.",
+        ),
         Option("count", "--count", "LIQ_COUNT", positive_int, "100", "Entries per read."),
-        Option("claim_idle_ms", "--claim-idle-ms", "LIQ_CLAIM_IDLE_MS", positive_int, "60000",
-               "Milliseconds an entry may stay unacknowledged before another consumer takes it over; "
-               "longer than the slowest handler call."),
-        Option("max_deliveries", "--max-deliveries", "LIQ_MAX_DELIVERIES", positive_int, "5",
-               "Deliveries after which a failing entry goes to the dead-letter stream."),
-        Option("group_start", "--group-start", "LIQ_GROUP_START", _group_start, default_start,
-               "Where a new group starts: 0 (first retained entry) or $ (new entries only)."),
-        Option("dead_letter_stream", "--dead-letter-stream", "LIQ_DEAD_LETTER_STREAM", non_empty, None,
-               "Stream for entries that cannot be handled.", default_help="<stream>:dead"),
-        Option("retry_delay_ms", "--retry-delay-ms", "LIQ_RETRY_DELAY_MS", positive_int, "1000",
-               "Milliseconds before a failed entry is retried; doubles while failures continue (max 30 s)."),
+        Option(
+            "claim_idle_ms",
+            "--claim-idle-ms",
+            "LIQ_CLAIM_IDLE_MS",
+            positive_int,
+            "60000",
+            "Milliseconds an entry may stay unacknowledged before another consumer takes it over; "
+            "longer than the slowest handler call.",
+        ),
+        Option(
+            "max_deliveries",
+            "--max-deliveries",
+            "LIQ_MAX_DELIVERIES",
+            positive_int,
+            "5",
+            "Deliveries after which a failing entry goes to the dead-letter stream.",
+        ),
+        Option(
+            "group_start",
+            "--group-start",
+            "LIQ_GROUP_START",
+            _group_start,
+            default_start,
+            "Where a new group starts: 0 (first retained entry) or $ (new entries only).",
+        ),
+        Option(
+            "dead_letter_stream",
+            "--dead-letter-stream",
+            "LIQ_DEAD_LETTER_STREAM",
+            non_empty,
+            None,
+            "Stream for entries that cannot be handled.",
+            default_help="<stream>:dead",
+        ),
+        Option(
+            "retry_delay_ms",
+            "--retry-delay-ms",
+            "LIQ_RETRY_DELAY_MS",
+            positive_int,
+            "1000",
+            "Milliseconds before a failed entry is retried; doubles while failures continue (max 30 s).",
+        ),
         Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
         *OBSERVABILITY_OPTIONS,
     )

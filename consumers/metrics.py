@@ -101,14 +101,16 @@ class RunnerCollector(Collector):
             counter.add_metric(labels, counters[name])
             yield counter
         lag = GaugeMetricFamily(
-            PREFIX + "lag", "Entries in the stream not yet delivered to the group (XINFO GROUPS lag); absent when "
-            "unknown.", labels=LABELS,
+            PREFIX + "lag",
+            "Entries in the stream not yet delivered to the group (XINFO GROUPS lag); absent when unknown.",
+            labels=LABELS,
         )
         if self.lag.value is not None:
             lag.add_metric(labels, self.lag.value)
         yield lag
         since = GaugeMetricFamily(
-            PREFIX + "seconds_since_read", "Seconds since a read of the stream last succeeded (an empty one counts).",
+            PREFIX + "seconds_since_read",
+            "Seconds since a read of the stream last succeeded (an empty one counts).",
             labels=LABELS,
         )
         if self.runner.last_read_ok is not None:

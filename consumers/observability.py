@@ -47,8 +47,12 @@ class Progress:
 
 class ObservabilityServer:
     def __init__(
-        self, registry: CollectorRegistry, health: Callable[[], tuple[bool, dict[str, object]]],
-        *, host: str = "0.0.0.0", port: int = 9100,
+        self,
+        registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, dict[str, object]]],
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9100,
     ) -> None:
         self.registry = registry
         self.health = health

@@ -295,8 +295,13 @@ class Runner:
         check_socket_timeout(self.redis, self.settings.block_ms)
         log.info(
             "consuming %r as %r in group %r (block %d ms, count %d, claim after %d ms idle, dead letters to %r)",
-            self.stream, self.consumer, self.group, self.settings.block_ms, self.settings.count,
-            self.settings.claim_idle_ms, self.dead_letter_stream,
+            self.stream,
+            self.consumer,
+            self.group,
+            self.settings.block_ms,
+            self.settings.count,
+            self.settings.claim_idle_ms,
+            self.dead_letter_stream,
         )
         stop_waiter = asyncio.ensure_future(self._stop.wait())
         outages = 0
@@ -402,8 +407,12 @@ class Runner:
         cursor: EntryId = "0-0"
         while not self._stop.is_set():
             reply = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer,
-                min_idle_time=self.settings.claim_idle_ms, start_id=cursor, count=self.settings.count,
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self.settings.claim_idle_ms,
+                start_id=cursor,
+                count=self.settings.count,
             )
             self._read_ok()
             next_cursor, raw = reply[0], reply[1]
@@ -413,14 +422,18 @@ class Runner:
                 self.counters.deleted += len(deleted)
                 log.warning(
                     "%d pending entries were trimmed from the stream before they were acknowledged; "
-                    "acknowledged them (first %s)", len(deleted), id_text(deleted[0]),
+                    "acknowledged them (first %s)",
+                    len(deleted),
+                    id_text(deleted[0]),
                 )
             entries: list[Entry] = [(entry_id, fields or {}) for entry_id, fields in raw if entry_id is not None]
             if entries:
                 self.counters.claimed += len(entries)
                 log.info(
                     "claimed %d entries idle for over %d ms (first %s)",
-                    len(entries), self.settings.claim_idle_ms, id_text(entries[0][0]),
+                    len(entries),
+                    self.settings.claim_idle_ms,
+                    id_text(entries[0][0]),
                 )
                 if not await self._process(entries, await self._delivery_counts(entries)):
                     self._schedule_retry()
@@ -499,7 +512,9 @@ class Runner:
                 self.counters.failed += len(events)
                 log.exception(
                     "batch handler failed on %d entries (%s to %s); they stay pending",
-                    len(events), id_text(ids[0]), id_text(ids[-1]),
+                    len(events),
+                    id_text(ids[0]),
+                    id_text(ids[-1]),
                 )
                 return False
             self._acks.extend(ids)
@@ -538,7 +553,9 @@ class Runner:
         self._unknown_kinds.add(kind)
         log.warning(
             "entry %s has event type %r, which this reader does not know (a newer producer?); acknowledging and "
-            "counting such entries as unknown_type", id_text(entry_id), kind,
+            "counting such entries as unknown_type",
+            id_text(entry_id),
+            kind,
         )
 
     async def _flush(self) -> None:
@@ -581,7 +598,10 @@ class Runner:
             else:
                 log.info(
                     "%d entries stay pending with %r: a live consumer claims them after %d ms idle, or this name "
-                    "re-reads them on its next start", pending, self.consumer, self.settings.claim_idle_ms,
+                    "re-reads them on its next start",
+                    pending,
+                    self.consumer,
+                    self.settings.claim_idle_ms,
                 )
         except RedisError as exc:
             log.warning("could not check what stays pending with %r: %s", self.consumer, exc)

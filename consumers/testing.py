@@ -115,9 +115,7 @@ class FakeWebhooks:
         self._runner: web.AppRunner | None = None
         self.url = ""
 
-    def fail_next(
-        self, times: int, status: int = 500, body: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
+    def fail_next(self, times: int, status: int = 500, body: Any = None, headers: dict[str, str] | None = None) -> None:
         """Answer the next ``times`` requests with ``status`` (and a JSON ``body`` echoing the path by default)."""
         self._failures.extend([(status, body, headers or {})] * times)
 

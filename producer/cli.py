@@ -43,9 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     log.info(
         "publishing to stream %r at %s from source %r (%s), every %.1fs%s",
-        config.stream, redact_url(config.redis_url), config.source,
+        config.stream,
+        redact_url(config.redis_url),
+        config.source,
         f"{len(config.watchlist)} addresses" if config.source == "fills" else ",".join(config.coins),
-        config.poll_interval, " once" if config.once else "",
+        config.poll_interval,
+        " once" if config.once else "",
     )
     try:
         return asyncio.run(_main(config))

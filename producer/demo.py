@@ -34,14 +34,23 @@ from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m producer.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", choices=("node", "fills"), default="node",
-                        help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API")
-    parser.add_argument("--speed", type=float, default=10.0,
-                        help="replay speed, times real time (0: as fast as possible) (default: 10)")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
-                        help="Redis to use [REDIS_URL] (default: redis://localhost:6379/0)")
+    parser = argparse.ArgumentParser(
+        prog="python -m producer.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source",
+        choices=("node", "fills"),
+        default="node",
+        help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API",
+    )
+    parser.add_argument(
+        "--speed", type=float, default=10.0, help="replay speed, times real time (0: as fast as possible) (default: 10)"
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+        help="Redis to use [REDIS_URL] (default: redis://localhost:6379/0)",
+    )
     parser.add_argument("--stream", default="demo:liquidations", help="stream the demo resets and uses")
     parser.add_argument("--threshold-usd", default="50000", help="alert threshold for the demo (default: 50000)")
     parser.add_argument("--verbose", action="store_true", help="show the producer's log line for every event")
@@ -84,11 +93,20 @@ class Demo:
 
     async def start_consumers(self) -> None:
         common = {"LIQ_GROUP_START": "0", "LIQ_BLOCK_MS": "500", "LOG_LEVEL": "WARNING"}
-        await self.spawn("alerter", "consumers.alerter", self.env(
-            **common, LIQ_GROUP="demo-alerter", ALERT_THRESHOLD_USD=self.args.threshold_usd, ALERT_COOLDOWN_S="10",
-            ALERT_BURST="3"))
-        await self.spawn("stats", "consumers.stats", self.env(
-            **common, LIQ_GROUP="demo-stats", STATS_INTERVAL_S="5", STATS_TOP="6"))
+        await self.spawn(
+            "alerter",
+            "consumers.alerter",
+            self.env(
+                **common,
+                LIQ_GROUP="demo-alerter",
+                ALERT_THRESHOLD_USD=self.args.threshold_usd,
+                ALERT_COOLDOWN_S="10",
+                ALERT_BURST="3",
+            ),
+        )
+        await self.spawn(
+            "stats", "consumers.stats", self.env(**common, LIQ_GROUP="demo-stats", STATS_INTERVAL_S="5", STATS_TOP="6")
+        )
 
     async def play_node_files(self) -> int:
         """Write the sample's blocks into hour files at the chosen pace; returns the events it holds."""
@@ -118,17 +136,33 @@ class Demo:
         producer_log = "INFO" if self.args.verbose else "WARNING"
         fake: FakeHyperliquid | None = None
         if self.args.source == "node":
-            await self.spawn("producer", "producer", self.env(
-                HL_SOURCE="node", HL_NODE_PATH=str(self.workdir), HL_NODE_FROM=str(int(time.time() * 1000) - 1000),
-                HL_POLL_INTERVAL="0.5", LOG_LEVEL=producer_log))
+            await self.spawn(
+                "producer",
+                "producer",
+                self.env(
+                    HL_SOURCE="node",
+                    HL_NODE_PATH=str(self.workdir),
+                    HL_NODE_FROM=str(int(time.time() * 1000) - 1000),
+                    HL_POLL_INTERVAL="0.5",
+                    LOG_LEVEL=producer_log,
+                ),
+            )
         else:
             fake = FakeHyperliquid()
             fake.load(demo_scenario())
             await fake.start()
             print(f"demo: fake exchange API at {fake.url}/info")
-            await self.spawn("producer", "producer", self.env(
-                HL_API_URL=fake.url, HL_WATCHLIST=",".join(DEMO_WATCHLIST), HL_LOOKBACK=str(10 * 365 * 86400),
-                HL_POLL_INTERVAL="2", LOG_LEVEL=producer_log))
+            await self.spawn(
+                "producer",
+                "producer",
+                self.env(
+                    HL_API_URL=fake.url,
+                    HL_WATCHLIST=",".join(DEMO_WATCHLIST),
+                    HL_LOOKBACK=str(10 * 365 * 86400),
+                    HL_POLL_INTERVAL="2",
+                    LOG_LEVEL=producer_log,
+                ),
+            )
         await self.start_consumers()
         try:
             if self.args.source == "node":

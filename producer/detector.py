@@ -83,9 +83,7 @@ class _Accumulator:
             detected_at=detected_at,
         )
         if self.adl:
-            return AdlEvent(
-                deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common
-            )
+            return AdlEvent(deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common)
         return LiquidationEvent(liquidation_side=self.side, liquidated_user=self.user, method=self.method, **common)
 
 
@@ -180,11 +178,22 @@ def detect_from_trades(
         else:
             continue
         info = LiquidationInfo(liquidatedUser=user, markPx=None, method="unknown")
-        fill = Fill(coin=trade.coin, px=trade.px, sz=trade.sz, side=vault_side, time=trade.time, hash=trade.hash,
-                    tid=trade.tid, liquidation=info)
+        fill = Fill(
+            coin=trade.coin,
+            px=trade.px,
+            sz=trade.sz,
+            side=vault_side,
+            time=trade.time,
+            hash=trade.hash,
+            tid=trade.tid,
+            liquidation=info,
+        )
         observed.append((vault, fill))
-    return [e for e in detect_from_fills(observed, source="trades", detected_at=detected_at)
-            if isinstance(e, LiquidationEvent)]
+    return [
+        e
+        for e in detect_from_fills(observed, source="trades", detected_at=detected_at)
+        if isinstance(e, LiquidationEvent)
+    ]
 
 
 def _finish(

@@ -49,7 +49,9 @@ class ProducerMetrics:
             "hl_producer_duplicates_skipped", "Events whose dedup key was already set (published before).", registry=r
         )
         self.publish_seconds = Histogram(
-            "hl_producer_publish_seconds", "Time to publish one outbox batch (script round trip).", registry=r,
+            "hl_producer_publish_seconds",
+            "Time to publish one outbox batch (script round trip).",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.pending = Gauge("hl_producer_pending_events", "Events waiting for Redis in the outbox.", registry=r)

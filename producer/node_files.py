@@ -121,4 +121,3 @@ class LineReader:
         rest, self._pending = self._pending, b""
         self.offset += len(rest)
         return rest
-

@@ -197,8 +197,9 @@ class NodeSource:
     def _finish_file(self, reader: LineReader, observed: list[tuple[str, Fill]]) -> None:
         rest = reader.take_partial()
         if rest.strip():
-            log.warning("node: %s ends without a newline (%d bytes); reading the last line as is",
-                        reader.file.path, len(rest))
+            log.warning(
+                "node: %s ends without a newline (%d bytes); reading the last line as is", reader.file.path, len(rest)
+            )
             self._scan(rest, observed)
 
     def _scan(self, line: bytes, observed: list[tuple[str, Fill]]) -> None:
@@ -218,6 +219,7 @@ class NodeSource:
         if start is None and end is None:
             return observed
         return [
-            (user, fill) for user, fill in observed
+            (user, fill)
+            for user, fill in observed
             if (start is None or fill.time >= start) and (end is None or fill.time < end)
         ]

@@ -128,7 +128,11 @@ class Publisher:
         # from the dedup key and takes the version once, which keeps client-side packing (the bottleneck) short.
         keys = [self.stream, self.checkpoint_key]
         args: list[str | bytes | int] = [
-            self.dedup_ttl, self.maxlen, SCHEMA_VERSION, len(self.dedup_prefix), len(checkpoint)
+            self.dedup_ttl,
+            self.maxlen,
+            SCHEMA_VERSION,
+            len(self.dedup_prefix),
+            len(checkpoint),
         ]
         for name, value in checkpoint.items():
             args += [name, value]

@@ -34,8 +34,11 @@ log = logging.getLogger("producer")
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 """Errors that mean "Redis is not reachable right now"; credentials errors are excluded and fatal."""
-REDIS_FATAL = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
-               redis.exceptions.NoPermissionError)
+REDIS_FATAL = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.NoPermissionError,
+)
 
 
 _NO_PERMISSION = "can't run this command"
@@ -159,8 +162,16 @@ class Producer:
         log.info(
             "poll %d (%s): %d %s read, %d events found, %d published, %d already published, "
             "%d errors, %d waiting for Redis, %.1fs",
-            self.polls, self.source.name, summary.items, _ITEMS[self.source.name],
-            summary.found, summary.published, summary.duplicates, summary.errors, summary.pending, summary.seconds,
+            self.polls,
+            self.source.name,
+            summary.items,
+            _ITEMS[self.source.name],
+            summary.found,
+            summary.published,
+            summary.duplicates,
+            summary.errors,
+            summary.pending,
+            summary.seconds,
         )
         return summary
 
@@ -213,8 +224,12 @@ class Producer:
     def _redis_down(self, exc: Exception) -> None:
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
-            log.error("Redis unreachable at %s (%s); holding events in memory (up to %d) until it is back",
-                      self._redis_where(), exc, self.outbox.max_events)
+            log.error(
+                "Redis unreachable at %s (%s); holding events in memory (up to %d) until it is back",
+                self._redis_where(),
+                exc,
+                self.outbox.max_events,
+            )
 
     def _redis_where(self) -> str:
         kwargs = self.redis.connection_pool.connection_kwargs
@@ -227,7 +242,10 @@ class Producer:
             log.warning(
                 "stretching the poll interval from %.1fs to %.1fs: a poll costs %.0f request weight and the budget "
                 "is %.0f per minute (--weight-per-minute); watch fewer addresses or coins to poll faster",
-                self.config.poll_interval, needed, weight_used, self.config.weight_per_minute,
+                self.config.poll_interval,
+                needed,
+                weight_used,
+                self.config.weight_per_minute,
             )
             return needed
         return self.config.poll_interval

@@ -151,12 +151,20 @@ class FillsSource:
         """Whether to hold liquidations back for a failing address; after too many polls, liveness wins."""
         failures = self.failures[address] = self.failures.get(address, 0) + 1
         if failures <= self.max_hold_polls:
-            log.warning("fills of %s unreadable (%d/%d): holding back liquidations from its position on",
-                        address, failures, self.max_hold_polls)
+            log.warning(
+                "fills of %s unreadable (%d/%d): holding back liquidations from its position on",
+                address,
+                failures,
+                self.max_hold_polls,
+            )
             return True
         if failures == self.max_hold_polls + 1:
-            log.error("fills of %s unreadable for %d polls: publishing without it; liquidations it shares with "
-                      "other watched addresses lack its legs until it answers again", address, failures - 1)
+            log.error(
+                "fills of %s unreadable for %d polls: publishing without it; liquidations it shares with "
+                "other watched addresses lack its legs until it answers again",
+                address,
+                failures - 1,
+            )
         return False
 
     async def _read_address(self, address: str, start: int) -> tuple[list[Fill], str | None]:
@@ -181,8 +189,12 @@ class FillsSource:
             last = page.fills[-1].time
             if last == start:
                 # A full page within one millisecond: paging from the same time would return it again.
-                log.warning("fills of %s: over %d fills at %d ms; later ones in that ms are not reachable",
-                            address, MAX_FILLS_PER_ANSWER, last)
+                log.warning(
+                    "fills of %s: over %d fills at %d ms; later ones in that ms are not reachable",
+                    address,
+                    MAX_FILLS_PER_ANSWER,
+                    last,
+                )
                 last += 1
             start = last
 

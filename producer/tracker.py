@@ -76,9 +76,7 @@ class LiquidationTracker:
         self._check(result, attempted)
         # The seed's API is about liquidations; ADL events stay in the stream producer's domain.
         by_coin = coins is not None and self.source_name == "fills"
-        wanted = [
-            e for e in result.events if isinstance(e, LiquidationEvent) and (not by_coin or e.coin in coin_list)
-        ]
+        wanted = [e for e in result.events if isinstance(e, LiquidationEvent) and (not by_coin or e.coin in coin_list)]
         # Totals remembers recent keys, so a liquidation a later poll sees again is neither counted nor returned.
         fresh = [event for event in wanted if self.totals.add(event)]
         self.liquidations.extend(fresh)

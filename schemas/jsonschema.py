@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ SCHEMA_PATH = Path(__file__).with_name("event.schema.json")
 
 def build_schema() -> dict[str, Any]:
     """The schema of the event union, annotated with the contract's version and the entry layout."""
-    schema: dict[str, Any] = msgspec.json.schema(Event)
+    schema: dict[str, Any] = normalise_descriptions(msgspec.json.schema(Event))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Hyperliquid liquidation stream event"
     schema["description"] = (
@@ -28,6 +29,24 @@ def build_schema() -> dict[str, Any]:
     )
     schema["x-schema-version"] = SCHEMA_VERSION
     return schema
+
+
+def normalise_descriptions(node: Any) -> Any:
+    """Clean every description as ``inspect.cleandoc`` does.
+
+    msgspec copies class docstrings into descriptions, and its releases disagree on dedenting them (0.23 dedents,
+    0.19-0.22 do not): the committed contract must be the same bytes whichever allowed version renders it.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else normalise_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_descriptions(item) for item in node]
+    return node
 
 
 def render() -> bytes:

@@ -32,8 +32,14 @@ class Sleeps:
 
 def make_delivery(redis: Redis, stream: str, *, attempts: int = 5, sleep: Sleeps | None = None) -> Delivery:
     return Delivery(
-        redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, sent_ttl_s=3600, claim_ttl_s=5,
-        wait_in_flight_s=0.3, **({"sleep": sleep} if sleep else {}),
+        redis,
+        prefix=f"{stream}:alerted",
+        attempts=attempts,
+        backoff_s=0.01,
+        sent_ttl_s=3600,
+        claim_ttl_s=5,
+        wait_in_flight_s=0.3,
+        **({"sleep": sleep} if sleep else {}),
     )
 
 

@@ -15,9 +15,16 @@ TX = "0x" + "ab12" * 16
 
 def test_an_alert_names_coin_side_size_price_value_user_time_and_links_the_transaction() -> None:
     event = make_event(
-        tx_hash=TX, coin="BTC", liquidation_side="long", size=Decimal("12.50000"), price=Decimal("97123.40"),
-        value_usd=Decimal("1214042.5"), liquidated_user="0x" + "c" * 40, timestamp=1_764_031_402_123,
-        method="market", mark_price=None,
+        tx_hash=TX,
+        coin="BTC",
+        liquidation_side="long",
+        size=Decimal("12.50000"),
+        price=Decimal("97123.40"),
+        value_usd=Decimal("1214042.5"),
+        liquidated_user="0x" + "c" * 40,
+        timestamp=1_764_031_402_123,
+        method="market",
+        mark_price=None,
     )
     message = format_alert(event)
     assert message.title == "BTC long liquidated: $1,214,043"
@@ -64,9 +71,7 @@ def test_amounts_for_people() -> None:
 
 def test_a_summary_is_one_line() -> None:
     message = format_summary("BTC", 312, Decimal("41234567"), Decimal("3100000"), 60.2)
-    assert message.text == (
-        "… and 312 more BTC liquidations worth $41.2M held back in the last 60s (largest $3.1M)"
-    )
+    assert message.text == ("… and 312 more BTC liquidations worth $41.2M held back in the last 60s (largest $3.1M)")
     assert message.payload["count"] == 312 and message.payload["value_usd"] == "41234567"
     assert format_summary("ETH", 1, Decimal(5), Decimal(5), 1).title.startswith("… and 1 more ETH liquidation worth")
 

@@ -42,10 +42,14 @@ def make_alerter(
     thresholds: Thresholds | None = None,
     attempts: int = 3,
 ) -> Alerter:
-    delivery = Delivery(redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, claim_ttl_s=5,
-                        wait_in_flight_s=0.3)
+    delivery = Delivery(
+        redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, claim_ttl_s=5, wait_in_flight_s=0.3
+    )
     return Alerter(
-        sinks=sinks, delivery=delivery, thresholds=thresholds or Thresholds(), cooldown=Cooldown(60, burst),
+        sinks=sinks,
+        delivery=delivery,
+        thresholds=thresholds or Thresholds(),
+        cooldown=Cooldown(60, burst),
         **({"clock": clock} if clock else {}),
     )
 
@@ -61,8 +65,7 @@ async def test_behind_the_runner_a_failing_webhook_is_retried_and_no_event_alert
     for event in events:
         await redis.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
     hooks.fail_next(4)  # two attempts each for the first two big events: they stay pending and come back
-    alerter = make_alerter(redis, stream, [WebhookSink(session, Secret(f"{hooks.url}/hook"), timeout_s=2)],
-                           attempts=2)
+    alerter = make_alerter(redis, stream, [WebhookSink(session, Secret(f"{hooks.url}/hook"), timeout_s=2)], attempts=2)
     crashed: list[str] = []
 
     async def crash_after_sending_once(event: Event) -> None:
@@ -72,8 +75,9 @@ async def test_behind_the_runner_a_failing_webhook_is_retried_and_no_event_alert
             crashed.append(event.key)
             raise RuntimeError("died between sending and acknowledging")
 
-    runner = Runner(redis, stream=stream, group="alerter", consumer="a1", handler=crash_after_sending_once,
-                    settings=RUNNER)
+    runner = Runner(
+        redis, stream=stream, group="alerter", consumer="a1", handler=crash_after_sending_once, settings=RUNNER
+    )
     task = asyncio.create_task(runner.run())
     await wait_until(lambda: runner.counters.processed == 6, message="every entry handled")
     runner.stop()
@@ -101,10 +105,19 @@ async def test_thresholds_per_coin_and_other_event_types(redis: Redis, stream: s
     }
     for event in cases.values():
         await alerter.handle(event)
-    await alerter.handle(AdlEvent(
-        tx_hash="0x" + "9" * 64, coin="BTC", price=Decimal(1), size=Decimal(1), value_usd=Decimal(10**9),
-        timestamp=0, deleveraged_user="0x" + "1" * 40, position_side="short", liquidated_user="0x" + "2" * 40,
-    ))
+    await alerter.handle(
+        AdlEvent(
+            tx_hash="0x" + "9" * 64,
+            coin="BTC",
+            price=Decimal(1),
+            size=Decimal(1),
+            value_usd=Decimal(10**9),
+            timestamp=0,
+            deleveraged_user="0x" + "1" * 40,
+            position_side="short",
+            liquidated_user="0x" + "2" * 40,
+        )
+    )
     lines = out.getvalue().splitlines()
     assert [line.split(":")[0] for line in lines] == ["BTC long liquidated", "ETH long liquidated"]
     assert cases["btc-at"].tx_hash in lines[0] and cases["eth-above"].tx_hash in lines[1]
@@ -153,8 +166,7 @@ async def test_secrets_stay_out_of_the_logs_all_the_way_to_the_dead_letter(
     tg = TelegramSink(session, Secret(TOKEN), "42", api_base=hooks.url, timeout_s=2)
     alerter = make_alerter(redis, stream, [tg], attempts=2)
     await redis.xadd(stream, encode_entry(big()))  # type: ignore[arg-type]
-    settings = RunnerSettings(block_ms=100, claim_idle_ms=5_000, retry_delay_ms=20, max_deliveries=2,
-                              group_start="0")
+    settings = RunnerSettings(block_ms=100, claim_idle_ms=5_000, retry_delay_ms=20, max_deliveries=2, group_start="0")
     runner = Runner(redis, stream=stream, group="alerter", consumer="a1", handler=alerter.handle, settings=settings)
     task = asyncio.create_task(runner.run())
     await wait_until(lambda: runner.counters.dead_lettered == 1, message="the undeliverable alert dead-lettered")

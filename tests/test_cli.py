@@ -30,16 +30,26 @@ async def start_producer(*args: str, env: dict[str, str] | None = None) -> async
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "REDIS_URL"))}
     full_env.update(env or {})
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "producer", *args, cwd=ROOT, env=full_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "producer",
+        *args,
+        cwd=ROOT,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
 
 
 def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL) -> dict[str, str]:
     return {
-        "REDIS_URL": redis_url, "HL_API_URL": fake.url, "LIQ_STREAM": stream,
-        "HL_WATCHLIST": ",".join(DEMO_WATCHLIST), "HL_LOOKBACK": str(10 * 365 * 86400),
-        "HL_WEIGHT_PER_MINUTE": "100000", "HL_POLL_INTERVAL": "0.2",
+        "REDIS_URL": redis_url,
+        "HL_API_URL": fake.url,
+        "LIQ_STREAM": stream,
+        "HL_WATCHLIST": ",".join(DEMO_WATCHLIST),
+        "HL_LOOKBACK": str(10 * 365 * 86400),
+        "HL_WEIGHT_PER_MINUTE": "100000",
+        "HL_POLL_INTERVAL": "0.2",
     }
 
 

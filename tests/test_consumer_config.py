@@ -21,20 +21,31 @@ def test_defaults() -> None:
     c = config.consumer
     assert (c.redis_url, c.stream, c.group) == ("redis://localhost:6379/0", "hyperliquid:liquidations", "alerter")
     assert c.consumer == f"{socket.gethostname()}-{os.getpid()}"
-    assert c.settings == RunnerSettings(block_ms=5000, count=100, claim_idle_ms=60_000, max_deliveries=5,
-                                        group_start="$", retry_delay_ms=1000)
+    assert c.settings == RunnerSettings(
+        block_ms=5000, count=100, claim_idle_ms=60_000, max_deliveries=5, group_start="$", retry_delay_ms=1000
+    )
     assert c.settings.dead_letter_for(c.stream) == "hyperliquid:liquidations:dead"
     assert config.thresholds.default == Decimal(100_000) and config.sinks == ("stdout",)
     assert load_stats_config([], {}).consumer.group == "stats"
 
 
 def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
-    env = {"LIQ_STREAM": "env:stream", "LIQ_GROUP": "env-group", "LIQ_BLOCK_MS": "2000", "LIQ_GROUP_START": "0",
-           "STATS_INTERVAL_S": "5"}
+    env = {
+        "LIQ_STREAM": "env:stream",
+        "LIQ_GROUP": "env-group",
+        "LIQ_BLOCK_MS": "2000",
+        "LIQ_GROUP_START": "0",
+        "STATS_INTERVAL_S": "5",
+    }
     config = load_stats_config(["--group", "flag-group", "--count", "500"], env)
     c = config.consumer
     assert (c.stream, c.group, c.settings.block_ms, c.settings.count, c.settings.group_start) == (
-        "env:stream", "flag-group", 2000, 500, "0")
+        "env:stream",
+        "flag-group",
+        2000,
+        500,
+        "0",
+    )
     assert config.interval_s == 5 and config.key == f"env:stream:stats:flag-group:{c.consumer}"
     assert config.ttl_s == 60
 

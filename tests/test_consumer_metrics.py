@@ -61,8 +61,14 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 def adl() -> AdlEvent:
     return AdlEvent(
-        tx_hash="0x" + os.urandom(32).hex(), coin="ETH", price=Decimal(3000), size=Decimal(2), value_usd=Decimal(6000),
-        timestamp=1_732_495_402_000, deleveraged_user="0x" + "11" * 20, position_side="short",
+        tx_hash="0x" + os.urandom(32).hex(),
+        coin="ETH",
+        price=Decimal(3000),
+        size=Decimal(2),
+        value_usd=Decimal(6000),
+        timestamp=1_732_495_402_000,
+        deleveraged_user="0x" + "11" * 20,
+        position_side="short",
         liquidated_user="0x" + "22" * 20,
     )
 
@@ -83,7 +89,8 @@ def test_every_consumer_process_has_the_metrics_settings_with_metrics_off_by_def
     assert load_stats_config([], {}).consumer.observability == off
     config = load_stats_config(["--metrics-port", "9464"], {"METRICS_HOST": "127.0.0.1", "HEALTH_STALE_AFTER": "30"})
     assert config.consumer.observability == ObservabilitySettings(
-        metrics_port=9464, metrics_host="127.0.0.1", health_stale_after=30.0)
+        metrics_port=9464, metrics_host="127.0.0.1", health_stale_after=30.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,8 +98,10 @@ def test_every_consumer_process_has_the_metrics_settings_with_metrics_off_by_def
     [
         ({"METRICS_PORT": "70000"}, r"--metrics-port / METRICS_PORT='70000': must be a port number"),
         ({"HEALTH_STALE_AFTER": "0"}, r"--health-stale-after / HEALTH_STALE_AFTER='0': must be a number greater"),
-        ({"METRICS_PORT": "9464", "HEALTH_STALE_AFTER": "4", "LIQ_BLOCK_MS": "5000"},
-         r"HEALTH_STALE_AFTER \(4 s\) must be longer than one read block"),
+        (
+            {"METRICS_PORT": "9464", "HEALTH_STALE_AFTER": "4", "LIQ_BLOCK_MS": "5000"},
+            r"HEALTH_STALE_AFTER \(4 s\) must be longer than one read block",
+        ),
     ],
 )
 def test_a_bad_metrics_setting_is_named(env: dict[str, str], message: str) -> None:
@@ -121,10 +130,19 @@ async def _ignore(event: Event) -> None:
 
 async def test_alerter_metrics_move_as_entries_are_alerted_held_back_and_dead_lettered(stream: str) -> None:
     port = free_port()
-    config = load_alerter_config([], {
-        "REDIS_URL": REDIS_URL, "LIQ_STREAM": stream, "LIQ_CONSUMER": "c1", "LIQ_GROUP_START": "0",
-        "LIQ_BLOCK_MS": "100", "ALERT_BURST": "2", "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1",
-    })
+    config = load_alerter_config(
+        [],
+        {
+            "REDIS_URL": REDIS_URL,
+            "LIQ_STREAM": stream,
+            "LIQ_CONSUMER": "c1",
+            "LIQ_GROUP_START": "0",
+            "LIQ_BLOCK_MS": "100",
+            "ALERT_BURST": "2",
+            "METRICS_PORT": str(port),
+            "METRICS_HOST": "127.0.0.1",
+        },
+    )
     redis = connect(config.consumer)
     out = io.StringIO()
     big = [make_event(value_usd=Decimal(500_000)) for _ in range(4)]
@@ -136,8 +154,10 @@ async def test_alerter_metrics_move_as_entries_are_alerted_held_back_and_dead_le
     await runner.ensure_group()
     labels = {"stream": stream, "group": "alerter", "consumer": "c1"}
     try:
-        async with serve_metrics(runner, config.consumer.observability, AlerterCollector(alerter, runner),
-                                 lag_refresh_s=0.05):
+        async with serve_metrics(
+            runner, config.consumer.observability, AlerterCollector(alerter, runner), lag_refresh_s=0.05
+        ):
+
             async def lag_is(n: int) -> bool:
                 return value(await scrape(port), "hl_consumer_lag", **labels) == n
 
@@ -170,7 +190,10 @@ async def test_alerter_metrics_move_as_entries_are_alerted_held_back_and_dead_le
 async def test_healthz_is_ok_while_reading_and_503_once_redis_is_gone_for_too_long(redis_server: RedisServer) -> None:
     port = free_port()
     config = ConsumerConfig(
-        redis_url=redis_server.url, stream="liq", group="g", consumer="c",
+        redis_url=redis_server.url,
+        stream="liq",
+        group="g",
+        consumer="c",
         settings=RunnerSettings(block_ms=100, retry_delay_ms=50),
         observability=ObservabilitySettings(metrics_port=port, metrics_host="127.0.0.1", health_stale_after=0.5),
     )
@@ -214,23 +237,40 @@ async def test_the_stats_process_serves_metrics_and_health_on_its_port(redis_cli
     await redis_client.xadd(stream, {"type": "liquidation", "v": "1", "key": "k", "data": "[]"})
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers.stats", cwd=ROOT,
-        env={**os.environ, "REDIS_URL": REDIS_URL, "LIQ_STREAM": stream, "LIQ_CONSUMER": "proc-1",
-             "LIQ_BLOCK_MS": "200", "LIQ_GROUP_START": "0", "STATS_REBUILD": "false", "STATS_INTERVAL_S": "30",
-             "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1", "HEALTH_STALE_AFTER": "5"},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "consumers.stats",
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "REDIS_URL": REDIS_URL,
+            "LIQ_STREAM": stream,
+            "LIQ_CONSUMER": "proc-1",
+            "LIQ_BLOCK_MS": "200",
+            "LIQ_GROUP_START": "0",
+            "STATS_REBUILD": "false",
+            "STATS_INTERVAL_S": "30",
+            "METRICS_PORT": str(port),
+            "METRICS_HOST": "127.0.0.1",
+            "HEALTH_STALE_AFTER": "5",
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     labels = {"stream": stream, "group": "stats", "consumer": "proc-1"}
     samples: Samples = {}
     try:
+
         async def caught_up() -> bool:
             nonlocal samples
             try:
                 samples = await scrape(port)
             except aiohttp.ClientConnectionError:
                 return False  # not listening yet
-            return (value(samples, "hl_consumer_processed_total", **labels) == 6
-                    and value(samples, "hl_consumer_lag", **labels) == 0)
+            return (
+                value(samples, "hl_consumer_processed_total", **labels) == 6
+                and value(samples, "hl_consumer_lag", **labels) == 0
+            )
 
         await wait_until(caught_up, within=10, interval=0.05, message="the process's metrics to show it caught up")
         status, body = await health(port)

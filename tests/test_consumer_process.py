@@ -23,8 +23,13 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 async def spawn(module: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, cwd=ROOT, env={**os.environ, "REDIS_URL": REDIS_URL, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        module,
+        cwd=ROOT,
+        env={**os.environ, "REDIS_URL": REDIS_URL, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -42,14 +47,23 @@ async def test_sigterm_stops_the_stats_process_after_flushing_and_reporting(redi
     events = [make_event(value_usd=Decimal(1000 + i)) for i in range(40)]
     for event in events:
         await redis_client.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
-    proc = await spawn("consumers.stats", {
-        "LIQ_STREAM": stream, "LIQ_CONSUMER": "proc-1", "LIQ_BLOCK_MS": "2000", "LIQ_GROUP_START": "0",
-        "STATS_REBUILD": "false", "STATS_INTERVAL_S": "30",
-    })
+    proc = await spawn(
+        "consumers.stats",
+        {
+            "LIQ_STREAM": stream,
+            "LIQ_CONSUMER": "proc-1",
+            "LIQ_BLOCK_MS": "2000",
+            "LIQ_GROUP_START": "0",
+            "STATS_REBUILD": "false",
+            "STATS_INTERVAL_S": "30",
+        },
+    )
     try:
+
         async def consumed() -> bool:
             state = await group_state(redis_client, stream, "stats")
             return state.get("lag") == 0 and state.get("pending") == 0
+
         await wait_until(consumed, within=8, message="the stats process consumed the stream")
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 8)
@@ -61,7 +75,8 @@ async def test_sigterm_stops_the_stats_process_after_flushing_and_reporting(redi
     assert "received SIGTERM" in err.decode()
     table = out.decode()
     assert "full view" in table and [line.split()[:2] for line in table.splitlines() if line.startswith("all")] == [
-        ["all", "40"]]
+        ["all", "40"]
+    ]
     snapshot = json.loads(await redis_client.get(f"{stream}:stats:stats:proc-1"))
     assert Decimal(snapshot["totals"]["value_usd"]) == sum(e.value_usd for e in events)
     assert await redis_client.xinfo_consumers(stream, "stats") == [], "it left the group with nothing pending"
@@ -75,10 +90,17 @@ async def test_sigterm_mid_stream_stops_the_alerter_without_losing_or_repeating(
         for event in events:
             pipe.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
         await pipe.execute()
-    proc = await spawn("consumers.alerter", {
-        "LIQ_STREAM": stream, "LIQ_CONSUMER": "proc-1", "LIQ_BLOCK_MS": "2000", "LIQ_GROUP_START": "0",
-        "ALERT_BURST": "1000", "TELEGRAM_BOT_TOKEN": "555:SECRET-not-used",
-    })
+    proc = await spawn(
+        "consumers.alerter",
+        {
+            "LIQ_STREAM": stream,
+            "LIQ_CONSUMER": "proc-1",
+            "LIQ_BLOCK_MS": "2000",
+            "LIQ_GROUP_START": "0",
+            "ALERT_BURST": "1000",
+            "TELEGRAM_BOT_TOKEN": "555:SECRET-not-used",
+        },
+    )
     try:
         assert proc.stdout is not None
         first = await asyncio.wait_for(proc.stdout.readline(), 8)

@@ -160,9 +160,7 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_group_keeps_f
     assert r.counters.unknown_type == 1
     assert r.counters.dead_lettered == 4
     assert await group_pending(redis, stream) == 0
-    letters = {
-        fields[b"original_id"].decode(): fields for _, fields in await redis.xrange(f"{stream}:dead")
-    }
+    letters = {fields[b"original_id"].decode(): fields for _, fields in await redis.xrange(f"{stream}:dead")}
     assert set(letters) == set(poison_ids.values())
     reasons = {name: letters[entry_id][b"reason"].decode() for name, entry_id in poison_ids.items()}
     assert reasons["bad_json"].startswith("malformed: data does not decode")
@@ -194,8 +192,9 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries
     doomed = events[1].key
     seen = Recorder(fail=lambda event, n: event.key == doomed)
     ids = await publish(redis, stream, events)
-    settings = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=20, max_deliveries=3,
-                              group_start="0")
+    settings = RunnerSettings(
+        block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=20, max_deliveries=3, group_start="0"
+    )
     r = runner(redis, stream, seen, settings=settings)
     task = asyncio.create_task(r.run())
     await wait_until(lambda: r.counters.dead_lettered == 1, message="the doomed entry dead-lettered")
@@ -217,8 +216,13 @@ async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(redis:
 
     holders = []
     for name in ("gone", "again"):
-        holder = runner(redis, stream, stuck, consumer=name, settings=RunnerSettings(
-            block_ms=100, count=3, claim_idle_ms=60_000, group_start="0"))
+        holder = runner(
+            redis,
+            stream,
+            stuck,
+            consumer=name,
+            settings=RunnerSettings(block_ms=100, count=3, claim_idle_ms=60_000, group_start="0"),
+        )
         holders.append(asyncio.create_task(holder.run()))
         await wait_until(lambda name=name: _pending_of(redis, stream, name, 3), message=f"{name} holds 3 entries")
     for t in holders:
@@ -229,8 +233,13 @@ async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(redis:
     # "again" restarts under its name: its re-read finds its entries gone; its claim finds those of "gone" (and
     # XAUTOCLAIM reports trimmed entries whatever their idle time).
     seen = Recorder()
-    same = runner(redis, stream, seen, consumer="again", settings=RunnerSettings(
-        block_ms=100, count=10, claim_idle_ms=60_000, group_start="0"))
+    same = runner(
+        redis,
+        stream,
+        seen,
+        consumer="again",
+        settings=RunnerSettings(block_ms=100, count=10, claim_idle_ms=60_000, group_start="0"),
+    )
     task = asyncio.create_task(same.run())
     await wait_until(lambda: same.counters.deleted == 6, message="the restarted consumer acked the trimmed entries")
     await stop(same, task)
@@ -305,8 +314,14 @@ async def test_batch_mode_hands_lists_and_acks_once_per_batch(
     async def handle(batch: list[Event]) -> None:
         batches.append([e.key for e in batch])
 
-    r = Runner(redis, stream=stream, group="g", consumer="c1", batch_handler=handle,
-               settings=RunnerSettings(block_ms=100, count=30, claim_idle_ms=60_000, group_start="0"))
+    r = Runner(
+        redis,
+        stream=stream,
+        group="g",
+        consumer="c1",
+        batch_handler=handle,
+        settings=RunnerSettings(block_ms=100, count=30, claim_idle_ms=60_000, group_start="0"),
+    )
     task = asyncio.create_task(r.run())
     await wait_until(lambda: r.counters.processed == 30, message="the batch handled")
     await stop(r, task)
@@ -392,8 +407,13 @@ async def test_a_client_that_would_time_out_a_blocked_read_is_refused(redis: Red
             await r.run()
     finally:
         await short.aclose()
-    config = ConsumerConfig(stream=stream, group="g", consumer="c", settings=RunnerSettings(block_ms=30_000),
-                            redis_url="redis://127.0.0.1:6379/0")
+    config = ConsumerConfig(
+        stream=stream,
+        group="g",
+        consumer="c",
+        settings=RunnerSettings(block_ms=30_000),
+        redis_url="redis://127.0.0.1:6379/0",
+    )
     client = connect(config)
     try:
         assert client.connection_pool.connection_kwargs["socket_timeout"] > 30

@@ -23,11 +23,22 @@ NOW = 1_787_000_000_000
 def fill(**overrides: Any) -> Fill:
     """A maker's fill of a market liquidation, as the API returned it (xyz:CRWV sample), with overrides."""
     raw: dict[str, Any] = {
-        "coin": "xyz:CRWV", "px": "116.86", "sz": "2.47", "side": "A", "time": 1786628572099,
-        "startPosition": "-143.54", "dir": "Open Short", "closedPnl": "0.0", "hash": TX, "oid": 515445455983,
-        "crossed": False, "fee": "0.008659", "tid": 711626751774561,
+        "coin": "xyz:CRWV",
+        "px": "116.86",
+        "sz": "2.47",
+        "side": "A",
+        "time": 1786628572099,
+        "startPosition": "-143.54",
+        "dir": "Open Short",
+        "closedPnl": "0.0",
+        "hash": TX,
+        "oid": 515445455983,
+        "crossed": False,
+        "fee": "0.008659",
+        "tid": 711626751774561,
         "liquidation": {"liquidatedUser": LIQUIDATED, "markPx": "116.84", "method": "market"},
-        "feeToken": "USDC", "twapId": None,
+        "feeToken": "USDC",
+        "twapId": None,
     }
     raw.update(overrides)
     return msgspec.json.decode(msgspec.json.encode(raw), type=Fill)
@@ -108,9 +119,20 @@ def test_the_liquidated_users_own_leg_decides_the_side() -> None:
 
 
 def test_backstop_fill_on_a_liquidator_vault() -> None:
-    backstop = fill(coin="SOL", px="67.5499", sz="28.33", side="B", dir="Liquidated Cross Long", crossed=True,
-                    fee="0.0", liquidation={"liquidatedUser": "0x7ba283114573bde6fd304ad7b188a763e5402a52",
-                                            "markPx": 68.2, "method": "backstop"})
+    backstop = fill(
+        coin="SOL",
+        px="67.5499",
+        sz="28.33",
+        side="B",
+        dir="Liquidated Cross Long",
+        crossed=True,
+        fee="0.0",
+        liquidation={
+            "liquidatedUser": "0x7ba283114573bde6fd304ad7b188a763e5402a52",
+            "markPx": 68.2,
+            "method": "backstop",
+        },
+    )
     [event] = detect_from_fills([(HLP_LIQUIDATOR, backstop)], detected_at=NOW)
     assert event.method == "backstop"
     assert event.liquidation_side == "long"
@@ -120,8 +142,14 @@ def test_backstop_fill_on_a_liquidator_vault() -> None:
 
 def test_adl_fills_are_not_liquidations_but_adl_events() -> None:
     deleveraged = "0xe92d2041199b18f611b137457f3acee8bedb22d3"
-    adl = fill(coin="AVAX", px="22.075", sz="28.53", dir="Auto-Deleveraging", side="B",
-               liquidation={"liquidatedUser": HLP_LIQUIDATOR, "markPx": "22.025", "method": "backstop"})
+    adl = fill(
+        coin="AVAX",
+        px="22.075",
+        sz="28.53",
+        dir="Auto-Deleveraging",
+        side="B",
+        liquidation={"liquidatedUser": HLP_LIQUIDATOR, "markPx": "22.025", "method": "backstop"},
+    )
     [event] = detect_from_fills([(deleveraged, adl)], detected_at=NOW)
     assert isinstance(event, AdlEvent)
     assert (event.deleveraged_user, event.position_side) == (deleveraged, "short")
@@ -185,9 +213,16 @@ def test_events_come_out_in_exchange_time_order() -> None:
 
 
 def trade(buyer: str, seller: str, **overrides: Any) -> Trade:
-    raw: dict[str, Any] = {"coin": "BTC", "side": "A", "px": "64159.0", "sz": "0.13722", "time": 1787047504010,
-                           "hash": "0x292f4dcc51901beb2aa904426dff020202cf00b1ec933abdccf7f91f1093f5d5",
-                           "tid": 1016897150094344, "users": [buyer, seller]}
+    raw: dict[str, Any] = {
+        "coin": "BTC",
+        "side": "A",
+        "px": "64159.0",
+        "sz": "0.13722",
+        "time": 1787047504010,
+        "hash": "0x292f4dcc51901beb2aa904426dff020202cf00b1ec933abdccf7f91f1093f5d5",
+        "tid": 1016897150094344,
+        "users": [buyer, seller],
+    }
     raw.update(overrides)
     return msgspec.json.decode(msgspec.json.encode(raw), type=Trade)
 
@@ -204,5 +239,4 @@ def test_trades_heuristic_takes_the_other_party_as_liquidated(vault_buys: bool, 
 
 
 def test_trades_without_a_liquidator_are_ignored() -> None:
-    assert detect_from_trades([trade(MAKER_1, MAKER_2)], liquidators=frozenset({HLP_LIQUIDATOR}),
-                              detected_at=NOW) == []
+    assert detect_from_trades([trade(MAKER_1, MAKER_2)], liquidators=frozenset({HLP_LIQUIDATOR}), detected_at=NOW) == []

@@ -28,8 +28,12 @@ from tests.faults.rig import Rig
 from tests.faults.webhooks import HoldingWebhooks
 
 GROUPS = ("stats", "alerter")
-ALERTER = {"ALERT_SINKS": "webhook", "ALERT_SINK_ATTEMPTS": "1", "ALERT_SINK_TIMEOUT_S": "2",
-           "LIQ_CLAIM_IDLE_MS": "3000"}
+ALERTER = {
+    "ALERT_SINKS": "webhook",
+    "ALERT_SINK_ATTEMPTS": "1",
+    "ALERT_SINK_TIMEOUT_S": "2",
+    "LIQ_CLAIM_IDLE_MS": "3000",
+}
 """One attempt of at most 2 s per alert: the in-flight marker of a dead alerter expires after 32 s (the
 alerter's claim TTL: attempts x timeout + backoff + 30 s)."""
 
@@ -71,16 +75,24 @@ async def test_a_consumer_killed_mid_batch_hands_its_pending_entries_to_the_grou
             # The stats consumer dies in full flow (5 entries per read), and a new one takes its place.
             length = await db.xlen(stream)
             feed.release_fraction(exchange, 2 / 3)
-            await wait_for(lambda: stream_longer(db, stream, length), within=30, interval=0.005,
-                           what="the second chunk to start")
+            await wait_for(
+                lambda: stream_longer(db, stream, length), within=30, interval=0.005, what="the second chunk to start"
+            )
             stats1.kill()
             await stats1.wait()
             stats_pending = await pending_of(rig, "stats", "stats-1")
             await rig.start_stats("stats-2")
 
             feed.release(exchange)
-            audit = await assert_delivered(db, stream, feed.expected, groups=GROUPS,
-                                           stats_keys=[rig.stats_key("stats-2")], alert_sink="webhook", within=120)
+            audit = await assert_delivered(
+                db,
+                stream,
+                feed.expected,
+                groups=GROUPS,
+                stats_keys=[rig.stats_key("stats-2")],
+                alert_sink="webhook",
+                within=120,
+            )
             recovery = time.monotonic() - killed_at
             # How long the surviving alerter sent nothing at all while it had work: the dead one's in-flight
             # alert blocks it (the marker wait) before it moves on to the rest of the claimed batch.
@@ -99,8 +111,14 @@ async def test_a_consumer_killed_mid_batch_hands_its_pending_entries_to_the_grou
         await hooks.stop()
 
     Figures.from_audit(
-        "consumer SIGKILL mid-batch (alerter, stats)", feed.expected, audit, recovery,
-        alerter_batch_held=held_batch, stats_pending_at_kill=stats_pending, alerts=sum(hooks.accepted.values()),
-        alerts_repeated=len(repeated), longest_alert_silence_s=round(silence, 1),
+        "consumer SIGKILL mid-batch (alerter, stats)",
+        feed.expected,
+        audit,
+        recovery,
+        alerter_batch_held=held_batch,
+        stats_pending_at_kill=stats_pending,
+        alerts=sum(hooks.accepted.values()),
+        alerts_repeated=len(repeated),
+        longest_alert_silence_s=round(silence, 1),
         alerter_group_consumers=states["alerter"]["consumers"],
     ).emit()

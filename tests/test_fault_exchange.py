@@ -77,8 +77,13 @@ async def run_exchange_faults(tmp_path: Path, *, rate_limit_s: float, junk_items
         exchange.show_at_poll_start(feed.watchlist[0])  # see ChaosExchange: not the read-order race here
         await rig.start_stats("stats-1")
         producer = await rig.start_producer(
-            "producer-1", feed.watchlist, HL_HTTP_TIMEOUT="1", HL_HTTP_ATTEMPTS="3", METRICS_PORT=str(metrics_port),
-            METRICS_HOST="127.0.0.1", HEALTH_STALE_AFTER=str(max(1.0, rate_limit_s / 3)),
+            "producer-1",
+            feed.watchlist,
+            HL_HTTP_TIMEOUT="1",
+            HL_HTTP_ATTEMPTS="3",
+            METRICS_PORT=str(metrics_port),
+            METRICS_HOST="127.0.0.1",
+            HEALTH_STALE_AFTER=str(max(1.0, rate_limit_s / 3)),
         )
         feed.release_fraction(exchange, 1 / 3)
         await wait_published(db, stream, feed.shown(), within=60)
@@ -100,10 +105,20 @@ async def run_exchange_faults(tmp_path: Path, *, rate_limit_s: float, junk_items
 
         # 2. Every other kind of fault, one after another, while the rest of the data arrives.
         faults: list[tuple[Fault, str, int]] = [
-            (SERVER_ERROR, m1, 2), (BAD_GATEWAY, m2, 1), (UNAVAILABLE, m3, 1), (Fault.delay(3), v1, 2),
-            (DISCONNECT, v2, 2), (TRUNCATED_JSON, m1, 1), (NOT_JSON, m2, 1), (Fault.json({"error": "oops"}), m3, 1),
-            (Fault.json(None), v1, 1), (WRONG_TYPES, v2, 1), (huge_junk(junk_items), m1, 1), (EXTRA_FIELD, m2, 3),
-            (huge_extra_field(256), BUSY, 2), (huge_extra_field(256), m3, 1),
+            (SERVER_ERROR, m1, 2),
+            (BAD_GATEWAY, m2, 1),
+            (UNAVAILABLE, m3, 1),
+            (Fault.delay(3), v1, 2),
+            (DISCONNECT, v2, 2),
+            (TRUNCATED_JSON, m1, 1),
+            (NOT_JSON, m2, 1),
+            (Fault.json({"error": "oops"}), m3, 1),
+            (Fault.json(None), v1, 1),
+            (WRONG_TYPES, v2, 1),
+            (huge_junk(junk_items), m1, 1),
+            (EXTRA_FIELD, m2, 3),
+            (huge_extra_field(256), BUSY, 2),
+            (huge_extra_field(256), m3, 1),
         ]
         for fault, address, times in faults:
             exchange.fail_next(fault, times=times, match=for_user(address))
@@ -119,8 +134,14 @@ async def run_exchange_faults(tmp_path: Path, *, rate_limit_s: float, junk_items
     log = producer.stderr()
     skipped_lines = count_lines(log, "skipped a malformed item")
     Figures.from_audit(
-        name, feed.expected, audit, recovery, faults_served=sum(served.values()), polls=_polls(producer),
-        log_lines_skipped_items=skipped_lines, health_503_seen=503 in statuses,
+        name,
+        feed.expected,
+        audit,
+        recovery,
+        faults_served=sum(served.values()),
+        polls=_polls(producer),
+        log_lines_skipped_items=skipped_lines,
+        health_503_seen=503 in statuses,
     ).emit()
     assert audit.clean, audit.describe()
     expectations = {
@@ -134,8 +155,14 @@ async def run_exchange_faults(tmp_path: Path, *, rate_limit_s: float, junk_items
     malformed_answers = served["raw"] + served["json"] + served["wrong_types"]
     assert api_errors(metrics, "malformed") >= malformed_answers
     assert api_errors(metrics, "skipped_items") >= junk_items
-    for needle in ("rate limited (HTTP 429)", "HTTP 500", "no answer within", "connection error",
-                   "answer is not a JSON list", "skipped a malformed item"):
+    for needle in (
+        "rate limited (HTTP 429)",
+        "HTTP 500",
+        "no answer within",
+        "connection error",
+        "answer is not a JSON list",
+        "skipped a malformed item",
+    ):
         assert needle in log, f"the log never says {needle!r}"
     hostile = [e for e in audit.events if e.coin not in {"BTC", "ETH", "SOL", "AVAX", "HYPE", "xyz:CRWV"}]
     assert len(hostile) == 2, "the liquidations with hostile coin names reach the stream intact"
@@ -177,9 +204,10 @@ DEFAULT_RUN = ("truncated-json", "wrong-types")
 in the slow one."""
 
 
-@pytest.mark.parametrize("fault_name", [
-    name if name in DEFAULT_RUN else pytest.param(name, marks=pytest.mark.slow) for name in ONE_MAKER_FAULTS
-])
+@pytest.mark.parametrize(
+    "fault_name",
+    [name if name in DEFAULT_RUN else pytest.param(name, marks=pytest.mark.slow) for name in ONE_MAKER_FAULTS],
+)
 async def test_a_fault_on_one_watched_maker_does_not_publish_half_a_liquidation(
     tmp_path: Path, fault_name: str
 ) -> None:
@@ -277,8 +305,9 @@ async def test_one_huge_malformed_answer_logs_a_bounded_number_of_lines(tmp_path
     async with Rig(tmp_path) as rig:
         feed.release(rig.exchange)
         rig.exchange.fail_next(huge_junk(items), match=for_user(feed.makers[0]))
-        producer = await rig.start_producer("producer-1", feed.watchlist, METRICS_PORT=str(metrics_port),
-                                            METRICS_HOST="127.0.0.1")
+        producer = await rig.start_producer(
+            "producer-1", feed.watchlist, METRICS_PORT=str(metrics_port), METRICS_HOST="127.0.0.1"
+        )
         await wait_published(rig.db, rig.stream, feed.expected, within=30)
         metrics = await scrape(metrics_port)
         await rig.stop_all()

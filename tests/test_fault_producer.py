@@ -99,13 +99,15 @@ async def test_producer_killed_between_polls_mid_publish_and_side_by_side_publis
             await wait_published(db, stream, feed.shown(), within=60)
             length = await db.xlen(stream)
             feed.release(exchange)
-            await wait_for(lambda: stream_longer(db, stream, length), within=30, interval=0.005,
-                           what="the last chunk to start")
+            await wait_for(
+                lambda: stream_longer(db, stream, length), within=30, interval=0.005, what="the last chunk to start"
+            )
             p4.kill()
             await p4.wait()
 
-            audit = await assert_delivered(db, stream, feed.expected, groups=GROUPS,
-                                           stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout")
+            audit = await assert_delivered(
+                db, stream, feed.expected, groups=GROUPS, stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout"
+            )
             await rig.stop_all()
             assert not rig.crashes()
             assert p5.returncode == 0
@@ -114,8 +116,13 @@ async def test_producer_killed_between_polls_mid_publish_and_side_by_side_publis
 
     skipped = skipped_as_published(rig.logs("producer-"))
     Figures.from_audit(
-        "producer SIGKILL between polls / mid-publish (x2) + side by side", feed.expected, audit,
-        max(recoveries.values()), **{k: round(v, 1) for k, v in recoveries.items()},
-        orphan_script_events=grew_by, dropped_bytes=dropped, delivered_bytes=delivered, skipped_as_published=skipped,
+        "producer SIGKILL between polls / mid-publish (x2) + side by side",
+        feed.expected,
+        audit,
+        max(recoveries.values()),
+        **{k: round(v, 1) for k, v in recoveries.items()},
+        orphan_script_events=grew_by,
+        dropped_bytes=dropped,
+        delivered_bytes=delivered,
+        skipped_as_published=skipped,
     ).emit()
-

@@ -58,14 +58,21 @@ async def test_redis_sigkilled_and_restarted_with_aof_loses_and_doubles_nothing(
         feed.release_fraction(rig.exchange, 0.4)
         during = len(feed.shown()) - before
         polls_before = len(held_for_redis(producer))
-        await wait_for(lambda: held_for_redis(producer)[-1:] == [during], within=30,
-                       what=f"the producer to hold the {during} events found while Redis is down")
+        await wait_for(
+            lambda: held_for_redis(producer)[-1:] == [during],
+            within=30,
+            what=f"the producer to hold the {during} events found while Redis is down",
+        )
         # Stay down a while: the producer keeps polling (and holding), the consumers back off further.
-        await wait_for(lambda: len(held_for_redis(producer)) - polls_before >= OUTAGE_POLLS, within=60,
-                       what=f"{OUTAGE_POLLS} polls while Redis is down")
+        await wait_for(
+            lambda: len(held_for_redis(producer)) - polls_before >= OUTAGE_POLLS,
+            within=60,
+            what=f"{OUTAGE_POLLS} polls while Redis is down",
+        )
         for proc in (stats, alerter):
-            await wait_for(lambda p=proc: "Redis unavailable" in p.stderr(), within=30,
-                           what=f"{proc.name} to notice the outage")
+            await wait_for(
+                lambda p=proc: "Redis unavailable" in p.stderr(), within=30, what=f"{proc.name} to notice the outage"
+            )
         down_s = time.monotonic() - down_at
 
         await rig.redis.start()
@@ -78,13 +85,15 @@ async def test_redis_sigkilled_and_restarted_with_aof_loses_and_doubles_nothing(
         # publishes and the consumers read and acknowledge it.
         length = int(await db.xlen(stream))
         feed.release(rig.exchange)
-        await wait_for(lambda: stream_longer(db, stream, length), within=30, interval=0.005,
-                       what="the last chunk to start")
+        await wait_for(
+            lambda: stream_longer(db, stream, length), within=30, interval=0.005, what="the last chunk to start"
+        )
         rig.redis.kill()
         await rig.redis.start()
         back_at = time.monotonic()
-        audit = await assert_delivered(db, stream, feed.expected, groups=GROUPS,
-                                       stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout")
+        audit = await assert_delivered(
+            db, stream, feed.expected, groups=GROUPS, stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout"
+        )
         flow_recovery = time.monotonic() - back_at
         await rig.stop_all()
         assert not rig.crashes()
@@ -93,8 +102,13 @@ async def test_redis_sigkilled_and_restarted_with_aof_loses_and_doubles_nothing(
         assert alerts == len(feed.liquidations()), "an alert was printed twice or not at all"
 
     Figures.from_audit(
-        f"redis SIGKILL + restart (AOF, appendfsync {fsync})", feed.expected, audit, recovery,
-        held_while_down=during, redis_down_s=round(down_s, 1), kill_in_flow_recovery_s=round(flow_recovery, 1),
+        f"redis SIGKILL + restart (AOF, appendfsync {fsync})",
+        feed.expected,
+        audit,
+        recovery,
+        held_while_down=during,
+        redis_down_s=round(down_s, 1),
+        kill_in_flow_recovery_s=round(flow_recovery, 1),
         alerts=alerts,
     ).emit()
 
@@ -107,13 +121,15 @@ async def test_consumers_started_while_redis_is_down_wait_for_it(tmp_path: Path)
         stats = await rig.start_stats("stats-1")
         alerter = await rig.start_alerter("alerter-1")
         for proc in (stats, alerter):
-            await wait_for(lambda p=proc: "Redis" in p.stderr() or not p.alive, within=30,
-                           what=f"{proc.name} to try Redis")
+            await wait_for(
+                lambda p=proc: "Redis" in p.stderr() or not p.alive, within=30, what=f"{proc.name} to try Redis"
+            )
         await rig.redis.start()
         assert stats.alive, f"the stats consumer gave up while Redis was down:\n{stats.tail(3)}"
         await rig.start_producer("producer-1", feed.watchlist)
         feed.release(rig.exchange)
-        await assert_delivered(rig.db, rig.stream, feed.expected, groups=GROUPS,
-                               stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout")
+        await assert_delivered(
+            rig.db, rig.stream, feed.expected, groups=GROUPS, stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout"
+        )
         await rig.stop_all()
         assert not rig.crashes()

@@ -32,9 +32,29 @@ KEYS = (f"~{STREAM}", f"~{STREAM}:*", "~{" + STREAM + "}:*")
 """The stream; its dead letters, alert markers and stats snapshots (``<stream>:*``); dedup keys and the
 checkpoint (``{<stream>}:*``, the stream's hash tag)."""
 COMMANDS = (
-    "+ping", "+client|setname", "+evalsha", "+script|load", "+script|exists", "+hgetall", "+hset", "+set", "+get",
-    "+mget", "+del", "+xadd", "+xrange", "+xreadgroup", "+xack", "+xautoclaim", "+xpending", "+xgroup|create",
-    "+xgroup|delconsumer", "+xinfo|groups", "+xinfo|consumers", "+multi", "+exec",
+    "+ping",
+    "+client|setname",
+    "+evalsha",
+    "+script|load",
+    "+script|exists",
+    "+hgetall",
+    "+hset",
+    "+set",
+    "+get",
+    "+mget",
+    "+del",
+    "+xadd",
+    "+xrange",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xpending",
+    "+xgroup|create",
+    "+xgroup|delconsumer",
+    "+xinfo|groups",
+    "+xinfo|consumers",
+    "+multi",
+    "+exec",
 )
 GROUPS = ("stats", "alerter")
 HANG = 6.0
@@ -42,8 +62,9 @@ HANG = 6.0
 
 
 async def add_user(db: aioredis.Redis, name: str, password: str, commands: tuple[str, ...] = COMMANDS) -> None:
-    await db.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}", *KEYS, "resetchannels",
-                             "-@all", *commands)
+    await db.execute_command(
+        "ACL", "SETUSER", name, "reset", "on", f">{password}", *KEYS, "resetchannels", "-@all", *commands
+    )
 
 
 async def run_flow(rig: Rig, feed: Feed) -> StreamAudit:
@@ -52,8 +73,9 @@ async def run_flow(rig: Rig, feed: Feed) -> StreamAudit:
     await rig.start_alerter("alerter-1")
     await rig.start_producer("producer-1", feed.watchlist)
     feed.release(rig.exchange)
-    return await assert_delivered(rig.db, rig.stream, feed.expected, groups=GROUPS,
-                                  stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout")
+    return await assert_delivered(
+        rig.db, rig.stream, feed.expected, groups=GROUPS, stats_keys=[rig.stats_key("stats-1")], alert_sink="stdout"
+    )
 
 
 async def test_an_acl_user_limited_to_our_keys_and_commands_runs_everything(tmp_path: Path) -> None:
@@ -80,8 +102,9 @@ async def test_an_acl_user_limited_to_our_keys_and_commands_runs_everything(tmp_
             await confined.aclose()
         await rig.stop_all()
         assert not rig.crashes()
-    Figures.from_audit(f"ACL user ({len(COMMANDS)} commands, 3 key patterns)", feed.expected, audit,
-                       poison_dead_lettered_per_group=1).emit()
+    Figures.from_audit(
+        f"ACL user ({len(COMMANDS)} commands, 3 key patterns)", feed.expected, audit, poison_dead_lettered_per_group=1
+    ).emit()
 
 
 async def _dead_letters_are(rig: Rig, n: int) -> bool:
@@ -107,7 +130,7 @@ async def test_wrong_credentials_exit_non_zero_with_a_clear_error_never_a_hang(t
 
 
 async def _exit_within(proc: Proc, seconds: float) -> str:
-    """"" if the process exited 1 in time with a clear message, else what went wrong."""
+    """ "" if the process exited 1 in time with a clear message, else what went wrong."""
     try:
         code = await asyncio.wait_for(asyncio.shield(proc.proc.wait()), seconds)  # type: ignore[union-attr]
     except TimeoutError:
@@ -148,16 +171,29 @@ async def test_tls_with_a_ca_file_runs_everything_and_a_bad_certificate_is_refus
         assert rig.redis_url.startswith("rediss://") and "ssl_ca_certs=" in rig.redis_url
         audit = await run_flow(rig, feed)
         insecure = f"rediss://:admin-pw@127.0.0.1:{redis_server.port}/0?ssl_cert_reqs=none"
-        once = await rig.start("producer-insecure-once", "producer", rig.producer_env(
-            feed.watchlist, REDIS_URL=insecure, LIQ_STREAM="tls:insecure"), "--once")
+        once = await rig.start(
+            "producer-insecure-once",
+            "producer",
+            rig.producer_env(feed.watchlist, REDIS_URL=insecure, LIQ_STREAM="tls:insecure"),
+            "--once",
+        )
         assert await once.wait(30) == 0, once.tail()
         await wait_published(rig.db, "tls:insecure", feed.expected, within=10)
         unverified = f"rediss://:admin-pw@127.0.0.1:{redis_server.port}/0"  # no CA: the self-signed chain fails
-        refused = await rig.start("producer-no-ca", "producer", rig.producer_env(
-            feed.watchlist, REDIS_URL=unverified, LIQ_STREAM="tls:refused"), "--once")
+        refused = await rig.start(
+            "producer-no-ca",
+            "producer",
+            rig.producer_env(feed.watchlist, REDIS_URL=unverified, LIQ_STREAM="tls:refused"),
+            "--once",
+        )
         assert await refused.wait(30) == 1
         assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr()
         await rig.stop_all()
         assert not rig.crashes()
-    Figures.from_audit("TLS (rediss:// with ssl_ca_certs)", feed.expected, audit,
-                       cert_reqs_none="ok", no_ca="CERTIFICATE_VERIFY_FAILED, exit 1 with --once").emit()
+    Figures.from_audit(
+        "TLS (rediss:// with ssl_ca_certs)",
+        feed.expected,
+        audit,
+        cert_reqs_none="ok",
+        no_ca="CERTIFICATE_VERIFY_FAILED, exit 1 with --once",
+    ).emit()

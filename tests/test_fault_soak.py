@@ -55,8 +55,13 @@ async def test_soak_memory_stays_flat_the_stream_bounded_and_dedup_keys_expire(t
         procs: list[Proc] = [
             await rig.start_stats("stats-1"),
             await rig.start_alerter("alerter-1", ALERT_SENT_TTL_S="3600"),
-            await rig.start_producer("producer-1", feed.watchlist, LIQ_STREAM_MAXLEN=str(MAXLEN),
-                                     LIQ_DEDUP_TTL=str(DEDUP_TTL), HL_POLL_INTERVAL="0.5"),
+            await rig.start_producer(
+                "producer-1",
+                feed.watchlist,
+                LIQ_STREAM_MAXLEN=str(MAXLEN),
+                LIQ_DEDUP_TTL=str(DEDUP_TTL),
+                HL_POLL_INTERVAL="0.5",
+            ),
         ]
         tail = StreamTail(db, stream, feed.expected)
         rss: dict[str, list[tuple[float, int]]] = {p.name: [] for p in procs}
@@ -98,13 +103,25 @@ async def test_soak_memory_stays_flat_the_stream_bounded_and_dedup_keys_expire(t
     for name, samples in rss.items():
         print(f"RSS of {name} (s: MiB):", " ".join(f"{t:.0f}:{kib / 1024:.1f}" for t, kib in samples[::3]))
     Figures(
-        f"soak {SOAK_S:g} s", len(feed.expected), len(seen), duplicates, len(lost), len(invented), None,
-        {"rate_per_s": round(len(feed.expected) / SOAK_S, 1), "max_xlen": max_len, "maxlen": MAXLEN,
-         "max_dedup_keys": max_dedup, "dedup_ttl_s": DEDUP_TTL, "first_dedup_keys_expired": f"{expired}/20",
-         **{f"rss_kib_{name}": f"{_after_warm_up(rss[name])}->{rss[name][-1][1]}" for name in rss},
-         **{f"rss_growth_kib_{name}": kib for name, kib in growth.items()},
-         "redis_used_memory_kib": f"{redis_memory[len(redis_memory) // 4] // 1024}->{redis_memory[-1] // 1024}",
-         "trimmed_before_read": trimmed_unread},
+        f"soak {SOAK_S:g} s",
+        len(feed.expected),
+        len(seen),
+        duplicates,
+        len(lost),
+        len(invented),
+        None,
+        {
+            "rate_per_s": round(len(feed.expected) / SOAK_S, 1),
+            "max_xlen": max_len,
+            "maxlen": MAXLEN,
+            "max_dedup_keys": max_dedup,
+            "dedup_ttl_s": DEDUP_TTL,
+            "first_dedup_keys_expired": f"{expired}/20",
+            **{f"rss_kib_{name}": f"{_after_warm_up(rss[name])}->{rss[name][-1][1]}" for name in rss},
+            **{f"rss_growth_kib_{name}": kib for name, kib in growth.items()},
+            "redis_used_memory_kib": f"{redis_memory[len(redis_memory) // 4] // 1024}->{redis_memory[-1] // 1024}",
+            "trimmed_before_read": trimmed_unread,
+        },
         len(tail.mismatched),
     ).emit()
     assert not duplicates and not lost and not invented and not tail.mismatched

@@ -23,8 +23,15 @@ from tests.test_service import stream_events
 
 
 def node_config(root: Path, stream: str, **overrides: object) -> ProducerConfig:
-    base = ProducerConfig(redis_url=REDIS_URL, source="node", node_paths=(root,), node_from=0, node_follow=False,
-                          stream=stream, poll_interval=0.05)
+    base = ProducerConfig(
+        redis_url=REDIS_URL,
+        source="node",
+        node_paths=(root,),
+        node_from=0,
+        node_follow=False,
+        stream=stream,
+        poll_interval=0.05,
+    )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -46,8 +53,16 @@ async def test_replay_into_the_stream_then_a_rerun_adds_nothing(
 async def test_sigkill_mid_file_and_restart_publish_every_liquidation_once(tmp_path: Path, stream: str) -> None:
     scenario = cascade(3000)
     write_hours(tmp_path, blocks_from(scenario))
-    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
-           "HL_NODE_FOLLOW": "false", "HL_NODE_READ_BYTES": "32768", "LIQ_STREAM": stream, "LOG_LEVEL": "WARNING"}
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "HL_SOURCE": "node",
+        "HL_NODE_PATH": str(tmp_path),
+        "HL_NODE_FROM": "0",
+        "HL_NODE_FOLLOW": "false",
+        "HL_NODE_READ_BYTES": "32768",
+        "LIQ_STREAM": stream,
+        "LOG_LEVEL": "WARNING",
+    }
     total = len(scenario.liquidations)
     proc = await start_producer(env=env)
 
@@ -71,8 +86,14 @@ async def test_sigkill_mid_file_and_restart_publish_every_liquidation_once(tmp_p
 async def test_sigterm_while_following_live_exits_cleanly(tmp_path: Path, stream: str) -> None:
     scenario = cascade(50)
     write_hours(tmp_path, blocks_from(scenario))
-    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
-           "LIQ_STREAM": stream, "HL_POLL_INTERVAL": "0.1"}
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "HL_SOURCE": "node",
+        "HL_NODE_PATH": str(tmp_path),
+        "HL_NODE_FROM": "0",
+        "LIQ_STREAM": stream,
+        "HL_POLL_INTERVAL": "0.1",
+    }
     proc = await start_producer(env=env)
 
     async def caught_up() -> bool:
@@ -92,8 +113,16 @@ async def test_a_cascade_sized_burst_through_the_real_producer(tmp_path: Path, s
     scenario = cascade(12_000)
     write_hours(tmp_path, blocks_from(scenario))
     assert scenario.fill_count > 70_000
-    env = {"REDIS_URL": REDIS_URL, "HL_SOURCE": "node", "HL_NODE_PATH": str(tmp_path), "HL_NODE_FROM": "0",
-           "HL_NODE_FOLLOW": "false", "LIQ_STREAM": stream, "LIQ_STREAM_MAXLEN": "1000000", "LOG_LEVEL": "WARNING"}
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "HL_SOURCE": "node",
+        "HL_NODE_PATH": str(tmp_path),
+        "HL_NODE_FROM": "0",
+        "HL_NODE_FOLLOW": "false",
+        "LIQ_STREAM": stream,
+        "LIQ_STREAM_MAXLEN": "1000000",
+        "LOG_LEVEL": "WARNING",
+    }
     proc = await start_producer(env=env)
     out, _ = await asyncio.wait_for(proc.communicate(), 600)
     assert proc.returncode == 0, out.decode()

@@ -39,7 +39,10 @@ def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
     for event in liquidations:
         t = truth[(event.tx_hash, event.coin, event.liquidated_user)]
         assert (event.liquidation_side, event.method, event.size, event.value_usd) == (
-            t.side, t.method, t.size, t.value_usd
+            t.side,
+            t.method,
+            t.size,
+            t.value_usd,
         )
         assert set(event.tids) == t.tids and event.observed_via == ("node",) and event.source == "node"
         assert event.mark_price == Decimal(t.mark_price)
@@ -48,8 +51,15 @@ def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
 
 
 def test_hour_files_are_found_in_every_layout(tmp_path: Path) -> None:
-    for relative in ("hourly/20251010/21", "hourly/20251010/22.lz4", "hourly/20251010/22", "hourly/20251011/0",
-                     "hourly/20251010/notes.txt", "hourly/2025-10-10/3", "hourly/20251010/24"):
+    for relative in (
+        "hourly/20251010/21",
+        "hourly/20251010/22.lz4",
+        "hourly/20251010/22",
+        "hourly/20251011/0",
+        "hourly/20251010/notes.txt",
+        "hourly/2025-10-10/3",
+        "hourly/20251010/24",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
     names = [f.name for f in find_hour_files([tmp_path])]
@@ -115,7 +125,7 @@ async def test_following_live_sees_appends_and_the_next_hour(tmp_path: Path) -> 
     blocks = blocks_from(scenario)
     hours = sorted({hour_path(tmp_path, block_time_ms(b)) for b in blocks})
     first_hour = [b for b in blocks if hour_path(tmp_path, block_time_ms(b)) == hours[0]]
-    later = blocks[len(first_hour):]
+    later = blocks[len(first_hour) :]
     write_hours(tmp_path, first_hour[:10])
     source = NodeSource([tmp_path], NodeWindow(start_ms=None, follow=True))  # "now": from the end
     assert (await drain(source))[0] == []

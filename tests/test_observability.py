@@ -95,8 +95,9 @@ async def test_the_producer_process_serves_metrics_on_the_configured_port(
 ) -> None:
     fake_hl.load(demo_scenario(seed=33))
     port = free_port()
-    proc = await start_producer(env={**producer_env(fake_hl, stream), "METRICS_PORT": str(port),
-                                     "METRICS_HOST": "127.0.0.1"})
+    proc = await start_producer(
+        env={**producer_env(fake_hl, stream), "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"}
+    )
     try:
         text = ""
         async with aiohttp.ClientSession() as session:

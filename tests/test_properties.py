@@ -39,8 +39,17 @@ def observed_fills(draw: st.DrawFn) -> list[tuple[str, Fill]]:
             owner = draw(st.sampled_from(USERS))
             liquidation = draw(st.one_of(st.none(), st.just(LiquidationInfo(liquidated, px, "market"))))
             direction = draw(st.sampled_from(DIRS))
-            fill = Fill(coin=coin, px=str(px), sz=str(sz), side=draw(st.sampled_from(["A", "B"])), time=time,
-                        hash=tx, tid=tid, dir=direction, liquidation=liquidation)
+            fill = Fill(
+                coin=coin,
+                px=str(px),
+                sz=str(sz),
+                side=draw(st.sampled_from(["A", "B"])),
+                time=time,
+                hash=tx,
+                tid=tid,
+                dir=direction,
+                liquidation=liquidation,
+            )
             out.append((owner, fill))
     return out
 
@@ -117,8 +126,13 @@ def test_any_node_line_is_read_or_counted_as_garbage(value: object) -> None:
 T0 = 1_760_000_000_000
 """Some exchange time (ms); events fall within two days after it, so the 24 h window is exercised at its edge."""
 
-money = st.decimals(min_value=Decimal("0.00000000001"), max_value=Decimal("1000000000"), places=11, allow_nan=False,
-                    allow_infinity=False)
+money = st.decimals(
+    min_value=Decimal("0.00000000001"),
+    max_value=Decimal("1000000000"),
+    places=11,
+    allow_nan=False,
+    allow_infinity=False,
+)
 """px (at most 6 decimals) x sz (at most 5): 11 decimals, up to a billion dollars."""
 
 
@@ -128,8 +142,12 @@ def stream_events(draw: st.DrawFn) -> list[LiquidationEvent | AdlEvent]:
     events: list[LiquidationEvent | AdlEvent] = []
     for i in range(draw(st.integers(0, 40))):
         common = dict(
-            tx_hash=f"0x{i + 1:064x}", coin=draw(st.sampled_from(COINS)), price=Decimal(1), size=Decimal(1),
-            value_usd=draw(money), timestamp=draw(st.integers(T0, T0 + 2 * 86_400_000)),
+            tx_hash=f"0x{i + 1:064x}",
+            coin=draw(st.sampled_from(COINS)),
+            price=Decimal(1),
+            size=Decimal(1),
+            value_usd=draw(money),
+            timestamp=draw(st.integers(T0, T0 + 2 * 86_400_000)),
         )
         side = draw(st.sampled_from(["long", "short"]))
         user = draw(st.sampled_from(USERS))

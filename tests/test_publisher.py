@@ -17,9 +17,17 @@ from tests.conftest import REDIS_URL
 def events(n: int, start: int = 0) -> list[LiquidationEvent]:
     return [
         LiquidationEvent(
-            tx_hash=f"0x{i:064x}", coin="BTC", liquidation_side="long", price=Decimal("64142.0"),
-            size=Decimal("0.00052"), value_usd=Decimal("33.35384"), liquidated_user="0x" + "ab" * 20,
-            timestamp=1_787_047_599_030 + i, method="market", tids=(i,), fills=1,
+            tx_hash=f"0x{i:064x}",
+            coin="BTC",
+            liquidation_side="long",
+            price=Decimal("64142.0"),
+            size=Decimal("0.00052"),
+            value_usd=Decimal("33.35384"),
+            liquidated_user="0x" + "ab" * 20,
+            timestamp=1_787_047_599_030 + i,
+            method="market",
+            tids=(i,),
+            fills=1,
         )
         for i in range(start, start + n)
     ]
@@ -27,8 +35,12 @@ def events(n: int, start: int = 0) -> list[LiquidationEvent]:
 
 @pytest.mark.parametrize(
     ("stream", "tag"),
-    [("hyperliquid:liquidations", "hyperliquid:liquidations"), ("{liq}:stream", "liq"), ("a{}b", "a{}b"),
-     ("x{y", "x{y")],
+    [
+        ("hyperliquid:liquidations", "hyperliquid:liquidations"),
+        ("{liq}:stream", "liq"),
+        ("a{}b", "a{}b"),
+        ("x{y", "x{y"),
+    ],
 )
 def test_hash_tag_follows_redis_cluster_rules(stream: str, tag: str) -> None:
     assert hash_tag(stream) == tag
@@ -98,6 +110,4 @@ async def test_entries_written_by_the_script_match_the_contract(redis_client: ai
     batch = events(3)
     await Publisher(redis_client, stream).publish(batch)
     entries = await redis_client.xrange(stream)
-    assert [fields for _, fields in entries] == [
-        {k.encode(): v for k, v in encode_entry(e).items()} for e in batch
-    ]
+    assert [fields for _, fields in entries] == [{k.encode(): v for k, v in encode_entry(e).items()} for e in batch]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from decimal import Decimal
 
@@ -18,16 +19,26 @@ from schemas import (
     decode_entry,
     encode_entry,
 )
-from schemas.jsonschema import SCHEMA_PATH, render
+from schemas.jsonschema import SCHEMA_PATH, build_schema, normalise_descriptions, render
 
 
 def make_event(**overrides: object) -> LiquidationEvent:
     fields: dict[str, object] = dict(
-        tx_hash="0xe6838c8a3dba3578e7fd044214d3e2020481006fd8bd544a8a4c37dcfcbe0f63", coin="xyz:CRWV",
-        liquidation_side="short", price=Decimal("116.86"), size=Decimal("2.47"), value_usd=Decimal("288.6442"),
-        liquidated_user="0xbb8b801eeddaa7061ae171041ec77516313f2921", timestamp=1786628572099, method="market",
-        mark_price=Decimal("116.84"), tids=(711626751774561,), fills=1,
-        observed_via=("0x654086857e1fad6dcf05cf6695cce51ea3984268",), source="fills", detected_at=1786628573000,
+        tx_hash="0xe6838c8a3dba3578e7fd044214d3e2020481006fd8bd544a8a4c37dcfcbe0f63",
+        coin="xyz:CRWV",
+        liquidation_side="short",
+        price=Decimal("116.86"),
+        size=Decimal("2.47"),
+        value_usd=Decimal("288.6442"),
+        liquidated_user="0xbb8b801eeddaa7061ae171041ec77516313f2921",
+        timestamp=1786628572099,
+        method="market",
+        mark_price=Decimal("116.84"),
+        tids=(711626751774561,),
+        fills=1,
+        observed_via=("0x654086857e1fad6dcf05cf6695cce51ea3984268",),
+        source="fills",
+        detected_at=1786628573000,
     )
     fields.update(overrides)
     return LiquidationEvent(**fields)  # type: ignore[arg-type]
@@ -75,14 +86,23 @@ def test_unknown_type_newer_version_and_garbage_are_told_apart() -> None:
 
 def test_amounts_are_never_floats() -> None:
     with pytest.raises(msgspec.ValidationError):
-        msgspec.json.decode(
-            msgspec.json.encode(make_event()).replace(b'"2.47"', b'{"x":1}'), type=LiquidationEvent
-        )
+        msgspec.json.decode(msgspec.json.encode(make_event()).replace(b'"2.47"', b'{"x":1}'), type=LiquidationEvent)
     assert b"288.6442" in msgspec.json.encode(make_event())
 
 
 def test_json_schema_file_is_up_to_date() -> None:
     assert SCHEMA_PATH.read_bytes() == render(), "schemas/event.schema.json is stale: run python -m schemas.jsonschema"
+
+
+def test_json_schema_is_the_same_whether_msgspec_dedents_docstrings_or_not() -> None:
+    """msgspec 0.19-0.22 copy docstrings verbatim, 0.23 dedents them: both must give the committed bytes."""
+    raw = {"$defs": {name: {"description": cls.__doc__} for name, cls in (("A", AdlEvent), ("L", LiquidationEvent))}}
+    dedented = {"$defs": {n: {"description": inspect.cleandoc(d["description"])} for n, d in raw["$defs"].items()}}
+    assert "\n    " in str(AdlEvent.__doc__)  # the raw form really is indented
+    assert normalise_descriptions(raw) == normalise_descriptions(dedented) == dedented
+    committed = json.loads(SCHEMA_PATH.read_text())
+    assert committed["$defs"]["AdlEvent"]["description"] == inspect.cleandoc(str(AdlEvent.__doc__))
+    assert normalise_descriptions(build_schema()) == build_schema()
 
 
 def test_json_schema_describes_every_field_with_decimal_strings() -> None:
@@ -99,10 +119,19 @@ def test_json_schema_describes_every_field_with_decimal_strings() -> None:
 
 def make_adl(**overrides: object) -> AdlEvent:
     fields: dict[str, object] = dict(
-        tx_hash="0x922ada1583e0175a93a4042d3a6101010100f1fb1ee3362c35f3856842e3f145", coin="AVAX",
-        price=Decimal("22.075"), size=Decimal("28.53"), value_usd=Decimal("629.79975"), timestamp=1760130964831,
-        mark_price=Decimal("22.025"), tids=(771334864158847,), fills=1, source="node", observed_via=("node",),
-        deleveraged_user="0xe92d2041199b18f611b137457f3acee8bedb22d3", position_side="short",
+        tx_hash="0x922ada1583e0175a93a4042d3a6101010100f1fb1ee3362c35f3856842e3f145",
+        coin="AVAX",
+        price=Decimal("22.075"),
+        size=Decimal("28.53"),
+        value_usd=Decimal("629.79975"),
+        timestamp=1760130964831,
+        mark_price=Decimal("22.025"),
+        tids=(771334864158847,),
+        fills=1,
+        source="node",
+        observed_via=("node",),
+        deleveraged_user="0xe92d2041199b18f611b137457f3acee8bedb22d3",
+        position_side="short",
         liquidated_user="0x2e3d94f0562703b25c83308a05046ddaf9a8dd14",
     )
     fields.update(overrides)
@@ -126,7 +155,11 @@ def test_adl_events_do_not_break_readers_of_the_first_schema() -> None:
 
 
 def test_adl_and_liquidation_keys_never_collide() -> None:
-    same_parties = make_adl(deleveraged_user=make_event().liquidated_user, tx_hash=make_event().tx_hash,
-                            coin=make_event().coin, timestamp=make_event().timestamp)
+    same_parties = make_adl(
+        deleveraged_user=make_event().liquidated_user,
+        tx_hash=make_event().tx_hash,
+        coin=make_event().coin,
+        timestamp=make_event().timestamp,
+    )
     assert same_parties.key != make_event().key
     assert same_parties.key.startswith("adl|")

@@ -33,15 +33,25 @@ YEARS = 10 * 365 * 24 * 3600.0
 
 def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> ProducerConfig:
     base = ProducerConfig(
-        redis_url=REDIS_URL, api_url=fake.url, watchlist=DEMO_WATCHLIST, stream=stream, lookback=YEARS,
-        poll_interval=0.05, http_attempts=2, weight_per_minute=1_000_000,
+        redis_url=REDIS_URL,
+        api_url=fake.url,
+        watchlist=DEMO_WATCHLIST,
+        stream=stream,
+        lookback=YEARS,
+        poll_interval=0.05,
+        http_attempts=2,
+        weight_per_minute=1_000_000,
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def make_producer(config: ProducerConfig) -> Producer:
-    client = HyperliquidClient(config.api_url, timeout=2, retry=RetryPolicy(attempts=config.http_attempts,
-                               base_delay=0.01, max_delay=0.02), rng=random.Random(1))
+    client = HyperliquidClient(
+        config.api_url,
+        timeout=2,
+        retry=RetryPolicy(attempts=config.http_attempts, base_delay=0.01, max_delay=0.02),
+        rng=random.Random(1),
+    )
     return Producer(config, client=client)
 
 
@@ -61,7 +71,9 @@ def adl_truth(scenario: Scenario, watchlist: Iterable[str]) -> set[tuple[str, st
     """(hash, coin, deleveraged user) of the ADL fills on watched addresses."""
     return {
         (f["hash"], f["coin"], address.lower())
-        for address in watchlist for f in scenario.fills.get(address.lower(), ()) if f["dir"] == "Auto-Deleveraging"
+        for address in watchlist
+        for f in scenario.fills.get(address.lower(), ())
+        if f["dir"] == "Auto-Deleveraging"
     }
 
 
@@ -81,7 +93,12 @@ def assert_matches_truth(
     for key, t in expected.items():
         e = by_key[key]
         assert (e.liquidation_side, e.method, e.size, e.value_usd, set(e.tids), e.timestamp) == (
-            t.side, t.method, t.size, t.value_usd, set(t.tids), t.timestamp
+            t.side,
+            t.method,
+            t.size,
+            t.value_usd,
+            set(t.tids),
+            t.timestamp,
         ), key
         assert e.mark_price == Decimal(t.mark_price)
 
@@ -115,8 +132,9 @@ async def test_one_poll_publishes_every_visible_liquidation_once(
     requests = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == DEMO_BUSY]
     pages = requests[:3]
     assert len(requests) > 3 and requests[3]["startTime"] == min(e.timestamp for e in all_events)
-    assert pages[1]["startTime"] == max(f["time"] for f in sorted(
-        scenario.fills[DEMO_BUSY], key=lambda f: (f["time"], f["tid"]))[:2000])
+    assert pages[1]["startTime"] == max(
+        f["time"] for f in sorted(scenario.fills[DEMO_BUSY], key=lambda f: (f["time"], f["tid"]))[:2000]
+    )
 
 
 async def test_a_restarted_producer_resumes_from_its_watermarks(
@@ -229,8 +247,11 @@ async def test_an_address_failing_for_too_long_no_longer_holds_the_others_back(
     finally:
         await producer.close()
     assert "publishing without it" in caplog.text
-    reachable = [t for t in scenario.visible_from(DEMO_WATCHLIST) if t.key not in
-                 {v.key for v in scenario.visible_from([HLP_LIQUIDATOR])}]
+    reachable = [
+        t
+        for t in scenario.visible_from(DEMO_WATCHLIST)
+        if t.key not in {v.key for v in scenario.visible_from([HLP_LIQUIDATOR])}
+    ]
     published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
     assert published == {t.key for t in reachable}
 
@@ -247,7 +268,9 @@ async def test_trades_source_publishes_the_liquidator_trades(fake_hl: FakeHyperl
     vaults = set(LIQUIDATOR_VAULTS)
     expected = sorted(
         (t["coin"], t["hash"], "long" if t["users"][0] in vaults else "short", Decimal(t["sz"]))
-        for trades in scenario.trades.values() for t in trades[:10] if vaults & set(t["users"])
+        for trades in scenario.trades.values()
+        for t in trades[:10]
+        if vaults & set(t["users"])
     )
     assert len(expected) >= 2
     events = await stream_events(stream)

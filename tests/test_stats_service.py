@@ -27,14 +27,18 @@ def redis(redis_client: Redis) -> Redis:
 def config(stream: str, consumer: str, group: str = "stats", **kw: object) -> StatsConfig:
     return StatsConfig(
         consumer=ConsumerConfig(stream=stream, group=group, consumer=consumer, settings=SETTINGS),
-        interval_s=3600, **kw,  # type: ignore[arg-type]
+        interval_s=3600,
+        **kw,  # type: ignore[arg-type]
     )
 
 
 async def publish(redis: Redis, stream: str, n: int, seed: int = 0) -> list[LiquidationEvent]:
     events = [
-        make_event(coin=("BTC", "ETH", "SOL")[i % 3], liquidation_side=("long", "short")[i % 2],
-                   value_usd=Decimal(f"{1000 + seed + i}.{i:02d}"))
+        make_event(
+            coin=("BTC", "ETH", "SOL")[i % 3],
+            liquidation_side=("long", "short")[i % 2],
+            value_usd=Decimal(f"{1000 + seed + i}.{i:02d}"),
+        )
         for i in range(n)
     ]
     async with redis.pipeline(transaction=False) as pipe:
@@ -90,8 +94,14 @@ async def test_entries_left_pending_by_a_dead_aggregator_are_not_counted_twice(r
     async def dies_holding(batch: list[Event]) -> None:
         await hang.wait()
 
-    doomed = Runner(redis, stream=stream, group="stats", consumer="doomed", batch_handler=dies_holding,
-                    settings=RunnerSettings(block_ms=100, count=10, group_start="0"))
+    doomed = Runner(
+        redis,
+        stream=stream,
+        group="stats",
+        consumer="doomed",
+        batch_handler=dies_holding,
+        settings=RunnerSettings(block_ms=100, count=10, group_start="0"),
+    )
     doomed_task = asyncio.create_task(doomed.run())
     await wait_until(lambda: _pending_is(redis, stream, 10), message="the doomed aggregator holds a batch")
     doomed_task.cancel()
@@ -120,13 +130,18 @@ async def test_replicas_split_the_work_and_say_their_view_is_partial(redis: Redi
     tasks = [await start(s) for s in (*replicas, full)]
     await wait_until(lambda: _both_registered(redis, stream), message="both replicas read")
     events = await publish(redis, stream, 200)
-    await wait_until(lambda: sum(r.totals.count for r in replicas) == 200 and full.totals.count == 200,
-                     message="every event counted once per group")
+    await wait_until(
+        lambda: sum(r.totals.count for r in replicas) == 200 and full.totals.count == 200,
+        message="every event counted once per group",
+    )
     snapshots = [await s.snapshot() for s in (*replicas, full)]
     for s, t in zip((*replicas, full), tasks, strict=True):
         await stop(s, t)
     assert [snap["view"]["note"] for snap in snapshots] == [
-        "partial view: 1 of 2 consumers", "partial view: 1 of 2 consumers", "full view"]
+        "partial view: 1 of 2 consumers",
+        "partial view: 1 of 2 consumers",
+        "full view",
+    ]
     assert sum(Decimal(s["totals"]["value_usd"]) for s in snapshots[:2]) == sum(e.value_usd for e in events)
     assert_totals(full, events)
 

@@ -30,8 +30,15 @@ def random_events(n: int, *, seed: int = 7, span_ms: int = 3_600_000) -> list[Li
 
 def adl(value: str, timestamp: int = NOW) -> AdlEvent:
     return AdlEvent(
-        tx_hash="0x" + "ab" * 32, coin="BTC", price=Decimal(1), size=Decimal(1), value_usd=Decimal(value),
-        timestamp=timestamp, deleveraged_user="0x" + "1" * 40, position_side="short", liquidated_user="0x" + "2" * 40,
+        tx_hash="0x" + "ab" * 32,
+        coin="BTC",
+        price=Decimal(1),
+        size=Decimal(1),
+        value_usd=Decimal(value),
+        timestamp=timestamp,
+        deleveraged_user="0x" + "1" * 40,
+        position_side="short",
+        liquidated_user="0x" + "2" * 40,
     )
 
 

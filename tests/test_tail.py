@@ -30,8 +30,14 @@ USER = "0x" + "12" * 20
 
 def liquidation() -> dict[str, bytes]:
     event = make_event(
-        tx_hash=TX, coin="BTC", liquidation_side="long", size=Decimal("12.50"), price=Decimal("97123.4"),
-        value_usd=Decimal("1214042.5"), liquidated_user=USER, timestamp=1_732_495_402_000,
+        tx_hash=TX,
+        coin="BTC",
+        liquidation_side="long",
+        size=Decimal("12.50"),
+        price=Decimal("97123.4"),
+        value_usd=Decimal("1214042.5"),
+        liquidated_user=USER,
+        timestamp=1_732_495_402_000,
     )
     return encode_entry(event)
 
@@ -45,8 +51,19 @@ def cells(row: str) -> list[str]:
 
 def test_a_liquidation_row_reads_at_a_glance_under_its_header() -> None:
     row = format_entry(b"1732495402001-0", liquidation())
-    assert cells(row) == ["2024-11-25", "00:43:22", "UTC", "liquidation", "BTC", "long", "12.5", "97,123.4",
-                          "$1,214,043", USER, "0xabab…abab"]
+    assert cells(row) == [
+        "2024-11-25",
+        "00:43:22",
+        "UTC",
+        "liquidation",
+        "BTC",
+        "long",
+        "12.5",
+        "97,123.4",
+        "$1,214,043",
+        USER,
+        "0xabab…abab",
+    ]
     header = table_header()
     assert cells(header) == [name for name, _, _ in COLUMNS]
     assert row.index(USER) == header.index("user"), "columns line up"
@@ -54,11 +71,26 @@ def test_a_liquidation_row_reads_at_a_glance_under_its_header() -> None:
 
 def test_an_adl_row_shows_the_deleveraged_position() -> None:
     event = AdlEvent(
-        tx_hash=TX, coin="ETH", price=Decimal(3000), size=Decimal("1.5"), value_usd=Decimal(4500),
-        timestamp=1_732_495_402_000, deleveraged_user=USER, position_side="short", liquidated_user="0x" + "99" * 20,
+        tx_hash=TX,
+        coin="ETH",
+        price=Decimal(3000),
+        size=Decimal("1.5"),
+        value_usd=Decimal(4500),
+        timestamp=1_732_495_402_000,
+        deleveraged_user=USER,
+        position_side="short",
+        liquidated_user="0x" + "99" * 20,
     )
     assert cells(format_entry("1-0", encode_entry(event)))[3:] == [
-        "adl", "ETH", "short", "1.5", "3,000", "$4,500", USER, "0xabab…abab"]
+        "adl",
+        "ETH",
+        "short",
+        "1.5",
+        "3,000",
+        "$4,500",
+        USER,
+        "0xabab…abab",
+    ]
 
 
 def test_a_json_line_is_the_id_plus_the_event_as_decode_gives_it_with_amounts_as_strings() -> None:
@@ -109,8 +141,14 @@ def test_a_malformed_entry_raises_for_the_caller_to_skip(fields: dict[bytes, byt
 
 @pytest.mark.parametrize(
     ("start", "after"),
-    [("$", "$"), ("0", "0-0"), ("1732495402000-3", "1732495402000-2"), ("1732495402000-0", "1732495401999-"
-     + str(2**64 - 1)), ("1732495402000", "1732495401999-" + str(2**64 - 1)), ("(1732495402000-3", "1732495402000-3")],
+    [
+        ("$", "$"),
+        ("0", "0-0"),
+        ("1732495402000-3", "1732495402000-2"),
+        ("1732495402000-0", "1732495401999-" + str(2**64 - 1)),
+        ("1732495402000", "1732495401999-" + str(2**64 - 1)),
+        ("(1732495402000-3", "1732495402000-3"),
+    ],
 )
 def test_from_reads_from_an_entry_on_inclusive_unless_asked_otherwise(start: str, after: str) -> None:
     assert read_after(start) == after
@@ -148,8 +186,9 @@ async def test_it_reads_from_the_start_skips_malformed_entries_and_disturbs_no_g
         await redis_client.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
     await redis_client.xgroup_create(stream, "alerter", id="0")
     out = io.StringIO()
-    shown = await follow(redis_client, TailConfig(redis_url=REDIS_URL, stream=stream, start="0", count=3,
-                                                  as_json=True), out)
+    shown = await follow(
+        redis_client, TailConfig(redis_url=REDIS_URL, stream=stream, start="0", count=3, as_json=True), out
+    )
     assert shown == 3
     assert [json.loads(line)["tx_hash"] for line in out.getvalue().splitlines()] == [e.tx_hash for e in events]
     (group,) = await redis_client.xinfo_groups(stream)
@@ -189,8 +228,18 @@ async def test_the_command_prints_json_lines_for_scripts(redis_client: Redis, st
     for event in events:
         await redis_client.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers.tail", "--from", "0", "--count", "2", "--json", cwd=ROOT,
-        env=tail_env(stream), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "consumers.tail",
+        "--from",
+        "0",
+        "--count",
+        "2",
+        "--json",
+        cwd=ROOT,
+        env=tail_env(stream),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err.decode()
@@ -201,8 +250,13 @@ async def test_piping_into_head_exits_cleanly(redis_client: Redis, stream: str) 
     for _ in range(3):
         await redis_client.xadd(stream, encode_entry(make_event()))  # type: ignore[arg-type]
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", f"set -o pipefail; {sys.executable} -m consumers.tail --json --from 0 | head -1",
-        cwd=ROOT, env=tail_env(stream), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "bash",
+        "-c",
+        f"set -o pipefail; {sys.executable} -m consumers.tail --json --from 0 | head -1",
+        cwd=ROOT,
+        env=tail_env(stream),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err.decode()
@@ -212,8 +266,13 @@ async def test_piping_into_head_exits_cleanly(redis_client: Redis, stream: str) 
 
 async def test_sigint_stops_a_live_tail_with_exit_0(stream: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers.tail", cwd=ROOT, env=tail_env(stream),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "consumers.tail",
+        cwd=ROOT,
+        env=tail_env(stream),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     header = await asyncio.wait_for(proc.stdout.readline(), 10)  # following now

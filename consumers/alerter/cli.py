@@ -36,8 +36,12 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
                 overrides = ", ".join(f"{coin} {usd(amount)}" for coin, amount in config.thresholds.per_coin.items())
                 log.info(
                     "alerting on liquidations of at least %s (%s) to %s, at most %d per coin per %g s; %s",
-                    usd(config.thresholds.default), overrides or "no coin overrides", ", ".join(config.sinks),
-                    config.burst, config.cooldown_s, config.consumer.describe(),
+                    usd(config.thresholds.default),
+                    overrides or "no coin overrides",
+                    ", ".join(config.sinks),
+                    config.burst,
+                    config.cooldown_s,
+                    config.consumer.describe(),
                 )
                 try:
                     await runner.run()

@@ -103,7 +103,10 @@ class Delivery:
         else:
             log.error(
                 "alert for %s went to %s but could not be marked as sent: if its entry is redelivered after %d s, "
-                "the alert repeats", key, sink.name, self.claim_ttl_s,
+                "the alert repeats",
+                key,
+                sink.name,
+                self.claim_ttl_s,
             )
         return True
 

@@ -23,7 +23,8 @@ class AlerterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = runner_labels(self.runner)
         sent = CounterMetricFamily(
-            PREFIX + "alerts_sent", "Alerts a sink took, by sink (summaries are counted apart).",
+            PREFIX + "alerts_sent",
+            "Alerts a sink took, by sink (summaries are counted apart).",
             labels=[*LABELS, "sink"],
         )
         for sink in self.alerter.sinks:

@@ -126,12 +126,18 @@ class Alerter:
                 raise failure
         if failures:
             raise AlertNotDelivered(
-                f"alert for {key} not delivered: " + "; ".join(str(f) for f in failures)
+                f"alert for {key} not delivered: "
+                + "; ".join(str(f) for f in failures)
                 + "; the entry stays pending, sinks that succeeded will not repeat it"
             )
         self.counters.alerted += 1
-        log.info("alerted %s %s %s to %s", printable(event.coin), event.liquidation_side, printable(key, limit=200),
-                 ", ".join(s.name for s in unsent))
+        log.info(
+            "alerted %s %s %s to %s",
+            printable(event.coin),
+            event.liquidation_side,
+            printable(key, limit=200),
+            ", ".join(s.name for s in unsent),
+        )
 
     async def send_due_summaries(self, *, final: bool = False) -> None:
         """Send one summary per coin whose held-back alerts waited a whole window (all of them if ``final``)."""
@@ -146,8 +152,12 @@ class Alerter:
         )
         for result in results:
             if isinstance(result, AlertNotDelivered):
-                log.error("summary of %d held-back %s liquidations not delivered: %s", held.count,
-                          printable(held.coin), result)
+                log.error(
+                    "summary of %d held-back %s liquidations not delivered: %s",
+                    held.count,
+                    printable(held.coin),
+                    result,
+                )
             elif isinstance(result, BaseException):
                 raise result
         self.counters.summaries += 1

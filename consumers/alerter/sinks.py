@@ -170,8 +170,11 @@ def _build(
     if name == "telegram":
         assert config.telegram_bot_token is not None and config.telegram_chat_id is not None
         return TelegramSink(
-            session, config.telegram_bot_token, config.telegram_chat_id,
-            api_base=config.telegram_api_base, timeout_s=timeout,
+            session,
+            config.telegram_bot_token,
+            config.telegram_chat_id,
+            api_base=config.telegram_api_base,
+            timeout_s=timeout,
         )
     if name == "discord":
         assert config.discord_webhook_url is not None

@@ -27,7 +27,9 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
             remove_handlers = install_signal_handlers(service.runner.stop)
             log.info(
                 "aggregating; reporting every %g s to stdout and %r; %s",
-                config.interval_s, config.key, config.consumer.describe(),
+                config.interval_s,
+                config.key,
+                config.consumer.describe(),
             )
             if config.rebuild:
                 await service.runner.when_redis_answers(service.rebuild)

@@ -25,20 +25,23 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = runner_labels(self.service.runner)
         counted = CounterMetricFamily(
-            PREFIX + "stats_events_counted", "Events delivered to the group that entered the totals, by type.",
+            PREFIX + "stats_events_counted",
+            "Events delivered to the group that entered the totals, by type.",
             labels=[*LABELS, "type"],
         )
         for kind in sorted({"liquidation", *self.service.counted}):
             counted.add_metric([*labels, kind], self.service.counted[kind])
         yield counted
         duplicates = CounterMetricFamily(
-            PREFIX + "stats_duplicates_ignored", "Events not counted again because their key was seen recently.",
+            PREFIX + "stats_duplicates_ignored",
+            "Events not counted again because their key was seen recently.",
             labels=LABELS,
         )
         duplicates.add_metric(labels, self.service.totals.duplicates)
         yield duplicates
         rebuilt = GaugeMetricFamily(
-            PREFIX + "stats_rebuilt_events", "Events counted from the stream's history when the process started.",
+            PREFIX + "stats_rebuilt_events",
+            "Events counted from the stream's history when the process started.",
             labels=LABELS,
         )
         rebuilt.add_metric(labels, self.service.rebuilt)

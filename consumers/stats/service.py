@@ -93,7 +93,9 @@ class StatsService:
             start = "(" + id_text(last)
         log.info(
             "rebuilt totals from %d events of the stream's history up to %s (%d entries skipped: unknown type or "
-            "undecodable); entries at or before it are not counted again", self.rebuilt, boundary,
+            "undecodable); entries at or before it are not counted again",
+            self.rebuilt,
+            boundary,
             self.rebuild_skipped,
         )
         return self.rebuilt
@@ -139,5 +141,8 @@ class StatsService:
         try:
             await self.report()
         except RedisError as exc:
-            log.error("the final snapshot could not be published (%s); totals were: %s", exc,
-                      json.dumps(self.totals.statistics(int(self._clock() * 1000))))
+            log.error(
+                "the final snapshot could not be published (%s); totals were: %s",
+                exc,
+                json.dumps(self.totals.statistics(int(self._clock() * 1000))),
+            )

@@ -163,7 +163,9 @@ async def run_tail(config: TailConfig, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     redis = connect_tail(config)
     log.info(
-        "following %r at %s from %s%s; Ctrl-C stops", config.stream, redact_url(config.redis_url),
+        "following %r at %s from %s%s; Ctrl-C stops",
+        config.stream,
+        redact_url(config.redis_url),
         "new entries" if config.start == NEW_ONLY else config.start,
         "" if config.count is None else f" until {config.count} events are printed",
     )

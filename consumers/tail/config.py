@@ -78,16 +78,24 @@ def load_tail_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         OPTIONS,
     )
     parser.add_argument(
-        "--from", dest="start", metavar="ID", default=NEW_ONLY,
+        "--from",
+        dest="start",
+        metavar="ID",
+        default=NEW_ONLY,
         help="where to start: $ (new entries only), 0 (the stream's first retained entry), an entry id (it and "
         "what follows), a time in ms since the epoch, or (ID for only what follows ID (default: $)",
     )
     parser.add_argument(
-        "--count", dest="limit", metavar="N", default=None,
+        "--count",
+        dest="limit",
+        metavar="N",
+        default=None,
         help="stop after printing N events (default: follow until SIGINT/SIGTERM)",
     )
     parser.add_argument(
-        "--json", dest="as_json", action="store_true",
+        "--json",
+        dest="as_json",
+        action="store_true",
         help="print one JSON object per line: the entry id and the event as the schema has it (amounts as strings)",
     )
     args = parser.parse_args(argv)

@@ -70,8 +70,15 @@ def event_row(event: Event) -> str:
     else:  # a type added to the schemas after this function was written
         return _generic_row(event_type(event), _encoder.encode(event))
     return _row(
-        utc(event.timestamp), event_type(event), event.coin, side, amount(event.size), amount(event.price),
-        usd(event.value_usd), user, short_tx(event.tx_hash),
+        utc(event.timestamp),
+        event_type(event),
+        event.coin,
+        side,
+        amount(event.size),
+        amount(event.price),
+        usd(event.value_usd),
+        user,
+        short_tx(event.tx_hash),
     )
 
 
@@ -155,4 +162,3 @@ def _row(*cells: str) -> str:
 def _join(cells: Iterable[str]) -> str:
     parts = [f"{cell:{align}{width}}" for cell, (_, width, align) in zip(cells, COLUMNS, strict=True)]
     return " ".join(parts).rstrip()
-

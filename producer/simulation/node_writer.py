@@ -30,8 +30,14 @@ def blocks_from(scenario: Scenario, first_block: int = 758_800_641) -> list[Bloc
     blocks = []
     for number, (time_ms, events) in enumerate(sorted(by_time.items()), start=first_block):
         stamp = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-        blocks.append({"local_time": stamp + "128", "block_time": stamp + "000", "block_number": number,
-                       "events": sorted(events, key=lambda e: e[1]["tid"])})
+        blocks.append(
+            {
+                "local_time": stamp + "128",
+                "block_time": stamp + "000",
+                "block_number": number,
+                "events": sorted(events, key=lambda e: e[1]["tid"]),
+            }
+        )
     return blocks
 
 
@@ -69,7 +75,9 @@ def adl_truth(scenario: Scenario) -> set[tuple[str, str, str]]:
     """(hash, coin, deleveraged user) of every ADL fill."""
     return {
         (fill["hash"], fill["coin"], address)
-        for address, fills in scenario.fills.items() for fill in fills if fill["dir"] == ADL_DIR
+        for address, fills in scenario.fills.items()
+        for fill in fills
+        if fill["dir"] == ADL_DIR
     }
 
 

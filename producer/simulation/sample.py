@@ -48,8 +48,9 @@ def build_sample() -> Scenario:
             b.market_liquidation(coin="BTC", side="long", makers=makers[:3], tx_hash=tx, time_ms=at)
             b.market_liquidation(coin="ETH", side="long", makers=makers[3:5], tx_hash=tx, time_ms=at)
         elif i % 37 == 0:  # a whale
-            b.market_liquidation(coin="BTC", side=side, makers=makers[:4], sizes=["4.2", "3.1", "2.75", "1.9"],
-                                 time_ms=at)
+            b.market_liquidation(
+                coin="BTC", side=side, makers=makers[:4], sizes=["4.2", "3.1", "2.75", "1.9"], time_ms=at
+            )
         else:
             b.market_liquidation(coin=coin, side=side, makers=makers[i % 6 : i % 6 + 3], time_ms=at)
         if i > 200 and i % 9 == 0:  # the backstop is exhausted: profitable shorts are deleveraged

@@ -405,8 +405,20 @@ class ScenarioBuilder:
 
     # ----------------------------------------------------------------- events
     def _add_own_leg(
-        self, user: str, *, coin: str, px: Decimal, sz: Decimal, side: str, time_ms: int, start: Decimal,
-        tx_hash: str, oid: int, fee: str, tid: int, liquidation: dict[str, Any],
+        self,
+        user: str,
+        *,
+        coin: str,
+        px: Decimal,
+        sz: Decimal,
+        side: str,
+        time_ms: int,
+        start: Decimal,
+        tx_hash: str,
+        oid: int,
+        fee: str,
+        tid: int,
+        liquidation: dict[str, Any],
     ) -> None:
         """The liquidated user's own fill of one trade: it closes the position (sells a long, buys a short)."""
         self._add_fill(
@@ -489,8 +501,18 @@ class ScenarioBuilder:
             tid = self._tid()
             notional = price * sz
             self._add_own_leg(
-                user, coin=coin, px=price, sz=sz, side=side, time_ms=when, start=sign * remaining, tx_hash=tx_hash,
-                oid=user_oid, fee=self._fee(notional, taker=True), tid=tid, liquidation=liquidation,
+                user,
+                coin=coin,
+                px=price,
+                sz=sz,
+                side=side,
+                time_ms=when,
+                start=sign * remaining,
+                tx_hash=tx_hash,
+                oid=user_oid,
+                fee=self._fee(notional, taker=True),
+                tid=tid,
+                liquidation=liquidation,
             )
             remaining -= sz
             direction, start, closing = self._trade_dir(maker, coin, maker_letter, sz)
@@ -560,8 +582,18 @@ class ScenarioBuilder:
         user_letter, vault_letter = ("A", "B") if side == "long" else ("B", "A")
         sign = Decimal(1) if side == "long" else Decimal(-1)
         self._add_own_leg(
-            user, coin=coin, px=price, sz=sz, side=side, time_ms=when, start=sign * sz, tx_hash=tx_hash,
-            oid=self._oid(), fee="0.0", tid=tid, liquidation=liquidation,
+            user,
+            coin=coin,
+            px=price,
+            sz=sz,
+            side=side,
+            time_ms=when,
+            start=sign * sz,
+            tx_hash=tx_hash,
+            oid=self._oid(),
+            fee="0.0",
+            tid=tid,
+            liquidation=liquidation,
         )
         self._positions[(user, coin)] = Decimal(0)
         vault_start = self._positions.get((vault, coin), Decimal(0))

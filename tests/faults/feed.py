@@ -87,7 +87,8 @@ class Feed:
         self.expected = self._truth()
         self._fills = sorted(
             (fill["time"], fill["tid"], address, fill)
-            for address, fills in self.scenario.fills.items() for fill in fills
+            for address, fills in self.scenario.fills.items()
+            for fill in fills
         )
 
     @property
@@ -119,8 +120,13 @@ class Feed:
             elif roll < 0.55 and self.shared:
                 tx, user = b.new_hash(), b.address()
                 b.market_liquidation(coin=coin, side=side, user=user, makers=[rng.choice(self.makers)], tx_hash=tx)
-                b.market_liquidation(coin=rng.choice([c for c in COINS if c != coin]), side=side, user=user,
-                                     makers=[rng.choice(self.makers), b.address()], tx_hash=tx)
+                b.market_liquidation(
+                    coin=rng.choice([c for c in COINS if c != coin]),
+                    side=side,
+                    user=user,
+                    makers=[rng.choice(self.makers), b.address()],
+                    tx_hash=tx,
+                )
                 visible += 2
             elif roll < 0.7:
                 b.backstop_liquidation(coin=coin, side=side, vault=rng.choice(self.vaults))
@@ -222,10 +228,18 @@ def _add_malformed_fills(scenario: Scenario, rng: random.Random, makers: Sequenc
             continue
         template = dict(fills[len(fills) // 2])
         template.pop("liquidation", None)
-        broken = {**template, "tid": rng.randint(2 * 10**15, 3 * 10**15), "hash": "0x" + "ab" * 32,
-                  "liquidation": {"liquidatedUser": 12345, "markPx": {"px": "1"}, "method": None}}
-        noisy = {**template, "tid": rng.randint(3 * 10**15, 4 * 10**15), "hash": "0x" + "cd" * 32,
-                 "someNewField": {"nested": ["\x00\x1b[2J", "\u202e" * 100, "x" * 50_000]},
-                 "dir": "Open Long\r\nINFO forged"}
+        broken = {
+            **template,
+            "tid": rng.randint(2 * 10**15, 3 * 10**15),
+            "hash": "0x" + "ab" * 32,
+            "liquidation": {"liquidatedUser": 12345, "markPx": {"px": "1"}, "method": None},
+        }
+        noisy = {
+            **template,
+            "tid": rng.randint(3 * 10**15, 4 * 10**15),
+            "hash": "0x" + "cd" * 32,
+            "someNewField": {"nested": ["\x00\x1b[2J", "\u202e" * 100, "x" * 50_000]},
+            "dir": "Open Long\r\nINFO forged",
+        }
         fills.extend([broken, noisy])
         fills.sort(key=lambda f: (f["time"], f["tid"]))

@@ -107,9 +107,11 @@ class StreamAudit:
 
     def describe(self, limit: int = 5) -> str:
         repeated = [k for k, n in self.keys.items() if n > 1]
-        return (f"{self.entries} entries, {self.duplicates} duplicates {repeated[:limit]}, lost {self.lost[:limit]}, "
-                f"invented {self.invented[:limit]}, mismatched {self.mismatched[:limit]}, "
-                f"undecodable {self.undecodable}")
+        return (
+            f"{self.entries} entries, {self.duplicates} duplicates {repeated[:limit]}, lost {self.lost[:limit]}, "
+            f"invented {self.invented[:limit]}, mismatched {self.mismatched[:limit]}, "
+            f"undecodable {self.undecodable}"
+        )
 
 
 def mismatch(event: Event, want: Expected) -> str | None:
@@ -120,9 +122,11 @@ def mismatch(event: Event, want: Expected) -> str | None:
     got = (event.liquidation_side, event.method, event.size, event.value_usd, set(event.tids), event.timestamp)
     if got == (t.side, t.method, t.size, t.value_usd, set(t.tids), t.timestamp):
         return None
-    return (f"{want.key}: published {event.liquidation_side} {event.method} size {event.size} value "
-            f"{event.value_usd} tids {sorted(event.tids)}; truth {t.side} {t.method} size {t.size} "
-            f"value {t.value_usd} tids {sorted(t.tids)}")
+    return (
+        f"{want.key}: published {event.liquidation_side} {event.method} size {event.size} value "
+        f"{event.value_usd} tids {sorted(event.tids)}; truth {t.side} {t.method} size {t.size} "
+        f"value {t.value_usd} tids {sorted(t.tids)}"
+    )
 
 
 async def audit_stream(client: aioredis.Redis, stream: str, expected: Mapping[str, Expected]) -> StreamAudit:
@@ -148,8 +152,9 @@ async def audit_stream(client: aioredis.Redis, stream: str, expected: Mapping[st
     return audit
 
 
-async def wait_published(client: aioredis.Redis, stream: str, keys: Iterable[str], *, within: float,
-                         what: str = "the events shown so far") -> float:
+async def wait_published(
+    client: aioredis.Redis, stream: str, keys: Iterable[str], *, within: float, what: str = "the events shown so far"
+) -> float:
     """Seconds until every key is in the stream."""
     wanted = set(keys)
 
@@ -163,8 +168,7 @@ async def wait_published(client: aioredis.Redis, stream: str, keys: Iterable[str
             return f"Redis is unreachable: {exc}"
         return f"{len(wanted - have)} of {len(wanted)} still missing"
 
-    return await wait_for(complete, within=within, what=f"{what} ({len(wanted)} events) in the stream",
-                          detail=missing)
+    return await wait_for(complete, within=within, what=f"{what} ({len(wanted)} events) in the stream", detail=missing)
 
 
 # --- the consumer groups ---------------------------------------------------------------------------------------
@@ -198,8 +202,10 @@ async def describe_groups(client: aioredis.Redis, stream: str) -> str:
         return f"Redis is unreachable: {exc}"
     lines = [f"stream last id {last}"]
     for name, s in states.items():
-        lines.append(f"group {name}: pending {s['pending']} last-delivered {_text(s['last-delivered-id'])} "
-                     f"lag {s.get('lag')} consumers {s['consumers']}")
+        lines.append(
+            f"group {name}: pending {s['pending']} last-delivered {_text(s['last-delivered-id'])} "
+            f"lag {s.get('lag')} consumers {s['consumers']}"
+        )
     return "\n".join(lines)
 
 
@@ -270,8 +276,18 @@ def as_expected(events: Iterable[Event]) -> dict[str, Expected]:
     out: dict[str, Expected] = {}
     for e in events:
         if isinstance(e, LiquidationEvent):
-            truth = ExpectedLiquidation(e.tx_hash, e.coin, e.liquidated_user, e.liquidation_side, e.method, e.size,
-                                        e.value_usd, frozenset(e.tids), e.timestamp, str(e.mark_price))
+            truth = ExpectedLiquidation(
+                e.tx_hash,
+                e.coin,
+                e.liquidated_user,
+                e.liquidation_side,
+                e.method,
+                e.size,
+                e.value_usd,
+                frozenset(e.tids),
+                e.timestamp,
+                str(e.mark_price),
+            )
             out[e.key] = Expected(e.key, "liquidation", e.timestamp, truth)
         else:
             out[e.key] = Expected(e.key, "adl", e.timestamp)
@@ -296,8 +312,12 @@ async def settle(
     await wait_published(client, stream, expected, within=within, what="every expected event")
     audit = await audit_stream(client, stream, expected)
     groups = list(groups)
-    await wait_for(lambda: groups_caught_up(client, stream, groups), within=within,
-                   what=f"groups {groups} to process every entry", detail=lambda: describe_groups(client, stream))
+    await wait_for(
+        lambda: groups_caught_up(client, stream, groups),
+        within=within,
+        what=f"groups {groups} to process every entry",
+        detail=lambda: describe_groups(client, stream),
+    )
     assert await dead_letters(client, stream) == 0, "entries were dead-lettered"
     in_stream = as_expected(audit.events)
     for key in stats_keys:
@@ -320,8 +340,9 @@ async def assert_delivered(
     within: float = 60.0,
 ) -> StreamAudit:
     """Invariants 1 to 4: :func:`settle`, and the stream equals the truth."""
-    audit = await settle(client, stream, expected, groups=groups, stats_keys=stats_keys, alert_sink=alert_sink,
-                         within=within)
+    audit = await settle(
+        client, stream, expected, groups=groups, stats_keys=stats_keys, alert_sink=alert_sink, within=within
+    )
     assert audit.clean, audit.describe()
     return audit
 
@@ -342,17 +363,34 @@ class Figures:
     """Published with amounts, side or trades other than the truth's."""
 
     @classmethod
-    def from_audit(cls, scenario: str, expected: Mapping[str, Expected], audit: StreamAudit,
-                   recovery_s: float | None = None, **notes: object) -> Figures:
-        return cls(scenario, len(expected), len(audit.keys), audit.duplicates, len(audit.lost),
-                   len(audit.invented), recovery_s, dict(notes), len(audit.mismatched))
+    def from_audit(
+        cls,
+        scenario: str,
+        expected: Mapping[str, Expected],
+        audit: StreamAudit,
+        recovery_s: float | None = None,
+        **notes: object,
+    ) -> Figures:
+        return cls(
+            scenario,
+            len(expected),
+            len(audit.keys),
+            audit.duplicates,
+            len(audit.lost),
+            len(audit.invented),
+            recovery_s,
+            dict(notes),
+            len(audit.mismatched),
+        )
 
     def line(self) -> str:
         recovery = "-" if self.recovery_s is None else f"{self.recovery_s:.1f}"
         notes = "".join(f" {k}={v}" for k, v in self.notes.items())
-        return (f"FIGURES {self.scenario}: expected={self.expected} published={self.published} "
-                f"duplicates={self.duplicates} lost={self.lost} invented={self.invented} "
-                f"mismatched={self.mismatched} recovery_s={recovery}{notes}")
+        return (
+            f"FIGURES {self.scenario}: expected={self.expected} published={self.published} "
+            f"duplicates={self.duplicates} lost={self.lost} invented={self.invented} "
+            f"mismatched={self.mismatched} recovery_s={recovery}{notes}"
+        )
 
     def emit(self) -> None:
         """Print the line (``pytest -s`` or ``-rP`` shows it); also append it to ``$FAULT_FIGURES`` if set."""

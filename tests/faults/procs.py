@@ -21,8 +21,19 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_OUR_VARIABLES = ("HL_", "LIQ_", "REDIS_URL", "ALERT_", "STATS_", "METRICS_", "HEALTH_", "LOG_LEVEL", "TELEGRAM_",
-                  "DISCORD_", "SLACK_")
+_OUR_VARIABLES = (
+    "HL_",
+    "LIQ_",
+    "REDIS_URL",
+    "ALERT_",
+    "STATS_",
+    "METRICS_",
+    "HEALTH_",
+    "LOG_LEVEL",
+    "TELEGRAM_",
+    "DISCORD_",
+    "SLACK_",
+)
 """Prefixes of the settings our processes read: never inherited from the developer's shell."""
 
 
@@ -48,7 +59,14 @@ class Proc:
         out, err = self.out_path.open("ab"), self.err_path.open("ab")
         self._files = [out, err]
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, *self.args, cwd=ROOT, env=self.env, stdout=out, stderr=err,
+            sys.executable,
+            "-m",
+            self.module,
+            *self.args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=err,
         )
         self.started_at = time.monotonic()
         self.meant = ""

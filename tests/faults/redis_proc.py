@@ -39,16 +39,45 @@ def make_tls_files(directory: Path) -> TlsFiles:
     if openssl is None:
         pytest.fail("openssl is not installed: it makes the TLS scenario's certificates")
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr",
-                                                          "server.crt"))
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
     ext = directory / "san.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     steps = [
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
-         "-subj", "/CN=liquidation-stream test CA"],
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=liquidation-stream test CA",
+        ],
         [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-        [openssl, "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
-         "-days", "1", "-extfile", ext],
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-extfile",
+            ext,
+        ],
     ]
     for step in steps:
         subprocess.run([str(part) for part in step], check=True, capture_output=True, timeout=60)
@@ -105,14 +134,36 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; .ci/run installs it")
-        argv = [binary, "--bind", "127.0.0.1", "--dir", str(self.workdir), "--save", "",
-                "--logfile", str(self.workdir / "redis.log"), "--appendonly", "yes" if self.aof else "no"]
+        argv = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            "--appendonly",
+            "yes" if self.aof else "no",
+        ]
         if self.aof:
             argv += ["--appendfsync", self.fsync]
         if self.tls is not None:
-            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
-                     "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
-                     "--tls-auth-clients", "no"]
+            argv += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "no",
+            ]
         else:
             argv += ["--port", str(self.port)]
         if self.password is not None:

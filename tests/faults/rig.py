@@ -71,19 +71,32 @@ class Rig:
 
     def producer_env(self, watchlist: Sequence[str], **overrides: str) -> dict[str, str]:
         env = {
-            "REDIS_URL": self.redis_url, "HL_API_URL": self.exchange.url, "LIQ_STREAM": self.stream,
-            "HL_WATCHLIST": ",".join(watchlist), "HL_LOOKBACK": TEN_YEARS_S,
-            "HL_WEIGHT_PER_MINUTE": "1000000", "HL_POLL_INTERVAL": "0.2", "HL_HTTP_TIMEOUT": "2",
-            "HL_HTTP_ATTEMPTS": "3", "LOG_LEVEL": "INFO",
+            "REDIS_URL": self.redis_url,
+            "HL_API_URL": self.exchange.url,
+            "LIQ_STREAM": self.stream,
+            "HL_WATCHLIST": ",".join(watchlist),
+            "HL_LOOKBACK": TEN_YEARS_S,
+            "HL_WEIGHT_PER_MINUTE": "1000000",
+            "HL_POLL_INTERVAL": "0.2",
+            "HL_HTTP_TIMEOUT": "2",
+            "HL_HTTP_ATTEMPTS": "3",
+            "LOG_LEVEL": "INFO",
         }
         env.update(overrides)
         return env
 
     def consumer_env(self, name: str, group: str, **overrides: str) -> dict[str, str]:
         env = {
-            "REDIS_URL": self.redis_url, "LIQ_STREAM": self.stream, "LIQ_GROUP": group, "LIQ_CONSUMER": name,
-            "LIQ_BLOCK_MS": "500", "LIQ_CLAIM_IDLE_MS": "3000", "LIQ_RETRY_DELAY_MS": "200",
-            "LIQ_GROUP_START": "0", "LIQ_COUNT": "50", "LOG_LEVEL": "INFO",
+            "REDIS_URL": self.redis_url,
+            "LIQ_STREAM": self.stream,
+            "LIQ_GROUP": group,
+            "LIQ_CONSUMER": name,
+            "LIQ_BLOCK_MS": "500",
+            "LIQ_CLAIM_IDLE_MS": "3000",
+            "LIQ_RETRY_DELAY_MS": "200",
+            "LIQ_GROUP_START": "0",
+            "LIQ_COUNT": "50",
+            "LOG_LEVEL": "INFO",
         }
         env.update(overrides)
         return env
@@ -102,9 +115,17 @@ class Rig:
         return await self.start(name, "consumers.stats", env)
 
     async def start_alerter(self, name: str, group: str = "alerter", **overrides: str) -> Proc:
-        env = self.consumer_env(name, group, ALERT_THRESHOLD_USD="0", ALERT_BURST="1000000", ALERT_COOLDOWN_S="1",
-                                ALERT_SINKS="stdout", ALERT_SINK_ATTEMPTS="2", ALERT_SINK_BACKOFF_MS="100",
-                                ALERT_SINK_TIMEOUT_S="2")
+        env = self.consumer_env(
+            name,
+            group,
+            ALERT_THRESHOLD_USD="0",
+            ALERT_BURST="1000000",
+            ALERT_COOLDOWN_S="1",
+            ALERT_SINKS="stdout",
+            ALERT_SINK_ATTEMPTS="2",
+            ALERT_SINK_BACKOFF_MS="100",
+            ALERT_SINK_TIMEOUT_S="2",
+        )
         env.update(overrides)
         return await self.start(name, "consumers.alerter", env)
 
@@ -119,7 +140,8 @@ class Rig:
         codes = {proc.name: await proc.wait(within) for proc in alive}
         bad = {name: code for name, code in codes.items() if code != 0}
         assert not bad, f"processes exited non-zero after SIGTERM: {bad}\n" + "\n".join(
-            p.tail() for p in alive if p.name in bad)
+            p.tail() for p in alive if p.name in bad
+        )
         return codes
 
     def crashes(self) -> list[str]:
