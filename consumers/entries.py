@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
+
+from schemas.stream import Fields as Fields  # an entry's fields; empty when it was trimmed while it was pending
 
 EntryId = bytes | str
 """An entry id as the client returns it: bytes, or str when the client decodes responses."""
-
-Fields = Mapping[bytes | str, bytes | str]
-"""An entry's fields; empty when the entry was deleted (trimmed) while it was pending."""
 
 Entry = tuple[EntryId, Fields]
 

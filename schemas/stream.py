@@ -15,11 +15,18 @@ field     meaning
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
 from schemas.errors import MalformedEntry, UnknownEventType, UnsupportedVersion
 from schemas.events import EVENT_TYPES, SCHEMA_VERSION, Event
+
+Fields = Mapping[Any, bytes | str]
+"""An entry's fields, named by bytes or by str (as the client returns them, or as :func:`encode_entry` writes them).
+
+The names are ``Any`` because a mapping's key type is invariant: ``Mapping[bytes | str, ...]`` would refuse the
+``dict[bytes, bytes]`` a client returns and the ``dict[str, bytes]`` of :func:`encode_entry`."""
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
@@ -42,14 +49,14 @@ def encode_entry(event: Event) -> dict[str, bytes]:
     }
 
 
-def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes:
+def _field(fields: Fields, name: str) -> bytes:
     value = fields.get(name.encode(), fields.get(name))
     if value is None:
         raise MalformedEntry(f"entry has no {name!r} field")
     return value.encode() if isinstance(value, str) else value
 
 
-def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> Event:
+def decode_entry(fields: Fields) -> Event:
     """Read an entry written by :func:`encode_entry` (or by any producer that honours the contract).
 
     Raises :class:`UnknownEventType` for a type this version does not know (a newer producer's; skip it),
