@@ -19,6 +19,7 @@ from consumers.errors import AlertNotDelivered
 from consumers.options import Secret
 from consumers.testing import FakeWebhooks, make_event, wait_until
 from schemas import AdlEvent, Event, encode_entry
+from tests.faults.invariants import raw_entries
 
 TOKEN = "987654:SECRET-bot-token"
 RUNNER = RunnerSettings(block_ms=100, count=10, claim_idle_ms=5_000, retry_delay_ms=50, group_start="0")
@@ -174,5 +175,5 @@ async def test_secrets_stay_out_of_the_logs_all_the_way_to_the_dead_letter(
     await task
     assert "HTTP 500" in caplog.text
     assert "SECRET" not in caplog.text
-    [(_, letter)] = await redis.xrange(f"{stream}:dead")
+    [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
     assert letter[b"reason"].startswith(b"max_deliveries")

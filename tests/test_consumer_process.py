@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 from consumers.entries import id_tuple
 from consumers.testing import make_event, wait_until
 from schemas import encode_entry
+from tests.faults.invariants import raw_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -116,7 +117,9 @@ async def test_sigterm_mid_stream_stops_the_alerter_without_losing_or_repeating(
     pending = await redis_client.xpending_range(stream, "alerter", min="-", max="+", count=1000)
     pending_ids = {row["message_id"] for row in pending}
     last = id_tuple((await group_state(redis_client, stream, "alerter"))["last-delivered-id"])  # type: ignore[arg-type]
-    entries = [(i, json.loads(fields[b"data"])["tx_hash"]) for i, fields in await redis_client.xrange(stream)]
+    entries = [
+        (i, json.loads(fields[b"data"])["tx_hash"]) for i, fields in raw_entries(await redis_client.xrange(stream))
+    ]
     held_back = {tx for entry_id, tx in entries if entry_id in pending_ids}
     unread = {tx for entry_id, tx in entries if id_tuple(entry_id) > last}
     assert not alerted & held_back, "an alerted entry was left unacknowledged"

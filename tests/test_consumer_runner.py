@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from consumers import ConfigError, ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
 from consumers.testing import make_event, wait_until
 from schemas import Event, LiquidationEvent, encode_entry
+from tests.faults.invariants import raw_entries
 
 FAST = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=50, group_start="0")
 
@@ -160,7 +161,9 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_group_keeps_f
     assert r.counters.unknown_type == 1
     assert r.counters.dead_lettered == 4
     assert await group_pending(redis, stream) == 0
-    letters = {fields[b"original_id"].decode(): fields for _, fields in await redis.xrange(f"{stream}:dead")}
+    letters = {
+        fields[b"original_id"].decode(): fields for _, fields in raw_entries(await redis.xrange(f"{stream}:dead"))
+    }
     assert set(letters) == set(poison_ids.values())
     reasons = {name: letters[entry_id][b"reason"].decode() for name, entry_id in poison_ids.items()}
     assert reasons["bad_json"].startswith("malformed: data does not decode")
@@ -201,7 +204,7 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries
     await stop(r, task)
     assert seen.calls[doomed] == 3
     assert len(seen.keys) == 4
-    [(_, letter)] = await redis.xrange(f"{stream}:dead")
+    [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
     assert letter[b"original_id"].decode() == ids[1]
     assert letter[b"reason"] == b"max_deliveries: delivered 4 times, more than the limit of 3"
     assert await group_pending(redis, stream) == 0

@@ -27,6 +27,7 @@ from tests.faults.invariants import (
     dead_letters,
     groups_caught_up,
     mismatch,
+    raw_entries,
     unsent_alerts,
     wait_for,
     wait_stats,
@@ -162,7 +163,7 @@ class StreamTail:
         self.mismatched: list[str] = []
 
     async def read(self) -> None:
-        while page := await self.db.xrange(self.stream, min=self.cursor, max="+", count=5_000):
+        while page := raw_entries(await self.db.xrange(self.stream, min=self.cursor, max="+", count=5_000)):
             for _, fields in page:
                 event = decode_entry(fields)
                 self.seen[event.key] = self.seen.get(event.key, 0) + 1

@@ -12,6 +12,7 @@ from redis.crc import key_slot
 from producer.publisher import Publisher, checkpoint_key, dedup_key, hash_tag
 from schemas import LiquidationEvent, decode_entry
 from tests.conftest import REDIS_URL
+from tests.faults.invariants import raw_entries
 
 
 def events(n: int, start: int = 0) -> list[LiquidationEvent]:
@@ -61,7 +62,7 @@ async def test_each_event_once_even_when_published_again(redis_client: aioredis.
     again = await publisher.publish(batch + events(3, start=20))
     assert again.duplicates == batch
     assert [e for e, _ in again.published] == events(3, start=20)
-    entries = await redis_client.xrange(stream)
+    entries = raw_entries(await redis_client.xrange(stream))
     assert [decode_entry(fields) for _, fields in entries] == events(23)
     assert [entry_id.decode() for entry_id, _ in entries] == [i for _, i in first.published + again.published]
 
@@ -74,7 +75,7 @@ async def test_two_producers_racing_on_the_same_events_publish_each_once(stream:
         results = await asyncio.gather(*(p.publish(batch) for p in publishers))
         assert sum(len(r.published) for r in results) == 500
         assert sum(len(r.duplicates) for r in results) == 500
-        entries = await clients[0].xrange(stream)
+        entries = raw_entries(await clients[0].xrange(stream))
         assert sorted(decode_entry(f).key for _, f in entries) == sorted(e.key for e in batch)
     finally:
         for c in clients:
@@ -109,5 +110,5 @@ async def test_entries_written_by_the_script_match_the_contract(redis_client: ai
 
     batch = events(3)
     await Publisher(redis_client, stream).publish(batch)
-    entries = await redis_client.xrange(stream)
+    entries = raw_entries(await redis_client.xrange(stream))
     assert [fields for _, fields in entries] == [{k.encode(): v for k, v in encode_entry(e).items()} for e in batch]

@@ -27,6 +27,7 @@ from producer.simulation.scenarios import (
 )
 from schemas import AdlEvent, Event, LiquidationEvent, decode_entry
 from tests.conftest import REDIS_URL, RedisServer
+from tests.faults.invariants import raw_entries
 
 YEARS = 10 * 365 * 24 * 3600.0
 
@@ -58,7 +59,7 @@ def make_producer(config: ProducerConfig) -> Producer:
 async def stream_events(stream: str, url: str = REDIS_URL) -> list[Event]:
     client = aioredis.Redis.from_url(url)
     try:
-        return [decode_entry(fields) for _, fields in await client.xrange(stream)]  # type: ignore[misc]
+        return [decode_entry(fields) for _, fields in raw_entries(await client.xrange(stream))]
     finally:
         await client.aclose()
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -64,12 +64,22 @@ async def wait_for(
 # --- the stream ------------------------------------------------------------------------------------------------
 
 
-async def read_stream(client: aioredis.Redis, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def raw_entries(reply: object) -> list[RawEntry]:
+    """An XRANGE reply of a client that does not decode responses. redis-py types one reply for every client
+    (ids and names ``bytes | str``, fields maybe ``None``); from a raw client an XRANGE gives bytes only."""
+    assert isinstance(reply, list), f"not an XRANGE reply: {reply!r}"
+    return cast(list[RawEntry], reply)
+
+
+async def read_stream(client: aioredis.Redis, stream: str) -> list[RawEntry]:
     """Every entry, paged (XRANGE), as raw fields."""
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    entries: list[RawEntry] = []
     start: bytes | str = "-"
     while True:
-        page = await client.xrange(stream, min=start, max="+", count=2_000)
+        page = raw_entries(await client.xrange(stream, min=start, max="+", count=2_000))
         entries.extend(page)
         if len(page) < 2_000:
             return entries
