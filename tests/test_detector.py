@@ -60,6 +60,7 @@ def test_side_rules_follow_the_leg_seen() -> None:
 
 def test_a_makers_fill_gives_one_event_with_exact_decimals() -> None:
     [event] = detect_from_fills([(MAKER_1, fill())], detected_at=NOW)
+    assert isinstance(event, LiquidationEvent)
     assert event.tx_hash == TX
     assert event.coin == "xyz:CRWV"
     assert event.liquidated_user == LIQUIDATED
@@ -78,6 +79,7 @@ def test_a_makers_fill_gives_one_event_with_exact_decimals() -> None:
 def test_both_legs_of_a_trade_count_once() -> None:
     events = detect_from_fills([(MAKER_1, fill()), (LIQUIDATED, own_leg())], detected_at=NOW)
     [event] = events
+    assert isinstance(event, LiquidationEvent)
     assert event.size == Decimal("2.47")
     assert event.fills == 1
     assert event.liquidation_side == "short"
@@ -115,6 +117,7 @@ def test_the_liquidated_users_own_leg_decides_the_side() -> None:
     maker = fill(side="B", dir="Open Long")
     for order in ([(MAKER_1, maker), (LIQUIDATED, own)], [(LIQUIDATED, own), (MAKER_1, maker)]):
         [event] = detect_from_fills(order, detected_at=NOW)
+        assert isinstance(event, LiquidationEvent)
         assert event.liquidation_side == "long"
 
 
@@ -134,6 +137,7 @@ def test_backstop_fill_on_a_liquidator_vault() -> None:
         },
     )
     [event] = detect_from_fills([(HLP_LIQUIDATOR, backstop)], detected_at=NOW)
+    assert isinstance(event, LiquidationEvent)
     assert event.method == "backstop"
     assert event.liquidation_side == "long"
     assert event.mark_price == Decimal("68.2")  # a JSON number decodes exactly too
@@ -189,6 +193,7 @@ def test_one_hash_with_several_users_and_coins_gives_one_event_each() -> None:
 
 def test_addresses_are_compared_case_insensitively() -> None:
     [event] = detect_from_fills([(LIQUIDATED.upper().replace("0X", "0x"), own_leg(side="A"))], detected_at=NOW)
+    assert isinstance(event, LiquidationEvent)
     assert event.liquidation_side == "long"  # recognised as the user's own leg
     assert event.liquidated_user == LIQUIDATED
 
@@ -204,6 +209,7 @@ def test_zero_hash_liquidations_at_different_times_keep_distinct_keys() -> None:
 def test_unknown_method_is_reported_as_unknown() -> None:
     odd = fill(liquidation={"liquidatedUser": LIQUIDATED, "markPx": "1", "method": "partial"})
     [event] = detect_from_fills([(MAKER_1, odd)], detected_at=NOW)
+    assert isinstance(event, LiquidationEvent)
     assert event.method == "unknown"
 
 

@@ -275,8 +275,10 @@ async def test_trades_source_publishes_the_liquidator_trades(fake_hl: FakeHyperl
     )
     assert len(expected) >= 2
     events = await stream_events(stream)
-    assert sorted((e.coin, e.tx_hash, e.liquidation_side, e.size) for e in events) == expected
-    assert all(e.source == "trades" and e.method == "unknown" for e in events)
+    liquidations = [e for e in events if isinstance(e, LiquidationEvent)]
+    assert liquidations == events, "the trades source finds no ADL"
+    assert sorted((e.coin, e.tx_hash, e.liquidation_side, e.size) for e in liquidations) == expected
+    assert all(e.source == "trades" and e.method == "unknown" for e in liquidations)
 
 
 async def test_redis_going_away_holds_events_and_publishes_them_when_back(
