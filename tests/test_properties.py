@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from decimal import Decimal
+from typing import TypedDict
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from producer.detector import detect_from_fills
 from producer.errors import MalformedResponse
 from producer.exchange_types import Fill, LiquidationInfo
 from producer.node_source import NodeSource
-from schemas import AdlEvent, EntryError, LiquidationEvent, decode_entry, event_key
+from schemas import AdlEvent, EntryError, LiquidationEvent, Side, decode_entry, event_key
 
 USERS = [f"0x{i:040x}" for i in range(1, 6)]
 HASHES = ["0x" + "0" * 64, *(f"0x{i:064x}" for i in range(1, 4))]
@@ -136,12 +137,26 @@ money = st.decimals(
 """px (at most 6 decimals) x sz (at most 5): 11 decimals, up to a billion dollars."""
 
 
+SIDES: list[Side] = ["long", "short"]
+
+
+class CommonFields(TypedDict):
+    """What a liquidation and an ADL event share, so one draw builds either."""
+
+    tx_hash: str
+    coin: str
+    price: Decimal
+    size: Decimal
+    value_usd: Decimal
+    timestamp: int
+
+
 @st.composite
 def stream_events(draw: st.DrawFn) -> list[LiquidationEvent | AdlEvent]:
     """Distinct events (one per key), liquidations and ADL mixed, at any times within two days."""
     events: list[LiquidationEvent | AdlEvent] = []
     for i in range(draw(st.integers(0, 40))):
-        common = dict(
+        common = CommonFields(
             tx_hash=f"0x{i + 1:064x}",
             coin=draw(st.sampled_from(COINS)),
             price=Decimal(1),
@@ -149,7 +164,7 @@ def stream_events(draw: st.DrawFn) -> list[LiquidationEvent | AdlEvent]:
             value_usd=draw(money),
             timestamp=draw(st.integers(T0, T0 + 2 * 86_400_000)),
         )
-        side = draw(st.sampled_from(["long", "short"]))
+        side = draw(st.sampled_from(SIDES))
         user = draw(st.sampled_from(USERS))
         if draw(st.booleans()):
             events.append(LiquidationEvent(liquidation_side=side, liquidated_user=user, method="market", **common))
