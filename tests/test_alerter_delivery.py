@@ -39,7 +39,7 @@ def make_delivery(redis: Redis, stream: str, *, attempts: int = 5, sleep: Sleeps
         sent_ttl_s=3600,
         claim_ttl_s=5,
         wait_in_flight_s=0.3,
-        **({"sleep": sleep} if sleep else {}),
+        sleep=asyncio.sleep if sleep is None else sleep,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -51,7 +52,7 @@ def make_alerter(
         delivery=delivery,
         thresholds=thresholds or Thresholds(),
         cooldown=Cooldown(60, burst),
-        **({"clock": clock} if clock else {}),
+        clock=time.monotonic if clock is None else clock,
     )
 
 

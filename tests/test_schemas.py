@@ -96,7 +96,9 @@ def test_json_schema_file_is_up_to_date() -> None:
 
 def test_json_schema_is_the_same_whether_msgspec_dedents_docstrings_or_not() -> None:
     """msgspec 0.19-0.22 copy docstrings verbatim, 0.23 dedents them: both must give the committed bytes."""
-    raw = {"$defs": {name: {"description": cls.__doc__} for name, cls in (("A", AdlEvent), ("L", LiquidationEvent))}}
+    raw = {
+        "$defs": {name: {"description": str(cls.__doc__)} for name, cls in (("A", AdlEvent), ("L", LiquidationEvent))}
+    }
     dedented = {"$defs": {n: {"description": inspect.cleandoc(d["description"])} for n, d in raw["$defs"].items()}}
     assert "\n    " in str(AdlEvent.__doc__)  # the raw form really is indented
     assert normalise_descriptions(raw) == normalise_descriptions(dedented) == dedented
