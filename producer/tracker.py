@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 
 from consumers.totals import Totals
@@ -89,7 +89,7 @@ class LiquidationTracker:
 
     async def monitor_realtime(
         self, coins: Sequence[str] | None = None, interval: float = 10.0
-    ) -> AsyncIterator[LiquidationEvent]:
+    ) -> AsyncGenerator[LiquidationEvent, None]:
         """Yield new liquidations as polls find them, forever; a failed poll is logged and retried next interval."""
         while True:
             try:
