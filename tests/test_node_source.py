@@ -9,7 +9,16 @@ import pytest
 
 from producer.node_files import LineReader, find_hour_files
 from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET, NodeSource, NodeWindow
-from producer.simulation.node_writer import adl_truth, block_time_ms, blocks_from, cascade, hour_path, line, write_hours
+from producer.simulation.node_writer import (
+    Block,
+    adl_truth,
+    block_time_ms,
+    blocks_from,
+    cascade,
+    hour_path,
+    line,
+    write_hours,
+)
 from producer.simulation.scenarios import Scenario, demo_scenario
 from schemas import AdlEvent, Event, LiquidationEvent
 
@@ -140,16 +149,17 @@ async def test_following_live_sees_appends_and_the_next_hour(tmp_path: Path) -> 
     assert checkpoint[CHECKPOINT_HOUR] == find_hour_files([tmp_path])[-1].name
 
 
-def _keys_of(blocks: list[dict[str, object]], scenario: Scenario) -> set[str]:
+def _keys_of(blocks: list[Block], scenario: Scenario) -> set[str]:
     """Event keys of the liquidations and ADL fills whose blocks are in ``blocks``."""
-    times = {block_time_ms(b) for b in blocks}  # type: ignore[arg-type]
+    times = {block_time_ms(b) for b in blocks}
     keys = {f"{t.tx_hash}|{t.coin}|{t.liquidated_user}" for t in scenario.liquidations if t.timestamp in times}
     keys |= {f"adl|{h}|{c}|{u}" for h, c, u in adl_truth(scenario) if _time_of(scenario, h) in times}
     return keys
 
 
 def _time_of(scenario: Scenario, tx_hash: str) -> int:
-    return next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash)
+    time: int = next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash)
+    return time
 
 
 async def test_garbage_and_a_truncated_last_line_are_skipped_and_counted(

@@ -175,7 +175,7 @@ class RedisProcess:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("redis-server is already running")
         started = time.monotonic()
-        self._spawn()
+        proc = self._spawn()
         client = self.client(socket_connect_timeout=0.5)
         try:
             while True:
@@ -184,17 +184,18 @@ class RedisProcess:
                         return time.monotonic() - started
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
                     pass  # not listening yet, or still loading the AOF (BusyLoadingError is a ConnectionError)
-                if self.proc.poll() is not None or time.monotonic() - started > within:
+                if proc.poll() is not None or time.monotonic() - started > within:
                     self.kill()
                     pytest.fail(f"redis-server on port {self.port} did not start:\n{self.log_tail()}")
                 await asyncio.sleep(0.05)
         finally:
             await client.aclose()
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         # Popen only forks and execs: it does not block the event loop the fake exchange runs in.
         self.proc = subprocess.Popen(self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.starts += 1
+        return self.proc
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync; what survives is what the AOF already holds."""
