@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from consumers import ConfigError, ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
+from consumers.entries import id_text
 from consumers.testing import make_event, wait_until
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.invariants import raw_entries
@@ -147,7 +149,7 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_group_keeps_f
         "no_data": {"type": b"liquidation", "v": b"1", "key": b"k"},
     }
     await publish(redis, stream, [good[0]])
-    poison_ids = {name: (await redis.xadd(stream, fields)).decode() for name, fields in poison.items()}  # type: ignore[arg-type]
+    poison_ids = {name: id_text(await redis.xadd(stream, fields)) for name, fields in poison.items()}  # type: ignore[arg-type]
     await redis.xadd(stream, {"type": b"funding", "v": b"1", "key": b"f-1", "data": b'{"type":"funding"}'})
     await publish(redis, stream, good[1:])
 
@@ -227,7 +229,7 @@ async def test_entries_trimmed_while_pending_are_acknowledged_and_counted(redis:
             settings=RunnerSettings(block_ms=100, count=3, claim_idle_ms=60_000, group_start="0"),
         )
         holders.append(asyncio.create_task(holder.run()))
-        await wait_until(lambda name=name: _pending_of(redis, stream, name, 3), message=f"{name} holds 3 entries")
+        await wait_until(partial(_pending_of, redis, stream, name, 3), message=f"{name} holds 3 entries")
     for t in holders:
         t.cancel()
     await asyncio.gather(*holders, return_exceptions=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,15 @@ OUTAGE_POLLS = 15
 def held_for_redis(producer: Proc) -> list[int]:
     """Events waiting for Redis, as each poll of the producer reported them."""
     return [int(n) for n in re.findall(r"(\d+) waiting for Redis", producer.stderr())]
+
+
+def noticed_the_outage(proc: Proc) -> bool:
+    return "Redis unavailable" in proc.stderr()
+
+
+def tried_redis(proc: Proc) -> bool:
+    """It said something about Redis, or it exited (which the test then reports)."""
+    return "Redis" in proc.stderr() or not proc.alive
 
 
 @pytest.mark.slow
@@ -70,9 +80,7 @@ async def test_redis_sigkilled_and_restarted_with_aof_loses_and_doubles_nothing(
             what=f"{OUTAGE_POLLS} polls while Redis is down",
         )
         for proc in (stats, alerter):
-            await wait_for(
-                lambda p=proc: "Redis unavailable" in p.stderr(), within=30, what=f"{proc.name} to notice the outage"
-            )
+            await wait_for(partial(noticed_the_outage, proc), within=30, what=f"{proc.name} to notice the outage")
         down_s = time.monotonic() - down_at
 
         await rig.redis.start()
@@ -121,9 +129,7 @@ async def test_consumers_started_while_redis_is_down_wait_for_it(tmp_path: Path)
         stats = await rig.start_stats("stats-1")
         alerter = await rig.start_alerter("alerter-1")
         for proc in (stats, alerter):
-            await wait_for(
-                lambda p=proc: "Redis" in p.stderr() or not p.alive, within=30, what=f"{proc.name} to try Redis"
-            )
+            await wait_for(partial(tried_redis, proc), within=30, what=f"{proc.name} to try Redis")
         await rig.redis.start()
         assert stats.alive, f"the stats consumer gave up while Redis was down:\n{stats.tail(3)}"
         await rig.start_producer("producer-1", feed.watchlist)
