@@ -78,7 +78,9 @@ async def test_sigterm_stops_the_stats_process_after_flushing_and_reporting(redi
     assert "full view" in table and [line.split()[:2] for line in table.splitlines() if line.startswith("all")] == [
         ["all", "40"]
     ]
-    snapshot = json.loads(await redis_client.get(f"{stream}:stats:stats:proc-1"))
+    published = await redis_client.get(f"{stream}:stats:stats:proc-1")
+    assert published is not None, "the stats consumer published no snapshot"
+    snapshot = json.loads(published)
     assert Decimal(snapshot["totals"]["value_usd"]) == sum(e.value_usd for e in events)
     assert await redis_client.xinfo_consumers(stream, "stats") == [], "it left the group with nothing pending"
 

@@ -87,7 +87,7 @@ async def test_healthz_fails_while_redis_is_away(fake_hl: FakeHyperliquid, redis
     finally:
         await server.stop()
         await producer.close()
-    assert producer.metrics.redis_up._value.get() == 0  # type: ignore[attr-defined]
+    assert producer.metrics.redis_up._value.get() == 0
 
 
 async def test_the_producer_process_serves_metrics_on_the_configured_port(

@@ -161,7 +161,9 @@ async def test_the_snapshot_is_published_as_json_and_printed(redis: Redis, strea
     await service.report()
     await stop(service, task)
     key = f"{stream}:stats:stats:s1"
-    snapshot = json.loads(await redis.get(key))
+    published = await redis.get(key)
+    assert published is not None, "no snapshot was published"
+    snapshot = json.loads(published)
     assert 110 < await redis.ttl(key) <= 120
     assert snapshot["totals"]["count"] == 5
     assert Decimal(snapshot["totals"]["value_usd"]) == sum(e.value_usd for e in events)
