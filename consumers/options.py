@@ -76,14 +76,22 @@ class Option:
         return self.default
 
 
-def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
-    """Add a flag per non-secret option; list the secret ones (environment only) in the epilog."""
+def add_options(
+    parser: argparse.ArgumentParser,
+    options: Iterable[Option],
+    *,
+    title: str | None = None,
+    description: str | None = None,
+) -> None:
+    """Add a flag per non-secret option; list the secret ones (environment only) in the epilog. With ``title``,
+    the flags get a heading of their own in ``--help``, so a reader sees which part of the process they tune."""
+    target = parser.add_argument_group(title, description) if title else parser
     secrets: list[str] = []
     for opt in options:
         if opt.secret:
             secrets.append(f"  {opt.env}: {opt.help}")
             continue
-        parser.add_argument(
+        target.add_argument(
             opt.flag,
             dest=opt.name,
             metavar=opt.env,

@@ -16,6 +16,15 @@ from producer.service import Producer, install_signal_handlers
 log = logging.getLogger("producer")
 
 
+def source_scope(config: ProducerConfig) -> str:
+    """What the chosen source reads, for the start-up line; each source only has settings of its own."""
+    if config.source == "fills":
+        return f"{len(config.watchlist)} addresses"
+    if config.source == "trades":
+        return ",".join(config.coins)
+    return ",".join(str(path) for path in config.node_paths)
+
+
 async def _main(config: ProducerConfig) -> int:
     producer = Producer(config)
     install_signal_handlers(producer)
@@ -46,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.stream,
         redact_url(config.redis_url),
         config.source,
-        f"{len(config.watchlist)} addresses" if config.source == "fills" else ",".join(config.coins),
+        source_scope(config),
         config.poll_interval,
         " once" if config.once else "",
     )

@@ -52,6 +52,19 @@ LIQUIDATOR_VAULTS: tuple[str, ...] = (
 PROTOCOL_VAULTS: tuple[str, ...] = (HLP, HLP_STRATEGY_A, HLP_STRATEGY_B, HLP_STRATEGY_X, *LIQUIDATOR_VAULTS)
 """The default watchlist: every protocol vault on mainnet. Users add market makers to see market liquidations."""
 
+VAULT_NAMES: dict[str, str] = {
+    HLP: "HLP",
+    HLP_STRATEGY_A: "HLP strategy A",
+    HLP_STRATEGY_B: "HLP strategy B",
+    HLP_STRATEGY_X: "HLP strategy X",
+    HLP_LIQUIDATOR: "HLP liquidator 1",
+    HLP_LIQUIDATOR_2: "HLP liquidator 2",
+    HLP_LIQUIDATOR_3: "HLP liquidator 3",
+    HLP_LIQUIDATOR_4: "HLP liquidator 4",
+    LIQUIDATOR_VAULT: "liquidator vault",
+}
+"""What ``--help`` calls each vault of the default watchlist: a name is what a reader recognises, not 40 hex."""
+
 DEFAULT_COINS: tuple[str, ...] = ("BTC", "ETH", "SOL")
 
 
@@ -127,10 +140,11 @@ OPTIONS: tuple[Option, ...] = (
         "HL_WATCHLIST",
         _addresses,
         ",".join(PROTOCOL_VAULTS),
-        "Comma-separated addresses whose fills are polled (default: the protocol vaults).",
+        "Comma-separated addresses whose fills are polled; replaces the default, so list the vaults too to keep them.",
+        default_help=f"the {len(PROTOCOL_VAULTS)} protocol vaults, listed at the end",
     ),
     Option(
-        "coins", "--coins", "HL_COINS", csv, ",".join(DEFAULT_COINS), "Comma-separated coins for the trades source."
+        "coins", "--coins", "HL_COINS", csv, ",".join(DEFAULT_COINS), "Comma-separated coins whose trades are read."
     ),
     Option(
         "poll_interval",
@@ -138,7 +152,8 @@ OPTIONS: tuple[Option, ...] = (
         "HL_POLL_INTERVAL",
         positive_float,
         "10",
-        "Seconds between polls; stretched when the weight budget needs it.",
+        "Seconds between polls (node: between reads of the files); a poll of the exchange is stretched when the "
+        "weight budget needs it.",
     ),
     Option(
         "lookback",
@@ -178,7 +193,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_PATH",
         _paths,
         "~/hl/data/node_fills_by_block",
-        "node source: the node's node_fills_by_block directory, or archive directories or hour files.",
+        "The node's node_fills_by_block directory, or archive directories or hour files.",
     ),
     Option(
         "node_from",
@@ -186,7 +201,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_FROM",
         _time_ms,
         "now",
-        "node source, no checkpoint yet: 'now' (end of the newest file) or a time to replay from (ISO 8601 or ms).",
+        "With no checkpoint yet: 'now' (end of the newest file) or a time to replay from (ISO 8601 or ms).",
     ),
     Option(
         "node_until",
@@ -194,7 +209,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_UNTIL",
         _time_ms,
         "",
-        "node source: stop publishing at this time (ISO 8601 or ms); empty for no end.",
+        "Stop publishing at this time (ISO 8601 or ms); empty for no end.",
     ),
     Option(
         "node_follow",
@@ -202,7 +217,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_FOLLOW",
         boolean,
         "true",
-        "node source: after the last file, keep following it live (true) or exit (false).",
+        "After the last file, keep following it live (true) or exit (false).",
     ),
     Option(
         "node_read_bytes",
@@ -210,7 +225,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_READ_BYTES",
         positive_int,
         str(32 << 20),
-        "node source: bytes read per poll at most; bounds memory and the work between checkpoints.",
+        "Bytes read per poll at most; bounds memory and the work between checkpoints.",
     ),
     Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
     Option(
@@ -287,15 +302,46 @@ class ProducerConfig:
     liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)
 
 
+OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
+    ("where liquidations are looked for", None, ("source", "poll_interval")),
+    ("fills source (the default)", "Polls userFillsByTime for each watched address.", ("watchlist", "lookback")),
+    ("trades source", "Polls recentTrades for each coin (the seed's heuristic).", ("coins",)),
+    (
+        "node source",
+        "Follows a node's fill files or the archive; calls no API.",
+        ("node_paths", "node_from", "node_until", "node_follow", "node_read_bytes"),
+    ),
+    (
+        "the exchange's API (fills and trades sources)",
+        None,
+        ("api_url", "weight_per_minute", "http_timeout", "http_attempts"),
+    ),
+    ("Redis and the stream", None, ("redis_url", "stream", "maxlen", "dedup_ttl", "max_pending")),
+    ("logs, metrics and health", None, ("log_level", "metrics_port", "metrics_host", "health_stale_after")),
+)
+"""``--help``'s headings: which options apply to which source, so nobody tunes the node source with --coins."""
+
+
+def watchlist_epilog(vaults: Sequence[str] = PROTOCOL_VAULTS) -> str:
+    """The default watchlist, once, one vault a line with its name."""
+    lines = [f"  {address}  {VAULT_NAMES.get(address, '')}".rstrip() for address in vaults]
+    return "the default watchlist, the protocol vaults (in every backstop liquidation):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer",
         description=(
-            "Find Hyperliquid liquidations and publish each one, exactly once, to a Redis stream. "
-            "Every option can also be set by the environment variable named in brackets; a flag wins."
+            "Find Hyperliquid liquidations and publish each one, exactly once, to a Redis\n"
+            "stream. Every option can also be set by the environment variable in brackets;\n"
+            "a flag wins."
         ),
+        epilog=watchlist_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_options(parser, OPTIONS)
+    by_name = {opt.name: opt for opt in OPTIONS}
+    for title, description, names in OPTION_GROUPS:
+        add_options(parser, [by_name[name] for name in names], title=title, description=description)
     parser.add_argument("--once", action="store_true", help="Poll once, publish, and exit (for cron).")
     return parser
 

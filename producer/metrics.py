@@ -55,5 +55,14 @@ class ProducerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.pending = Gauge("hl_producer_pending_events", "Events waiting for Redis in the outbox.", registry=r)
-        self.redis_up = Gauge("hl_producer_redis_up", "1 when the last publish reached Redis.", registry=r)
+        self.skipped = Counter(
+            "hl_producer_fills_skipped",
+            "Fills left out because they were stamped further ahead of our clock than clock skew explains.",
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "hl_producer_redis_up",
+            "1 when Redis answered the producer's last command (a load, a publish, or a PING after a quiet poll).",
+            registry=r,
+        )
         r.register(_ClientCollector(client_stats))

@@ -36,6 +36,9 @@ class WeightBudget:
         self._updated = clock()
         self.waited_seconds = 0.0
         """Total time requests were held back; the poll loop reports it."""
+        self.spent = 0.0
+        """Total weight taken, base and items: what the poll loop sizes its interval on. A source that never calls
+        the exchange (the node's files) spends none, however much it reads."""
 
     def _refill(self) -> None:
         now = self._clock()
@@ -52,6 +55,7 @@ class WeightBudget:
         """Take ``weight`` now and return how long to wait before sending (0 when the bucket had it)."""
         self._refill()
         self._tokens -= weight
+        self.spent += weight
         if self._tokens >= 0:
             return 0.0
         return -self._tokens / self.per_second
@@ -60,6 +64,7 @@ class WeightBudget:
         """Pay for weight that became known only after the answer (items returned); may go into debt."""
         self._refill()
         self._tokens -= weight
+        self.spent += weight
 
     async def acquire(self, weight: float = BASE_WEIGHT) -> None:
         delay = self.reserve(weight)

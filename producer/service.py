@@ -56,6 +56,8 @@ class PollSummary:
     published: int = 0
     duplicates: int = 0
     errors: int = 0
+    skipped: int = 0
+    unreachable: bool = False
     pending: int = 0
     seconds: float = 0.0
     more: bool = False
@@ -79,6 +81,18 @@ def format_event(event: Event) -> str:
         f"adl {coin} {event.position_side} {event.size} @ {event.price} = ${event.value_usd:,.2f} "
         f"user {printable(event.deleveraged_user)} (for {printable(event.liquidated_user)}) tx {tx}"
     )
+
+
+def once_failure(summary: PollSummary, *, redis_reachable: bool) -> str | None:
+    """Why a ``--once`` run failed though nothing is left unpublished, or None when it did its job."""
+    if summary.unreachable:
+        return (
+            f"the exchange could not be read: all {summary.errors} reads of the poll failed (see the warnings "
+            "above); exiting 1, since an outage is not a quiet hour"
+        )
+    if not redis_reachable:
+        return "Redis was unreachable: the poll's positions were not recorded; exiting 1"
+    return None
 
 
 def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
@@ -117,6 +131,8 @@ class Producer:
         self.recent = RecentKeys()
         self.restored = False
         self.redis_down_since: float | None = None
+        self._redis_answered_this_poll = False
+        """Whether this poll already learnt if Redis is up (a restore, a publish, or a failure of either)."""
         self.polls = 0
         self.metrics = ProducerMetrics(self.client.stats)
         self.progress = Progress(config.health_stale_after)
@@ -138,6 +154,7 @@ class Producer:
         """One poll of the source and one flush of the outbox."""
         started = time.monotonic()
         summary = PollSummary()
+        self._redis_answered_this_poll = False
         await self._restore()
         if self.outbox.full:
             log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
@@ -146,12 +163,16 @@ class Producer:
             fresh = self.recent.fresh(list(result.events))
             self.outbox.put(fresh, result.checkpoint)
             summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
+            summary.skipped, summary.unreachable = result.skipped, result.unreachable
             summary.more, summary.finished = result.more, result.finished
             self.metrics.polls.labels(self.source.name).inc()
             self.metrics.poll_errors.inc(len(result.errors))
+            self.metrics.skipped.inc(result.skipped)
             for event in fresh:
                 self.metrics.found.labels(event_type(event)).inc()
         published, duplicates = await self.flush()
+        if not self._redis_answered_this_poll:
+            await self._check_redis()  # a quiet poll published nothing: ask Redis anyway, so redis_up is current
         summary.published, summary.duplicates = published, duplicates
         summary.pending = len(self.outbox)
         self.metrics.pending.set(summary.pending)
@@ -161,7 +182,7 @@ class Producer:
         self.polls += 1
         log.info(
             "poll %d (%s): %d %s read, %d events found, %d published, %d already published, "
-            "%d errors, %d waiting for Redis, %.1fs",
+            "%d errors, %d waiting for Redis, %.1fs%s",
             self.polls,
             self.source.name,
             summary.items,
@@ -172,6 +193,7 @@ class Producer:
             summary.errors,
             summary.pending,
             summary.seconds,
+            f", {summary.skipped} skipped (stamped in the future)" if summary.skipped else "",
         )
         return summary
 
@@ -185,6 +207,7 @@ class Producer:
         except REDIS_DOWN as exc:
             self._redis_down(exc)
             return
+        self._redis_up()
         self.source.restore(checkpoint)
         self.restored = True
         if checkpoint:
@@ -204,15 +227,11 @@ class Producer:
                     raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
                 raise
             except REDIS_DOWN as exc:
-                self.metrics.redis_up.set(0)
                 self._redis_down(exc)
                 break
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
-            self.metrics.redis_up.set(1)
+            self._redis_up()
             self.outbox.pop()
-            if self.redis_down_since is not None:
-                log.info("Redis is back after %.0fs", time.monotonic() - self.redis_down_since)
-                self.redis_down_since = None
             for event, entry_id in result.published:
                 log.info("%s -> %s", format_event(event), entry_id)
                 self.metrics.published.labels(event_type(event)).inc()
@@ -221,7 +240,26 @@ class Producer:
             duplicates += len(result.duplicates)
         return published, duplicates
 
+    async def _check_redis(self) -> None:
+        try:
+            await self.redis.ping()
+        except REDIS_FATAL as exc:
+            raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+        except REDIS_DOWN as exc:
+            self._redis_down(exc)
+        else:
+            self._redis_up()
+
+    def _redis_up(self) -> None:
+        self._redis_answered_this_poll = True
+        self.metrics.redis_up.set(1)
+        if self.redis_down_since is not None:
+            log.info("Redis is back after %.0fs", time.monotonic() - self.redis_down_since)
+            self.redis_down_since = None
+
     def _redis_down(self, exc: Exception) -> None:
+        self._redis_answered_this_poll = True  # it did not answer, which is an answer to "is it up?"
+        self.metrics.redis_up.set(0)
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
             log.error(
@@ -253,8 +291,9 @@ class Producer:
     async def run(self) -> int:
         """Poll until stopped. Returns the process exit code."""
         try:
+            summary = PollSummary()
             while not self.stopping:
-                requests_before = self.client.stats.requests
+                spent_before = self._weight_spent()
                 task = asyncio.ensure_future(self.poll_once())
                 stopper = asyncio.ensure_future(self._stop.wait())
                 done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -271,15 +310,31 @@ class Producer:
                     continue  # a backlog: read on without waiting
                 if self.config.once:
                     break
-                weight = (self.client.stats.requests - requests_before) * 20 + summary.items / 20
+                weight = self._weight_spent() - spent_before
                 delay = max(0.0, self._interval(weight) - summary.seconds)
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:
                     pass
-            return await self._shutdown()
+            code = await self._shutdown()
+            if code == 0 and self.config.once:
+                code = self._once_verdict(summary)
+            return code
         finally:
             await self.close()
+
+    def _weight_spent(self) -> float:
+        """Request weight spent so far, as the budget counted it; only requests to the exchange spend any."""
+        budget = self.client.budget
+        return budget.spent if budget is not None else 0.0
+
+    def _once_verdict(self, summary: PollSummary) -> int:
+        """The exit code of ``--once`` after a clean shutdown: a cron job must tell an outage from a quiet hour."""
+        problem = once_failure(summary, redis_reachable=self.redis_down_since is None)
+        if problem is None:
+            return 0
+        log.error("%s", problem)
+        return 1
 
     async def _shutdown(self) -> int:
         if len(self.outbox):

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 WATERMARK_PREFIX = "fills:"
 
+CLOCK_SKEW_MS = 60_000
+"""How far ahead of our clock a fill's time may be and still be believed: the exchange's clock and ours drift a
+little. A fill stamped further ahead cannot be real yet; taken at its word it would move the address's
+watermark into the future, and the address would not be read again until then."""
+
 
 @dataclass
 class PollResult:
@@ -36,6 +41,10 @@ class PollResult:
     items: int = 0
     """Fills or trades read."""
     errors: list[str] = field(default_factory=list)
+    unreachable: bool = False
+    """Every read of the poll failed: the exchange is out, which an empty poll of a quiet market is not."""
+    skipped: int = 0
+    """Items left out because they cannot be right (fills stamped beyond the clock's skew allowance)."""
     more: bool = False
     """The source stopped early with more to read: poll again without waiting."""
     finished: bool = False
@@ -74,6 +83,8 @@ class FillsSource:
         """Keys of liquidations the last sweep saw for the first time; the next sweep confirms them."""
         self._returned = RecentKeys()
         """Keys already handed to the publisher; a re-read of them is neither held nor returned again."""
+        self._skipped_tids: set[int] = set()
+        """Trade ids of fills from the future already counted and logged: every poll reads them again."""
 
     def close(self) -> None:
         pass
@@ -111,12 +122,14 @@ class FillsSource:
         newest: dict[str, int] = {}
         failed: dict[str, int] = {}
         for address in self.watchlist:
-            start = self.watermarks.get(address, now_ms - self.lookback_ms)
-            fills, error = await self._read_address(address, start)
+            start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+            fills, error, future = await self._read_address(address, start, now_ms + CLOCK_SKEW_MS)
             observed.extend((address, fill) for fill in fills if fill.liquidation is not None)
             result.items += len(fills)
+            result.skipped += self._skip_future(address, future, now_ms)
             if fills:
-                newest[address] = max(start, fills[-1].time)
+                # A fill within the skew allowance is believed, but the next read still starts no later than now.
+                newest[address] = min(max(start, fills[-1].time), now_ms)
             if error is None:
                 self.failures.pop(address, None)
             else:
@@ -124,6 +137,8 @@ class FillsSource:
                 failed[address] = newest.get(address, start)
         # When every address failed, the exchange is out, not one address: that uses up no address's allowance.
         outage = len(failed) == len(self.watchlist)
+        if outage and result.items == 0:
+            result.unreachable = True
         holding = [reached for address, reached in failed.items() if outage or self._hold_for(address)]
         horizon = min(holding) if holding else None
         failing = horizon is not None
@@ -141,7 +156,7 @@ class FillsSource:
             horizon = first if horizon is None else min(horizon, first)
         if horizon is not None:
             # Every address is read again from the horizon, so what waits is seen whole by the next sweep.
-            newest = {a: max(self.watermarks.get(a, 0), min(t, horizon)) for a, t in newest.items()}
+            newest = {a: max(min(self.watermarks.get(a, 0), now_ms), min(t, horizon)) for a, t in newest.items()}
         for address, time in newest.items():
             self.watermarks[address] = time
             result.checkpoint[WATERMARK_PREFIX + address] = str(time)
@@ -167,26 +182,53 @@ class FillsSource:
             )
         return False
 
-    async def _read_address(self, address: str, start: int) -> tuple[list[Fill], str | None]:
-        """All fills of ``address`` from ``start`` on, page by page; on an error, what was read before it."""
+    def _skip_future(self, address: str, future: Sequence[Fill], now_ms: int) -> int:
+        """Count and log the fills from the future not reported before; returns how many that is."""
+        new = [f for f in future if f.tid not in self._skipped_tids]
+        if not new:
+            return 0
+        if len(self._skipped_tids) > 100_000:  # bounded: a few polls' worth of re-reads is all it must cover
+            self._skipped_tids.clear()
+        self._skipped_tids.update(f.tid for f in new)
+        ahead_s = (max(f.time for f in new) - now_ms) / 1000
+        log.error(
+            "fills of %s: skipped %d fills stamped more than %d s ahead of our clock (up to %.0f s ahead): the "
+            "exchange's clock or this host's is wrong; check this host's time (NTP)",
+            address,
+            len(new),
+            CLOCK_SKEW_MS // 1000,
+            ahead_s,
+        )
+        return len(new)
+
+    async def _read_address(self, address: str, start: int, latest: int) -> tuple[list[Fill], str | None, list[Fill]]:
+        """All fills of ``address`` from ``start`` to ``latest``, page by page: the fills, the error that stopped
+        the read (what was read before it is kept), and the fills stamped after ``latest``, which cannot be real.
+        """
         fills: list[Fill] = []
         seen: set[int] = set()
+        future: list[Fill] = []
         while True:
             try:
                 page = await self.client.user_fills_by_time(address, start)
             except ExchangeError as exc:
                 log.warning("fills of %s: %s", address, exc)
-                return fills, f"{address}: {exc}"
+                return fills, f"{address}: {exc}", future
             if page.answered and not page.fills:
                 # Not one item decodes (wrong types, a schema change): as unreadable as an answer that is not JSON.
                 log.warning("fills of %s: none of the %d items of the answer is well formed", address, page.answered)
-                return fills, f"{address}: none of the {page.answered} items of the answer is well formed"
-            fresh = [f for f in page.fills if f.tid not in seen]
+                error = f"{address}: none of the {page.answered} items of the answer is well formed"
+                return fills, error, future
+            believable, ahead = split_future(page.fills, latest)
+            future.extend(f for f in ahead if f.tid not in seen)
+            seen.update(f.tid for f in ahead)
+            fresh = [f for f in believable if f.tid not in seen]
             seen.update(f.tid for f in fresh)
             fills.extend(fresh)
-            if page.answered < MAX_FILLS_PER_ANSWER or not page.fills:
-                return fills, None
-            last = page.fills[-1].time
+            if page.answered < MAX_FILLS_PER_ANSWER or ahead or not believable:
+                # Fills come oldest first: past one from the future there is nothing believable to page to.
+                return fills, None, future
+            last = believable[-1].time
             if last == start:
                 # A full page within one millisecond: paging from the same time would return it again.
                 log.warning(
@@ -197,6 +239,19 @@ class FillsSource:
                 )
                 last += 1
             start = last
+
+
+def read_from(watermark: int | None, now_ms: int, lookback_ms: int) -> int:
+    """Where an address's next read starts: its watermark, or the lookback for a new address; never in the
+    future (a watermark written before the clock check existed may be)."""
+    if watermark is None:
+        return now_ms - lookback_ms
+    return min(watermark, now_ms)
+
+
+def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[Fill]]:
+    """The fills stamped at or before ``latest``, and those after it, which cannot have happened yet."""
+    return [f for f in fills if f.time <= latest], [f for f in fills if f.time > latest]
 
 
 class TradesSource:
@@ -227,5 +282,6 @@ class TradesSource:
                 continue
             trades.extend(batch)
         result.items = len(trades)
+        result.unreachable = len(result.errors) == len(self.coins)
         result.events = [*detect_from_trades(trades, liquidators=self.liquidators, detected_at=now_ms)]
         return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from consumers.testing import wait_until
 from producer.config import OPTIONS
-from producer.simulation.fake_exchange import FakeHyperliquid
+from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 from tests.conftest import REDIS_URL, RedisServer, terminate
 from tests.test_service import adl_truth, assert_matches_truth, stream_events, stream_liquidations
@@ -144,3 +145,48 @@ def test_an_empty_variable_counts_as_unset() -> None:
 
     config = load_config([], {"HL_WATCHLIST": "", "HL_POLL_INTERVAL": ""})
     assert config.watchlist == PROTOCOL_VAULTS and config.poll_interval == 10.0
+
+
+async def test_help_lists_the_default_watchlist_once_and_groups_options_by_source() -> None:
+    from producer.config import PROTOCOL_VAULTS, VAULT_NAMES
+
+    code, out = await run_producer("--help", env={"COLUMNS": "80"})
+    assert code == 0
+    for vault in PROTOCOL_VAULTS:
+        # Whole, once, beside its name: an address wrapped over two lines cannot be copied.
+        assert out.count(vault) == 1, vault
+        assert re.search(rf"{vault}\s+{re.escape(VAULT_NAMES[vault])}\n", out)
+    sections = dict(re.findall(r"^(\S[^\n]*):\n(.*?)(?=^\S|\Z)", out, re.M | re.S))
+    assert "--coins" in sections["trades source"] and "BTC,ETH,SOL" not in sections["node source"]
+    assert all(flag in sections["node source"] for flag in ("--node-path", "--node-from", "--node-follow"))
+    assert "--watchlist" in sections["fills source (the default)"]
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_the_start_up_line_names_what_the_source_reads() -> None:
+    from producer.cli import source_scope
+    from producer.config import ProducerConfig
+
+    assert source_scope(ProducerConfig(source="node", node_paths=(Path("/data/fills"),))) == "/data/fills"
+    assert source_scope(ProducerConfig(source="trades")) == "BTC,ETH,SOL"
+    assert source_scope(ProducerConfig()) == "9 addresses"
+
+
+async def test_once_tells_an_exchange_outage_from_a_quiet_hour(fake_hl: FakeHyperliquid, stream: str) -> None:
+    env = {**producer_env(fake_hl, stream), "HL_HTTP_ATTEMPTS": "1"}
+    code, out = await run_producer("--once", env=env)  # a quiet hour: nothing to find
+    assert code == 0, out
+    fake_hl.fail_next(SERVER_ERROR, times=1000)
+    code, out = await run_producer("--once", env=env)
+    assert code == 1, out
+    assert out.count(f"the exchange could not be read: all {len(DEMO_WATCHLIST)} reads of the poll failed") == 1
+    assert "Traceback" not in out
+
+
+async def test_once_exits_1_when_redis_took_nothing_even_on_a_quiet_market(
+    fake_hl: FakeHyperliquid, redis_server: RedisServer
+) -> None:
+    redis_server.kill()
+    code, out = await run_producer("--once", env=producer_env(fake_hl, "liq", redis_server.url))
+    assert code == 1, out
+    assert "Redis was unreachable: the poll's positions were not recorded" in out

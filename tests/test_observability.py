@@ -128,3 +128,29 @@ def test_metrics_port_must_be_a_port() -> None:
 def test_producer_uses_its_config_for_health(fake_hl: FakeHyperliquid, stream: str) -> None:
     producer = Producer(config_for(fake_hl, stream, health_stale_after=5))
     assert producer.progress.stale_after == 5
+
+
+async def test_redis_up_follows_redis_on_a_quiet_market(fake_hl: FakeHyperliquid, redis_server: RedisServer) -> None:
+    """Nothing to publish for hours must not read as "Redis down" on a dashboard, nor hide a real outage."""
+    producer = make_producer(config_for(fake_hl, "liq", redis_url=redis_server.url))  # the fake has no fills
+    server = ObservabilityServer(producer.metrics.registry, producer.progress.health, host="127.0.0.1", port=0)
+    port = await server.start()
+
+    async def redis_up() -> float:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            return sample(await resp.text(), "hl_producer_redis_up")
+
+    try:
+        seen = []
+        for step in ("up", "down", "back"):
+            if step == "down":
+                redis_server.kill()
+            elif step == "back":
+                redis_server.start()
+            summary = await producer.poll_once()
+            assert summary.published == 0
+            seen.append(await redis_up())
+    finally:
+        await server.stop()
+        await producer.close()
+    assert seen == [1, 0, 1]

@@ -55,3 +55,12 @@ def test_the_time_a_poll_needs() -> None:
 def test_a_budget_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         WeightBudget(0)
+
+
+def test_spent_counts_the_weight_requests_took_and_nothing_else() -> None:
+    """The poll loop stretches its interval on what the budget spent, so a source that reads files spends none."""
+    budget = WeightBudget(1000, clock=Clock())
+    assert budget.spent == 0
+    budget.reserve(20)
+    budget.charge(response_weight(2000))
+    assert budget.spent == 120

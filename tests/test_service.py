@@ -357,3 +357,15 @@ async def test_run_stops_cleanly_when_asked(fake_hl: FakeHyperliquid, scenario: 
     producer.stop()
     assert await asyncio.wait_for(task, 5) == 0
     assert len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+
+
+def test_once_fails_on_an_outage_or_an_unreachable_redis_but_not_on_a_quiet_poll() -> None:
+    from producer.service import PollSummary, once_failure
+
+    assert once_failure(PollSummary(), redis_reachable=True) is None
+    assert once_failure(PollSummary(errors=3), redis_reachable=True) is None  # some reads failed, not all
+    outage = once_failure(PollSummary(errors=9, unreachable=True), redis_reachable=True)
+    assert outage is not None and "all 9 reads of the poll failed" in outage and "\n" not in outage
+    assert once_failure(PollSummary(), redis_reachable=False) == (
+        "Redis was unreachable: the poll's positions were not recorded; exiting 1"
+    )
