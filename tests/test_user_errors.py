@@ -12,9 +12,10 @@ import pytest
 
 from consumers import ConfigError
 from consumers.alerter.config import load_alerter_config
-from consumers.options import non_negative_decimal, redis_url
+from consumers.options import non_negative_decimal, redact_url, redis_url
 from producer.config import load_config
 from producer.errors import ConfigError as ProducerConfigError
+from tests.conftest import RedisServer, free_port
 from tests.faults.procs import Proc
 
 SCHEMES = "must start with redis://, rediss:// (TLS) or unix:// (a socket path)"
@@ -39,6 +40,7 @@ async def run(tmp_path: Path, module: str, *args: str, env: dict[str, str] | Non
         ("consumers.alerter", (), "http://localhost:6379"),
         ("consumers.stats", (), "http://localhost:6379"),
         ("consumers.tail", (), "http://localhost:6379"),
+        ("producer.demo", (), "localhost:6379"),
     ],
 )
 async def test_a_redis_url_without_a_redis_scheme_is_a_bad_setting(
@@ -49,12 +51,41 @@ async def test_a_redis_url_without_a_redis_scheme_is_a_bad_setting(
     assert err.startswith(f"configuration error: --redis-url / REDIS_URL={url!r}: {SCHEMES}")
 
 
-@pytest.mark.parametrize("module", ["consumers.alerter"])
+@pytest.mark.parametrize("module", ["consumers.alerter", "producer.demo"])
 async def test_a_threshold_that_is_not_a_number_says_so(tmp_path: Path, module: str) -> None:
     code, err = await run(tmp_path, module, "--threshold-usd", "lots")
     assert code == 2
     assert "--threshold-usd" in err and "'lots'" in err and "not a number" in err
     assert "decimal" not in err.lower()
+
+
+@pytest.mark.parametrize("speed", ["-1", "fast", "nan"])
+async def test_the_demo_refuses_a_speed_that_is_not_0_or_more(tmp_path: Path, speed: str) -> None:
+    code, err = await run(tmp_path, "producer.demo", "--speed", speed)
+    assert code == 2
+    assert err.startswith(f"configuration error: --speed={speed!r}: ")
+
+
+async def test_the_demo_without_a_redis_says_how_to_start_one(tmp_path: Path) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    code, err = await run(tmp_path, "producer.demo", env={"REDIS_URL": url})
+    assert code == 1
+    assert err == f"demo: no Redis at {redact_url(url)}: start one with `redis-server` (or set REDIS_URL)\n"
+
+
+async def test_the_demo_with_a_wrong_or_missing_password_says_authentication_failed(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path, password="right")
+    server.start()
+    try:
+        code, err = await run(tmp_path, "producer.demo", env={"REDIS_URL": f"redis://:wrong@127.0.0.1:{server.port}/0"})
+        assert code == 1
+        assert err.startswith("demo: authentication failed") and "password in REDIS_URL is wrong" in err
+        assert "wrong@" not in err
+        code, err = await run(tmp_path, "producer.demo", env={"REDIS_URL": server.url})
+        assert code == 1
+        assert err.startswith("demo: authentication failed") and "wants a password" in err
+    finally:
+        server.kill()
 
 
 @pytest.mark.parametrize(
