@@ -23,6 +23,7 @@ from consumers.options import (
     positive_float,
     positive_int,
     redact_url,
+    redis_url,
     resolve,
 )
 
@@ -173,7 +174,7 @@ def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tu
             "redis_url",
             "--redis-url",
             "REDIS_URL",
-            non_empty,
+            redis_url,
             DEFAULT_REDIS_URL,
             "Redis holding the stream; rediss:// for TLS, redis://user:password@host for ACLs.",
         ),

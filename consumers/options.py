@@ -10,15 +10,20 @@ Secrets (tokens, webhook URLs) have no flag: a flag's value is visible to every 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from redis.asyncio.connection import parse_url
+
 from consumers.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Secret:
@@ -117,13 +122,22 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str], options: Iterable[
         if raw is None:
             values[opt.name] = None
             continue
-        try:
-            values[opt.name] = opt.parse(raw)
-        except (ValueError, InvalidOperation) as exc:
-            shown = "***" if opt.secret else repr(raw)
-            where = opt.env if opt.secret else f"{opt.flag} / {opt.env}"
-            raise ConfigError(f"{where}={shown}: {exc}") from None
+        where = opt.env if opt.secret else f"{opt.flag} / {opt.env}"
+        values[opt.name] = parse_value(where, raw, opt.parse, secret=opt.secret)
     return values
+
+
+def parse_value(where: str, raw: str, parse: Callable[[str], T], *, secret: bool = False) -> T:
+    """``parse(raw)``, or :class:`ConfigError` naming the setting (``where``) and the value as typed.
+
+    The value is shown with any URL password masked: a mistyped ``REDIS_URL`` must not put its password into the
+    error line, which ends up in terminals and service logs.
+    """
+    try:
+        return parse(raw)
+    except (ValueError, InvalidOperation) as exc:
+        shown = "***" if secret else repr(redact_url(raw))
+        raise ConfigError(f"{where}={shown}: {exc}") from None
 
 
 def build_parser(prog: str, description: str, options: Sequence[Option]) -> argparse.ArgumentParser:
@@ -173,15 +187,35 @@ def port(value: str) -> int:
     return number
 
 
+def _float(value: str) -> float:
+    """float's own message quotes the value a second time; the caller's line already shows it."""
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
 def positive_float(value: str) -> float:
-    number = float(value)
+    number = _float(value)
     if not number > 0:
         raise ValueError("must be a number greater than 0")
     return number
 
 
+def non_negative_float(value: str) -> float:
+    number = _float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError("must be a number, 0 or more")
+    return number
+
+
 def non_negative_decimal(value: str) -> Decimal:
-    number = Decimal(value.replace("_", "").replace(",", ""))
+    """An amount, exact: every option holding money goes through here, so each says the same about a typo."""
+    try:
+        number = Decimal(value.replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        # Decimal's own error is a list of signal classes, which tells a user nothing.
+        raise ValueError("not a number: must be an amount, 0 or more, such as 100000") from None
     if not number.is_finite() or number < 0:
         raise ValueError("must be an amount, 0 or more")
     return number
@@ -222,13 +256,33 @@ def hostname_pid() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(value: str) -> str:
+    """A URL redis-py can connect with, checked at start-up: redis-py itself only finds out at the first command,
+    with a traceback."""
+    url = non_empty(value)
+    if not url.lower().startswith(REDIS_SCHEMES):
+        raise ValueError(
+            "must start with redis://, rediss:// (TLS) or unix:// (a socket path), e.g. redis://localhost:6379/0"
+        )
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"is not a Redis URL ({exc}), e.g. redis://user:password@localhost:6379/0") from None
+    return url
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password (if any) replaced, for log lines."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password (if any) replaced, for log lines; works on malformed URLs too, which is when
+    they are shown in an error."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a URL that does not parse>" if "@" in url else url
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

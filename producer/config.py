@@ -23,6 +23,7 @@ from consumers.options import (
     log_level,
     positive_float,
     positive_int,
+    redis_url,
     resolve,
 )
 from producer.client import MAINNET_API_URL
@@ -114,7 +115,7 @@ OPTIONS: tuple[Option, ...] = (
         "redis_url",
         "--redis-url",
         "REDIS_URL",
-        str,
+        redis_url,
         "redis://localhost:6379/0",
         "Redis to publish to; rediss:// for TLS, redis://user:password@host for ACLs.",
     ),

@@ -1,11 +1,14 @@
-"""``python -m producer.demo``: the whole pipeline, offline, in one command.
+"""python -m producer.demo: the whole pipeline, offline, in one command.
 
-Node mode (the default) plays the shipped sample cascade (``producer/simulation/data``) into a temporary
-directory laid out like a node's output, block by block at ``--speed`` times real time (re-timed to now, so the
+Node mode (the default) plays the shipped sample cascade (producer/simulation/data) into a temporary
+directory laid out like a node's output, block by block at --speed times real time (re-timed to now, so the
 rolling windows fill), while the real processes run against the local Redis: the producer following the files
 with the node source, the alerter and the stats aggregator. Fills mode instead serves the fake exchange API
 on 127.0.0.1 and runs the producer's polling source against it. Either way a new user sees alerts and a
-statistics table within seconds, on a stream of its own (``demo:liquidations``) that the demo resets first.
+statistics table within seconds, on a stream of its own (demo:liquidations) that the demo resets first.
+
+When it ends (on its own, on Ctrl-C or on SIGTERM) it removes every key it created from Redis: the stream,
+its consumer groups, dedup keys, the checkpoint, alert markers and statistics snapshots.
 """
 
 from __future__ import annotations
@@ -18,22 +21,67 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers.options import redact_url
+from consumers.errors import ConfigError
+from consumers.options import (
+    Option,
+    add_options,
+    environ,
+    non_empty,
+    non_negative_decimal,
+    non_negative_float,
+    parse_value,
+    redact_url,
+    redis_url,
+    resolve,
+)
 from producer.publisher import hash_tag
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.node_writer import hour_path
 from producer.simulation.sample import load_blocks
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
 
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+REDIS_OPTION = Option(
+    "redis_url",
+    "--redis-url",
+    "REDIS_URL",
+    redis_url,
+    "redis://localhost:6379/0",
+    "Redis to use; the demo touches only its own stream's keys.",
+)
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message says why and what to do, in one line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    source: Literal["node", "fills"] = "node"
+    speed: float = 10.0
+    """Times real time; 0 plays the sample as fast as the processes take it."""
+    redis_url: str = "redis://localhost:6379/0"
+    stream: str = "demo:liquidations"
+    threshold_usd: Decimal = Decimal(50_000)
+    verbose: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m producer.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -44,35 +92,74 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API",
     )
     parser.add_argument(
-        "--speed", type=float, default=10.0, help="replay speed, times real time (0: as fast as possible) (default: 10)"
+        "--speed", default="10", help="replay speed, times real time (0: as fast as possible) (default: 10)"
     )
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
-        help="Redis to use [REDIS_URL] (default: redis://localhost:6379/0)",
-    )
-    parser.add_argument("--stream", default="demo:liquidations", help="stream the demo resets and uses")
+    add_options(parser, (REDIS_OPTION,))
+    parser.add_argument("--stream", default="demo:liquidations", help="stream the demo resets, uses and removes")
     parser.add_argument("--threshold-usd", default="50000", help="alert threshold for the demo (default: 50000)")
     parser.add_argument("--verbose", action="store_true", help="show the producer's log line for every event")
-    return parser.parse_args(argv)
+    return parser
+
+
+def load_demo_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> DemoConfig:
+    """The demo's settings, each checked with the parser the real processes use for the same kind of value, so a
+    typo stops here in one line instead of in a child process's traceback."""
+    args = build_parser().parse_args(argv)
+    (url,) = resolve(args, environ(env), (REDIS_OPTION,)).values()
+    return DemoConfig(
+        source=args.source,
+        speed=parse_value("--speed", args.speed, non_negative_float),
+        redis_url=url,
+        stream=parse_value("--stream", args.stream, non_empty),
+        threshold_usd=parse_value("--threshold-usd", args.threshold_usd, non_negative_decimal),
+        verbose=args.verbose,
+    )
+
+
+def redis_problem(exc: RedisError, url: str) -> str:
+    """What a Redis failure means to someone trying the demo, and what to do about it."""
+    shown = redact_url(url)
+    # AuthenticationError is a ConnectionError to redis-py; to a user it is the opposite of "no Redis".
+    if isinstance(exc, AuthenticationError):
+        if parse_url(url).get("password") is None:
+            return (
+                f"authentication failed: Redis at {shown} wants a password; put it in REDIS_URL, "
+                "as redis://:password@host:6379/0 (or redis://user:password@... for an ACL user)"
+            )
+        return f"authentication failed at Redis {shown}: the user or password in REDIS_URL is wrong"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return f"no Redis at {shown}: start one with `redis-server` (or set REDIS_URL)"
+    return f"Redis at {shown} refused the demo ({exc}): use a Redis, or a Redis user, that allows it"
+
+
+def key_patterns(stream: str) -> tuple[str, ...]:
+    """SCAN patterns of every key the demo's processes create besides the stream: the producer's dedup keys and
+    checkpoint under the stream's hash tag, and the consumers' ``<stream>:...`` keys (alert markers, statistics
+    snapshots, dead letters). Glob characters in the name are escaped, so a stream named ``*`` cannot match the
+    user's other keys."""
+    return (f"{{{_glob_escape(hash_tag(stream))}}}:*", f"{_glob_escape(stream)}:*")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 class Demo:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
+    def __init__(self, config: DemoConfig, workdir: Path) -> None:
+        self.config = config
         self.workdir = workdir
-        self.procs: list[asyncio.subprocess.Process] = []
+        self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
         self.pipes: list[asyncio.Task[None]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "ALERT_", "STATS_"))}
-        return {**keep, "REDIS_URL": self.args.redis_url, "LIQ_STREAM": self.args.stream, **extra}
+        return {**keep, "REDIS_URL": self.config.redis_url, "LIQ_STREAM": self.config.stream, **extra}
 
     async def spawn(self, label: str, module: str, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
-        self.procs.append(proc)
+        self.procs.append((label, proc))
         self.pipes.append(asyncio.create_task(self._relay(label, proc)))
 
     async def _relay(self, label: str, proc: asyncio.subprocess.Process) -> None:
@@ -81,15 +168,18 @@ class Demo:
             sys.stdout.write(f"[{label}] {raw.decode(errors='replace')}")
             sys.stdout.flush()
 
-    async def reset_stream(self) -> None:
-        client = aioredis.Redis.from_url(self.args.redis_url)
-        try:
-            keys = [self.args.stream]
-            for pattern in (f"{{{hash_tag(self.args.stream)}}}:*", f"{self.args.stream}:*"):
-                keys += [k async for k in client.scan_iter(match=pattern, count=1000)]
-            await client.delete(*keys)
-        finally:
-            await client.aclose()
+    def check_processes(self) -> None:
+        """A process that exits before the demo stops it would leave the demo waiting for ever."""
+        for label, proc in self.procs:
+            if proc.returncode is not None:
+                raise DemoError(f"the {label} exited with code {proc.returncode}: its last lines, above, say why")
+
+    async def remove_keys(self, client: aioredis.Redis) -> int:
+        """Delete the stream and every key the demo's processes made for it; returns how many there were."""
+        keys: list[Any] = [self.config.stream]
+        for pattern in key_patterns(self.config.stream):
+            keys += [k async for k in client.scan_iter(match=pattern, count=1000)]
+        return int(await client.delete(*keys))
 
     async def start_consumers(self) -> None:
         common = {"LIQ_GROUP_START": "0", "LIQ_BLOCK_MS": "500", "LOG_LEVEL": "WARNING"}
@@ -99,7 +189,7 @@ class Demo:
             self.env(
                 **common,
                 LIQ_GROUP="demo-alerter",
-                ALERT_THRESHOLD_USD=self.args.threshold_usd,
+                ALERT_THRESHOLD_USD=str(self.config.threshold_usd),
                 ALERT_COOLDOWN_S="10",
                 ALERT_BURST="3",
             ),
@@ -114,14 +204,15 @@ class Demo:
         first = blocks[0]["events"][0][1]["time"]
         # Compress the sample's clock by the speed and move it to now, so that an event's exchange time is the
         # moment it is written: the rolling windows of the stats then show the cascade as it happens.
-        speed = self.args.speed if self.args.speed > 0 else 1000.0
+        speed = self.config.speed if self.config.speed > 0 else 1000.0
         start_ms = int(time.time() * 1000)
         started = time.monotonic()
         events = 0
         for block in blocks:
             offset = (block["events"][0][1]["time"] - first) / speed
-            if self.args.speed > 0:
+            if self.config.speed > 0:
                 await asyncio.sleep(max(0.0, started + offset / 1000 - time.monotonic()))
+                self.check_processes()
             block_ms = start_ms + int(offset)
             events += _retime(block, block_ms)
             path = hour_path(self.workdir, block_ms)
@@ -131,11 +222,37 @@ class Demo:
         return events
 
     async def run(self) -> int:
-        await self.reset_stream()
-        print(f"demo: stream {self.args.stream!r} on {redact_url(self.args.redis_url)}, source {self.args.source}")
-        producer_log = "INFO" if self.args.verbose else "WARNING"
-        fake: FakeHyperliquid | None = None
-        if self.args.source == "node":
+        """Check Redis, reset the stream, run the pipeline until the stream stops growing, then stop the processes
+        and remove the keys, also when cancelled (Ctrl-C, SIGTERM) or failing half-way."""
+        client = aioredis.Redis.from_url(self.config.redis_url, socket_connect_timeout=5)
+        try:
+            await client.ping()
+            await self.remove_keys(client)
+            shown = redact_url(self.config.redis_url)
+            print(f"demo: stream {self.config.stream!r} on {shown}, source {self.config.source}")
+            fake: FakeHyperliquid | None = None
+            try:
+                fake = await self.start_producer()
+                await self.start_consumers()
+                if self.config.source == "node":
+                    written = await self.play_node_files()
+                    print(f"demo: the sample cascade is written ({written} liquidation and ADL fills)")
+                published = await self.wait_for_stream(client)
+                print(f"demo: {published} events in {self.config.stream!r}; stopping (the stats print a last table)")
+            finally:
+                await self.stop()
+                if fake is not None:
+                    await fake.stop()
+                removed = await self.remove_keys(client)
+                print(f"demo: removed the demo's {removed} keys from Redis")
+        finally:
+            await client.aclose()
+        return 0
+
+    async def start_producer(self) -> FakeHyperliquid | None:
+        """The producer on the chosen source; for fills, also the fake exchange it polls (returned, to stop it)."""
+        producer_log = "INFO" if self.config.verbose else "WARNING"
+        if self.config.source == "node":
             await self.spawn(
                 "producer",
                 "producer",
@@ -147,55 +264,43 @@ class Demo:
                     LOG_LEVEL=producer_log,
                 ),
             )
-        else:
-            fake = FakeHyperliquid()
-            fake.load(demo_scenario())
-            await fake.start()
-            print(f"demo: fake exchange API at {fake.url}/info")
-            await self.spawn(
-                "producer",
-                "producer",
-                self.env(
-                    HL_API_URL=fake.url,
-                    HL_WATCHLIST=",".join(DEMO_WATCHLIST),
-                    HL_LOOKBACK=str(10 * 365 * 86400),
-                    HL_POLL_INTERVAL="2",
-                    LOG_LEVEL=producer_log,
-                ),
-            )
-        await self.start_consumers()
-        try:
-            if self.args.source == "node":
-                written = await self.play_node_files()
-                print(f"demo: the sample cascade is written ({written} liquidation and ADL fills)")
-            published = await self.wait_for_stream()
-            print(f"demo: {published} events in {self.args.stream!r}; stopping (the stats print a last table)")
-        finally:
-            await self.stop()
-            if fake is not None:
-                await fake.stop()
-        return 0
+            return None
+        fake = FakeHyperliquid()
+        fake.load(demo_scenario())
+        await fake.start()
+        print(f"demo: fake exchange API at {fake.url}/info")
+        await self.spawn(
+            "producer",
+            "producer",
+            self.env(
+                HL_API_URL=fake.url,
+                HL_WATCHLIST=",".join(DEMO_WATCHLIST),
+                HL_LOOKBACK=str(10 * 365 * 86400),
+                HL_POLL_INTERVAL="2",
+                # The fake exchange has no request limit: mainnet's budget would stretch the demo to 40 s.
+                HL_WEIGHT_PER_MINUTE="100000",
+                LOG_LEVEL=producer_log,
+            ),
+        )
+        return fake
 
-    async def wait_for_stream(self, quiet_seconds: float = 2.0) -> int:
+    async def wait_for_stream(self, client: aioredis.Redis, quiet_seconds: float = 2.0) -> int:
         """Until the stream stops growing for a few seconds: the producer has caught up."""
-        client = aioredis.Redis.from_url(self.args.redis_url)
-        try:
-            last, since = -1, time.monotonic()
-            while True:
-                length = int(await client.xlen(self.args.stream))
-                if length != last:
-                    last, since = length, time.monotonic()
-                elif length and time.monotonic() - since >= quiet_seconds:
-                    return length
-                await asyncio.sleep(0.25)
-        finally:
-            await client.aclose()
+        last, since = -1, time.monotonic()
+        while True:
+            self.check_processes()
+            length = int(await client.xlen(self.config.stream))
+            if length != last:
+                last, since = length, time.monotonic()
+            elif length and time.monotonic() - since >= quiet_seconds:
+                return length
+            await asyncio.sleep(0.25)
 
     async def stop(self) -> None:
-        for proc in self.procs:
+        for _, proc in self.procs:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
+        for _, proc in self.procs:
             try:
                 await asyncio.wait_for(proc.wait(), 15)
             except TimeoutError:
@@ -215,22 +320,42 @@ def _retime(block: dict[str, Any], block_ms: int) -> int:
     return count
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(config: DemoConfig) -> int:
     with tempfile.TemporaryDirectory(prefix="hl-demo-") as tmp:
-        demo = Demo(args, Path(tmp))
-        task = asyncio.ensure_future(demo.run())
+        demo = Demo(config, Path(tmp))
+        task = asyncio.create_task(demo.run())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, _cancel_once(task))
         try:
             return await task
         except asyncio.CancelledError:
-            await demo.stop()
             return 0
 
 
+def _cancel_once(task: asyncio.Task[int]) -> Callable[[], None]:
+    """A second Ctrl-C while the demo stops its processes and removes its keys must not cut the clean-up short."""
+
+    def cancel() -> None:
+        if not task.cancelling():
+            task.cancel()
+
+    return cancel
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(_main(parse_args(argv)))
+    try:
+        config = load_demo_config(argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_main(config))
+    except DemoError as exc:
+        sys.stderr.write(f"demo: {exc}\n")
+    except RedisError as exc:
+        sys.stderr.write(f"demo: {redis_problem(exc, config.redis_url)}\n")
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 import sys
 from pathlib import Path
 
 import lz4.frame
+import pytest
+from redis.asyncio import Redis
 
+from consumers.testing import wait_until
+from producer.demo import build_parser, key_patterns, load_demo_config
 from producer.simulation.sample import SAMPLE_PATH, build_sample, render
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
-from tests.test_service import adl_truth, stream_events
+from tests.conftest import REDIS_URL, terminate
+from tests.test_service import adl_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,37 +40,99 @@ def test_the_sample_is_a_realistic_cascade() -> None:
     assert any(t.value_usd >= 100_000 for t in sample.liquidations)
 
 
-async def run_demo(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
+async def start_demo(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "producer.demo",
+        "--redis-url",
+        REDIS_URL,
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def run_demo(*args: str) -> tuple[int, str]:
+    proc = await start_demo(*args)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
 
-async def test_node_demo_shows_alerts_and_statistics(stream: str) -> None:
+def published(out: str) -> int:
+    """The stream's length as the demo reported it before removing the stream."""
+    found = re.search(r"^demo: (\d+) events in ", out, re.MULTILINE)
+    assert found, out
+    return int(found[1])
+
+
+async def keys_left(redis: Redis, prefix: str) -> list[bytes]:
+    return [key async for key in redis.scan_iter(match=f"*{prefix}*", count=1000)]
+
+
+async def test_node_demo_shows_alerts_and_statistics(redis_client: Redis, prefix: str, stream: str) -> None:
     code, out = await run_demo("--speed", "0", "--stream", stream)
     assert code == 0, out
     sample = build_sample()
-    events = await stream_events(stream)
-    assert len(events) == len(sample.liquidations) + sample.adl_fill_count
+    assert published(out) == len(sample.liquidations) + sample.adl_fill_count
     assert "[alerter] BTC" in out and "liquidated: $" in out
     assert f"[stats] all {len(sample.liquidations):>14}" in out
     assert "[stats] other types: adl" in out
+    assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
 
-async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(stream: str) -> None:
+async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
+    redis_client: Redis, prefix: str, stream: str
+) -> None:
     code, out = await run_demo("--source", "fills", "--stream", stream, "--threshold-usd", "1000")
     assert code == 0, out
     scenario = demo_scenario()
     expected = len(scenario.visible_from(DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
     assert "fake exchange API at http://127.0.0.1:" in out
-    assert len(await stream_events(stream)) == expected
+    assert published(out) == expected
     assert "[stats] all" in out
+    assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+async def test_a_demo_stopped_half_way_removes_its_keys(
+    redis_client: Redis, prefix: str, stream: str, sig: signal.Signals
+) -> None:
+    proc = await start_demo("--stream", stream, "--threshold-usd", "0")
+    try:
+
+        async def dedup_keys_and_markers_written() -> bool:
+            keys = await keys_left(redis_client, prefix)
+            return any(b":dedup:" in k for k in keys) and any(b":alerted:" in k for k in keys)
+
+        await wait_until(dedup_keys_and_markers_written, within=30, message="the demo to publish and alert")
+        proc.send_signal(sig)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            await terminate(proc)
+    assert proc.returncode == 0, out.decode()
+    assert "Traceback" not in out.decode()
+    assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
+
+
+def test_a_stream_name_cannot_widen_the_clean_up_to_other_keys() -> None:
+    assert key_patterns("demo:liquidations") == ("{demo:liquidations}:*", "demo:liquidations:*")
+    assert key_patterns("d*[x]?") == (r"{d\*\[x\]\?}:*", r"d\*\[x\]\?:*")
+    assert key_patterns("{demo}:liquidations")[0] == "{demo}:*"
+
+
+def test_the_help_is_plain_text() -> None:
+    text = build_parser().format_help()
+    assert "--speed" in text and "REDIS_URL" in text
+    assert "``" not in text
+
+
+def test_the_settings_take_redis_url_from_the_environment_and_a_flag_over_it() -> None:
+    config = load_demo_config(["--speed", "0"], {"REDIS_URL": "redis://env:6379/1"})
+    assert (config.speed, config.redis_url) == (0.0, "redis://env:6379/1")
+    assert load_demo_config(["--redis-url", "redis://flag/0"], {"REDIS_URL": "redis://env/1"}).redis_url == (
+        "redis://flag/0"
+    )
