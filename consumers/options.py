@@ -13,6 +13,8 @@ import argparse
 import math
 import os
 import socket
+import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -81,6 +83,26 @@ class Option:
         return self.default
 
 
+class LineWrappingHelpFormatter(argparse.HelpFormatter):
+    """Wraps the description and the epilog to the terminal line by line, keeping the line breaks written into them
+    (the epilog lists one secret a line): argparse's own choice is to wrap them as one paragraph, or not at all."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            hanging = indent + " " * (len(line) - len(line.lstrip()) + 2)
+            lines.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=hanging) if line else "")
+        return "\n".join(lines)
+
+
+def invoked_as(module: str, argv0: str | None = None) -> str:
+    """The program's name for its usage line, the way it was started: a console script by its name
+    (``hl-liquidation-tail``), ``python -m <module>`` otherwise (where ``argv[0]`` is the module's ``__main__.py``).
+    """
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return f"python -m {module}" if name in ("", "-c", "__main__.py") else name
+
+
 def add_options(
     parser: argparse.ArgumentParser,
     options: Iterable[Option],
@@ -106,7 +128,7 @@ def add_options(
     if secrets:
         epilog = "secrets, read from the environment only (never from flags, never logged):\n" + "\n".join(secrets)
         parser.epilog = f"{parser.epilog}\n\n{epilog}" if parser.epilog else epilog
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.formatter_class = LineWrappingHelpFormatter
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str], options: Iterable[Option]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from consumers.options import (
     boolean,
     csv,
     environ,
+    invoked_as,
     log_level,
     positive_float,
     positive_int,
@@ -331,7 +332,7 @@ def watchlist_epilog(vaults: Sequence[str] = PROTOCOL_VAULTS) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m producer",
+        prog=invoked_as("producer"),
         description=(
             "Find Hyperliquid liquidations and publish each one, exactly once, to a Redis\n"
             "stream. Every option can also be set by the environment variable in brackets;\n"

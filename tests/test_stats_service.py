@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from consumers import ConsumerConfig, Runner, RunnerSettings
 from consumers.stats import StatsConfig, StatsService
+from consumers.stats.service import describe_view
 from consumers.testing import make_event, wait_until
 from schemas import Event, LiquidationEvent, encode_entry
 
@@ -144,6 +145,33 @@ async def test_replicas_split_the_work_and_say_their_view_is_partial(redis: Redi
     ]
     assert sum(Decimal(s["totals"]["value_usd"]) for s in snapshots[:2]) == sum(e.value_usd for e in events)
     assert_totals(full, events)
+
+
+async def test_a_replica_that_outlived_the_others_still_says_its_view_is_partial(redis: Redis, stream: str) -> None:
+    replicas = [StatsService(config(stream, name), redis, out=io.StringIO()) for name in ("r1", "r2")]
+    tasks = [await start(s) for s in replicas]
+    await wait_until(lambda: _both_registered(redis, stream), message="both replicas read")
+    await publish(redis, stream, 380)
+    await wait_until(lambda: sum(r.totals.count for r in replicas) == 380, message="every event counted once")
+    for s, t in zip(replicas, tasks, strict=True):
+        await stop(s, t)  # each leaves the group: the last one's exit table sees no other consumer
+    last = replicas[0]
+    assert 0 < last.totals.count < 380, "the two replicas split the work"
+    snapshot = await last.snapshot()
+    assert snapshot["view"]["partial"] is True
+    assert snapshot["view"]["note"] == (
+        "partial view: this consumer's share; other consumers of the group handled "
+        f"{380 - last.totals.count:,} of its 380 entries since this one started"
+    )
+
+
+def test_the_view_is_full_only_when_this_consumer_handled_everything_the_group_was_delivered() -> None:
+    assert describe_view(2, 380, own=100, pending=0)["note"] == "partial view: 1 of 2 consumers"
+    shared = describe_view(1, 380, own=100, pending=0)
+    assert shared["partial"] and "handled 280 of its 380 entries" in shared["note"]
+    assert describe_view(1, 100, own=100, pending=0) == {"partial": False, "consumers": 1, "note": "full view"}
+    assert not describe_view(1, 105, own=100, pending=5)["partial"], "entries in hand are not someone else's"
+    assert not describe_view(1, None, own=100, pending=0)["partial"], "Redis < 7: only the active consumers tell"
 
 
 async def _both_registered(redis: Redis, stream: str) -> bool:

@@ -15,6 +15,7 @@ from consumers.options import (
     Secret,
     csv,
     environ,
+    invoked_as,
     non_empty,
     non_negative_decimal,
     parse_args,
@@ -253,7 +254,7 @@ class AlerterConfig:
 def load_alerter_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AlerterConfig:
     """Flags over environment over defaults; raises :class:`ConfigError` naming the flag and variable."""
     args = parse_args(
-        "python -m consumers.alerter",
+        invoked_as("consumers.alerter"),
         "Post large Hyperliquid liquidations from the Redis stream to people (stdout, webhook, Telegram, "
         "Discord, Slack), once per event, with a per-coin cooldown.",
         OPTIONS,

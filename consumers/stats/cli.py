@@ -33,6 +33,8 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
             )
             if config.rebuild:
                 await service.runner.when_redis_answers(service.rebuild)
+            else:  # the view's share is counted from here either way
+                await service.runner.when_redis_answers(service.begin)
             reports = asyncio.create_task(service.run_reports())
             try:
                 await service.runner.run()

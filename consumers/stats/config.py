@@ -6,7 +6,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.config import ConsumerConfig, consumer_config, runner_options
-from consumers.options import Option, boolean, environ, non_empty, parse_args, positive_float, positive_int, resolve
+from consumers.options import (
+    Option,
+    boolean,
+    environ,
+    invoked_as,
+    non_empty,
+    parse_args,
+    positive_float,
+    positive_int,
+    resolve,
+)
 
 OPTIONS: tuple[Option, ...] = (
     *runner_options(default_group="stats"),
@@ -70,7 +80,7 @@ class StatsConfig:
 def load_stats_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> StatsConfig:
     """Flags over environment over defaults; raises :class:`~consumers.errors.ConfigError` naming the setting."""
     args = parse_args(
-        "python -m consumers.stats",
+        invoked_as("consumers.stats"),
         "Keep running totals of Hyperliquid liquidations from the Redis stream (overall, by coin, by side, "
         "5 min / 1 h / 24 h windows), print them and publish them to Redis as JSON.",
         OPTIONS,

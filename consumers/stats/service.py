@@ -9,7 +9,11 @@ above *B* and is counted once. This boundary needs no memory of event keys. (``T
 saw recently, a bounded second line of defence for a redelivery within one run.)
 
 **Replicas.** Several aggregators in one group split the entries, so each one's live totals are partial; the
-snapshot says so ("partial view: 1 of 2 consumers", from XINFO CONSUMERS). A separate group gets a full view.
+snapshot says so ("partial view: 1 of 2 consumers", from XINFO CONSUMERS). A replica that outlives the others (the
+last one stopped, printing its table on exit) no longer sees them there, so the group's read counter (XINFO
+GROUPS ``entries-read``, Redis 7) is compared with what this consumer handled since it started: entries that
+neither this consumer handled nor anyone holds pending were handled by other consumers. A separate group gets a
+full view.
 Note that the history rebuild is always full (the stream does not record which consumer handled what): after a
 restart, a replica's totals are the full history up to *B* plus its share of what came after.
 """
@@ -39,6 +43,34 @@ log = logging.getLogger("consumers.stats")
 REBUILD_PAGE = 5_000
 
 
+def entries_read(group_info: dict[str, Any]) -> int | None:
+    """The group's ``entries-read`` (None before Redis 7 or when Redis cannot tell); 0 before its first read."""
+    read = group_info.get("entries-read")
+    if read is None:
+        return 0 if group_info.get("last-delivered-id") in (b"0-0", "0-0") else None
+    return int(read)
+
+
+def describe_view(consumers: int, group_read: int | None, own: int, pending: int) -> dict[str, Any]:
+    """Whether the totals are this consumer's share or the group's whole: what the table's first line says.
+
+    ``consumers`` are the group's active consumers now; ``group_read`` the entries the group was delivered since
+    this consumer started (None when Redis cannot tell), ``own`` those this consumer finished and ``pending`` those
+    still pending in the group. Active consumers alone would call a replica that outlived the others a full view.
+    """
+    others = 0 if group_read is None else group_read - own - pending
+    if consumers > 1:
+        note = f"partial view: 1 of {consumers} consumers"
+    elif others > 0:
+        note = (
+            f"partial view: this consumer's share; other consumers of the group handled {others:,} of its "
+            f"{group_read:,} entries since this one started"
+        )
+    else:
+        note = "full view"
+    return {"partial": note != "full view", "consumers": consumers, "note": note}
+
+
 class StatsService:
     def __init__(
         self,
@@ -60,15 +92,22 @@ class StatsService:
         """Events the group delivered that entered the totals, by type (the history rebuild is ``rebuilt``)."""
         self._out = out
         self._clock = clock
+        self._group_read_at_start: int | None = None
+        """The group's ``entries-read`` when this consumer started, the base of the view's share."""
 
     async def handle(self, events: list[Event]) -> None:
         for event in events:
             if self.totals.add(event):
                 self.counted[event_type(event)] += 1
 
+    async def begin(self) -> None:
+        """Create the group if missing and note how many entries it was delivered so far; before the first read."""
+        await self.runner.ensure_group()
+        self._group_read_at_start = entries_read(await self.runner.group_info() or {})
+
     async def rebuild(self) -> int:
         """Count the retained history up to the group's last-delivered id; make the runner skip what it counted."""
-        await self.runner.ensure_group()
+        await self.begin()
         boundary = await self.runner.last_delivered_id()
         self.runner.skip_through = boundary
         if boundary == "0-0":
@@ -104,17 +143,22 @@ class StatsService:
         """What the table shows and other services read: totals, the view (full or partial), the runner's state."""
         now_ms = int(self._clock() * 1000)
         consumers = max(1, len(await self.runner.active_consumers()))
+        info = await self.runner.group_info() or {}
+        now_read, start_read = entries_read(info), self._group_read_at_start
+        counters = self.runner.counters
+        view = describe_view(
+            consumers,
+            None if now_read is None or start_read is None else now_read - start_read,
+            own=counters.processed + counters.unknown_type + counters.dead_lettered + counters.deleted,
+            pending=int(info.get("pending") or 0),
+        )
         c = self.config.consumer
         return {
             "stream": c.stream,
             "group": c.group,
             "consumer": c.consumer,
             "generated_at": now_ms,
-            "view": {
-                "partial": consumers > 1,
-                "consumers": consumers,
-                "note": f"partial view: 1 of {consumers} consumers" if consumers > 1 else "full view",
-            },
+            "view": view,
             "rebuilt_from_history": self.rebuilt,
             "runner": await self.runner.metrics(),
             "totals": self.totals.statistics(now_ms),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from consumers.config import DEFAULT_REDIS_URL, DEFAULT_STREAM, runner_options
 from consumers.errors import ConfigError
-from consumers.options import build_parser, environ, positive_int, resolve
+from consumers.options import build_parser, environ, invoked_as, positive_int, resolve
 
 _SHARED = {opt.name: opt for opt in runner_options(default_group="tail")}
 OPTIONS = tuple(_SHARED[name] for name in ("redis_url", "stream", "log_level"))
@@ -72,7 +72,7 @@ class TailConfig:
 def load_tail_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> TailConfig:
     """Flags over environment over defaults; raises :class:`ConfigError` naming the flag (and variable)."""
     parser = build_parser(
-        "python -m consumers.tail",
+        invoked_as("consumers.tail"),
         "Follow the Hyperliquid liquidation stream live (XREAD, outside any consumer group: it disturbs no group) "
         "and print each event as a table row or, with --json, as one JSON object per line.",
         OPTIONS,
@@ -83,7 +83,7 @@ def load_tail_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         metavar="ID",
         default=NEW_ONLY,
         help="where to start: $ (new entries only), 0 (the stream's first retained entry), an entry id (it and "
-        "what follows), a time in ms since the epoch, or (ID for only what follows ID (default: $)",
+        "what follows), a time in ms since the epoch, or '(ID' (only what follows ID) (default: $)",
     )
     parser.add_argument(
         "--count",
