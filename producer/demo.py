@@ -36,9 +36,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.errors import ConfigError
 from consumers.options import (
+    LineWrappingHelpFormatter,
     Option,
     add_options,
     environ,
+    invoked_as,
     non_empty,
     non_negative_decimal,
     non_negative_float,
@@ -77,13 +79,26 @@ class DemoConfig:
     """Times real time; 0 plays the sample as fast as the processes take it."""
     redis_url: str = "redis://localhost:6379/0"
     stream: str = "demo:liquidations"
-    threshold_usd: Decimal = Decimal(50_000)
+    threshold_usd: Decimal | None = None
+    """None: the source's own default (:data:`DEFAULT_THRESHOLDS`)."""
     verbose: bool = False
+
+    @property
+    def alert_threshold(self) -> Decimal:
+        return DEFAULT_THRESHOLDS[self.source] if self.threshold_usd is None else self.threshold_usd
+
+
+DEFAULT_THRESHOLDS: dict[str, Decimal] = {"node": Decimal(50_000), "fills": Decimal(10_000)}
+"""Each source's sample has a few liquidations above its threshold: the fills scenario is smaller than the
+cascade, and a threshold it never reaches would show a new user no alert at all."""
+
+
+FILLS_SCENARIO_AGE_MS = 31 * 60_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m producer.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=invoked_as("producer.demo"), description=__doc__, formatter_class=LineWrappingHelpFormatter
     )
     parser.add_argument(
         "--source",
@@ -96,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(parser, (REDIS_OPTION,))
     parser.add_argument("--stream", default="demo:liquidations", help="stream the demo resets, uses and removes")
-    parser.add_argument("--threshold-usd", default="50000", help="alert threshold for the demo (default: 50000)")
+    parser.add_argument(
+        "--threshold-usd",
+        default=None,
+        help="alert threshold for the demo (default: 50000 for node, 10000 for fills: a few alerts either way)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the producer's log line for every event")
     return parser
 
@@ -111,7 +130,9 @@ def load_demo_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         speed=parse_value("--speed", args.speed, non_negative_float),
         redis_url=url,
         stream=parse_value("--stream", args.stream, non_empty),
-        threshold_usd=parse_value("--threshold-usd", args.threshold_usd, non_negative_decimal),
+        threshold_usd=None
+        if args.threshold_usd is None
+        else parse_value("--threshold-usd", args.threshold_usd, non_negative_decimal),
         verbose=args.verbose,
     )
 
@@ -189,7 +210,7 @@ class Demo:
             self.env(
                 **common,
                 LIQ_GROUP="demo-alerter",
-                ALERT_THRESHOLD_USD=str(self.config.threshold_usd),
+                ALERT_THRESHOLD_USD=str(self.config.alert_threshold),
                 ALERT_COOLDOWN_S="10",
                 ALERT_BURST="3",
             ),
@@ -266,7 +287,8 @@ class Demo:
             )
             return None
         fake = FakeHyperliquid()
-        fake.load(demo_scenario())
+        # Dated to the last half hour (the scenario spans about 29 minutes), so the 5m/1h/24h windows fill.
+        fake.load(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
         await fake.start()
         print(f"demo: fake exchange API at {fake.url}/info")
         await self.spawn(
@@ -275,7 +297,7 @@ class Demo:
             self.env(
                 HL_API_URL=fake.url,
                 HL_WATCHLIST=",".join(DEMO_WATCHLIST),
-                HL_LOOKBACK=str(10 * 365 * 86400),
+                HL_LOOKBACK="3600",
                 HL_POLL_INTERVAL="2",
                 # The fake exchange has no request limit: mainnet's budget would stretch the demo to 40 s.
                 HL_WEIGHT_PER_MINUTE="100000",

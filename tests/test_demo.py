@@ -6,6 +6,8 @@ import asyncio
 import re
 import signal
 import sys
+import time
+from decimal import Decimal
 from pathlib import Path
 
 import lz4.frame
@@ -86,13 +88,19 @@ async def test_node_demo_shows_alerts_and_statistics(redis_client: Redis, prefix
 async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     redis_client: Redis, prefix: str, stream: str
 ) -> None:
-    code, out = await run_demo("--source", "fills", "--stream", stream, "--threshold-usd", "1000")
+    started = time.monotonic()
+    code, out = await run_demo("--source", "fills", "--stream", stream)
     assert code == 0, out
+    assert time.monotonic() - started < 30, "the fills demo should show its events within seconds"
     scenario = demo_scenario()
     expected = len(scenario.visible_from(DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
     assert "fake exchange API at http://127.0.0.1:" in out
     assert published(out) == expected
-    assert "[stats] all" in out
+    # With its own default threshold the fills demo alerts, and its events are dated recently enough that the
+    # rolling windows show them, as for the node demo.
+    assert "[alerter] BTC long liquidated: $" in out
+    liquidations = len(scenario.visible_from(DEMO_WATCHLIST))
+    assert f"[stats] 1h {liquidations:>15}" in out and f"[stats] all {liquidations:>14}" in out
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
 
@@ -124,10 +132,20 @@ def test_a_stream_name_cannot_widen_the_clean_up_to_other_keys() -> None:
     assert key_patterns("{demo}:liquidations")[0] == "{demo}:*"
 
 
-def test_the_help_is_plain_text() -> None:
+def test_the_help_is_plain_text_that_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
     text = build_parser().format_help()
     assert "--speed" in text and "REDIS_URL" in text
     assert "``" not in text
+    assert [line for line in text.splitlines() if len(line) > 100] == []
+
+
+def test_each_source_has_a_threshold_its_sample_reaches() -> None:
+    assert load_demo_config([]).alert_threshold == Decimal(50_000)
+    assert load_demo_config(["--source", "fills"]).alert_threshold == Decimal(10_000)
+    assert load_demo_config(["--source", "fills", "--threshold-usd", "5"]).alert_threshold == Decimal(5)
+    largest = max(t.value_usd for t in demo_scenario().visible_from(DEMO_WATCHLIST))
+    assert largest > load_demo_config(["--source", "fills"]).alert_threshold
 
 
 def test_the_settings_take_redis_url_from_the_environment_and_a_flag_over_it() -> None:

@@ -801,7 +801,7 @@ class ScenarioBuilder:
         )
 
 
-def demo_scenario(seed: int = 1) -> Scenario:
+def demo_scenario(seed: int = 1, start_ms: int | None = None) -> Scenario:
     """A realistic mix exercising every rule a consumer must get right (used by tests and the demo server).
 
     - 3 watched makers (:data:`DEMO_MAKERS`) absorbing several market liquidations, some shared with unwatched
@@ -812,7 +812,7 @@ def demo_scenario(seed: int = 1) -> Scenario:
       leg beyond the first 2,000-fill page;
     - recentTrades for BTC/ETH/SOL including a liquidator vault as buyer and as seller.
     """
-    b = ScenarioBuilder(seed)
+    b = ScenarioBuilder(seed) if start_ms is None else ScenarioBuilder(seed, start_ms)
     m1, m2, m3 = DEMO_MAKERS
     for i, maker in enumerate(DEMO_MAKERS, 1):
         b.label(maker, f"maker-{i}")
