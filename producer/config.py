@@ -27,6 +27,7 @@ from consumers.options import (
 )
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
+from producer.node_files import DEFAULT_MAX_LINE, OnDamage
 
 SourceName = Literal["fills", "trades", "node"]
 
@@ -87,6 +88,23 @@ def _time_ms(value: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _on_damage(value: str) -> OnDamage:
+    if value not in ("skip", "stop"):
+        raise ValueError("must be 'skip' (report a damaged hour file and go on) or 'stop' (exit 1 there)")
+    return value  # type: ignore[return-value]
+
+
+def missing_node_path(paths: Sequence[Path]) -> str | None:
+    """The error for a node path that does not exist (a typo, or no node on this machine), or None."""
+    for path in paths:
+        if not path.exists():
+            return (
+                f"--node-path / HL_NODE_PATH: {path} does not exist; point --node-path (or HL_NODE_PATH) at a "
+                "node's data directory (~/hl/data or its node_fills_by_block), an archive directory or an hour file"
+            )
+    return None
 
 
 def _port(value: str) -> int:
@@ -212,6 +230,22 @@ OPTIONS: tuple[Option, ...] = (
         str(32 << 20),
         "node source: bytes read per poll at most; bounds memory and the work between checkpoints.",
     ),
+    Option(
+        "node_max_line",
+        "--node-max-line",
+        "HL_NODE_MAX_LINE",
+        positive_int,
+        str(DEFAULT_MAX_LINE),
+        "node source: longest line read as a block (bytes); a longer one (damage) is skipped and reported.",
+    ),
+    Option(
+        "node_damaged",
+        "--node-damaged",
+        "HL_NODE_DAMAGED",
+        _on_damage,
+        "skip",
+        "node source, a truncated or corrupt hour file: 'skip' reports it and goes on; 'stop' exits 1 there.",
+    ),
     Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
     Option(
         "maxlen",
@@ -280,6 +314,8 @@ class ProducerConfig:
     node_until: int | None = None
     node_follow: bool = True
     node_read_bytes: int = 32 << 20
+    node_max_line: int = DEFAULT_MAX_LINE
+    node_damaged: OnDamage = "skip"
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
     health_stale_after: float = 120.0
@@ -313,6 +349,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     start, end = values["node_from"], values["node_until"]
     if start is not None and end is not None and end <= start:
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")
+    if values["source"] == "node" and (missing := missing_node_path(values["node_paths"])) is not None:
+        raise ConfigError(missing)
     if values["source"] == "trades" and not values["coins"]:
         raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
     return ProducerConfig(**values)

@@ -86,7 +86,13 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
         return TradesSource(client, config.coins, liquidators=config.liquidators)
     if config.source == "node":
         window = NodeWindow(start_ms=config.node_from, end_ms=config.node_until, follow=config.node_follow)
-        return NodeSource(config.node_paths, window, max_bytes_per_poll=config.node_read_bytes)
+        return NodeSource(
+            config.node_paths,
+            window,
+            max_bytes_per_poll=config.node_read_bytes,
+            max_line=config.node_max_line,
+            on_damage=config.node_damaged,
+        )
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
 
 
@@ -144,7 +150,8 @@ class Producer:
         else:
             result = await self.source.poll(int(self.clock() * 1000))
             fresh = self.recent.fresh(list(result.events))
-            self.outbox.put(fresh, result.checkpoint)
+            self.outbox.put(fresh, result.checkpoint, catching_up=result.catching_up)
+            self.progress.problem = result.problem
             summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
             summary.more, summary.finished = result.more, result.finished
             self.metrics.polls.labels(self.source.name).inc()
@@ -213,8 +220,9 @@ class Producer:
             if self.redis_down_since is not None:
                 log.info("Redis is back after %.0fs", time.monotonic() - self.redis_down_since)
                 self.redis_down_since = None
+            level = logging.DEBUG if batch.catching_up else logging.INFO
             for event, entry_id in result.published:
-                log.info("%s -> %s", format_event(event), entry_id)
+                log.log(level, "%s -> %s", format_event(event), entry_id)
                 self.metrics.published.labels(event_type(event)).inc()
             self.metrics.duplicates.inc(len(result.duplicates))
             published += len(result.published)

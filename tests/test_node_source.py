@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from producer.simulation.scenarios import Scenario, demo_scenario
 from schemas import AdlEvent, Event, LiquidationEvent
 
 REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
+NOW_MS = int(time.time() * 1000)
+"""The clock the tests poll with: the scenarios' hours (October 2025) are in its past."""
 
 
-async def drain(source: NodeSource, now_ms: int = 0) -> tuple[list[Event], dict[str, str]]:
+async def drain(source: NodeSource, now_ms: int = NOW_MS) -> tuple[list[Event], dict[str, str]]:
     """Poll until the source has nothing more right now; the events and the last checkpoint."""
     events: list[Event] = []
     checkpoint: dict[str, str] = {}
@@ -142,14 +145,14 @@ async def test_following_live_sees_appends_and_the_next_hour(tmp_path: Path) -> 
 
 def _keys_of(blocks: list[dict[str, object]], scenario: Scenario) -> set[str]:
     """Event keys of the liquidations and ADL fills whose blocks are in ``blocks``."""
-    times = {block_time_ms(b) for b in blocks}  # type: ignore[arg-type]
+    times = {block_time_ms(b) for b in blocks}
     keys = {f"{t.tx_hash}|{t.coin}|{t.liquidated_user}" for t in scenario.liquidations if t.timestamp in times}
     keys |= {f"adl|{h}|{c}|{u}" for h, c, u in adl_truth(scenario) if _time_of(scenario, h) in times}
     return keys
 
 
 def _time_of(scenario: Scenario, tx_hash: str) -> int:
-    return next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash)
+    return int(next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash))
 
 
 async def test_garbage_and_a_truncated_last_line_are_skipped_and_counted(
@@ -194,8 +197,8 @@ async def test_resuming_from_a_checkpoint_reads_nothing_twice(tmp_path: Path) ->
     scenario = cascade(400)
     write_hours(tmp_path, blocks_from(scenario))
     first = NodeSource([tmp_path], REPLAY_ALL, max_bytes_per_poll=64 << 10, chunk_bytes=16 << 10)
-    part = await first.poll(0)
-    part2 = await first.poll(0)
+    part = await first.poll(NOW_MS)
+    part2 = await first.poll(NOW_MS)
     first.close()
     second = NodeSource([tmp_path], REPLAY_ALL, chunk_bytes=16 << 10)
     second.restore(part2.checkpoint)
