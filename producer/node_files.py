@@ -40,6 +40,7 @@ tail after a crash) that would otherwise be buffered whole."""
 OnDamage = Literal["skip", "stop"]
 """What to do at a damaged hour file: report it and go on to the next hour, or stop the process there."""
 _TAIL = 64
+_LZ4_STEP = 1 << 16
 """Bytes of the last line kept to recognise the same position in a file replaced under the same name."""
 
 
@@ -244,6 +245,7 @@ class LineReader:
         """Where to start, applied at the first read, so that damage found by seeking is reported like any other."""
         self._expect = b""
         self._replaced = False
+        self._damage: DamagedFile | None = None
 
     def _decoder(self, raw: BinaryIO) -> BinaryIO:
         return lz4.frame.open(raw, "rb") if self.file.compressed else raw
@@ -259,12 +261,30 @@ class LineReader:
         self.close()
 
     def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; at damage, what decoded before it first, then :class:`DamagedFile`.
+
+        A compressed file is decoded in small steps: a failing step loses only its own output, not a whole chunk
+        of good blocks before the damage.
+        """
+        if self._damage is not None:
+            raise self._damage
+        step = _LZ4_STEP if self.file.compressed else size
+        parts: list[bytes] = []
+        got = 0
         try:
             if self._seek_to is not None:
                 self._start()
-            return self._handle.read(size)
+            while got < size:
+                piece = self._handle.read(min(step, size - got))
+                if not piece:
+                    break
+                parts.append(piece)
+                got += len(piece)
         except (EOFError, RuntimeError, OSError) as exc:
-            raise DamagedFile(self.file.path, _describe_damage(exc)) from None
+            self._damage = DamagedFile(self.file.path, _describe_damage(exc))
+            if not parts:
+                raise self._damage from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _start(self) -> None:
         """Seek to the starting offset; in a replacement, only if its bytes before the offset are the ones read."""
@@ -384,5 +404,5 @@ class LineReader:
         self.close()
         self._raw = open(self.file.path, "rb")
         self._handle = self._decoder(self._raw)
-        self._pending, self._skipping, self.exhausted = bytearray(), 0, False
+        self._pending, self._skipping, self.exhausted, self._damage = bytearray(), 0, False, None
         self._seek_to, self._expect, self._replaced = self.offset, self._tail, True

@@ -280,6 +280,7 @@ class NodeSource:
                 if following is None:
                     if not self.window.follow:
                         self.finished = True
+                        self._summarize(reader)
                     break
                 continue
             self._finish_file(reader, observed)
@@ -324,6 +325,10 @@ class NodeSource:
                 "node: %s ends without a newline (%d bytes); reading the last line as is", reader.file.path, len(rest)
             )
             self._scan(rest, observed)
+        self._summarize(reader)
+
+    def _summarize(self, reader: LineReader) -> None:
+        """One line per hour file read: a replay's progress without a line per event."""
         log.info(
             "node: %s done: %d blocks read, %d liquidation and ADL fills, %d over-long lines skipped%s",
             reader.file.name,
