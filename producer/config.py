@@ -196,7 +196,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_PATH",
         _paths,
         "~/hl/data/node_fills_by_block",
-        "node source: the node's node_fills_by_block directory, or archive directories or hour files.",
+        "node source: a node's data directory (or any level below it), archive directories or hour files.",
     ),
     Option(
         "node_from",
