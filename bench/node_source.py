@@ -103,7 +103,7 @@ async def through_source(root: Path) -> tuple[float, int, int]:
     events = 0
     started = time.perf_counter()
     while True:
-        result = await source.poll(0)
+        result = await source.poll(int(time.time() * 1000))
         events += len(result.events)
         if result.finished or not result.more:
             break

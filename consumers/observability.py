@@ -27,6 +27,8 @@ class Progress:
     clock: Callable[[], float] = time.monotonic
     last_success: float | None = None
     started: float = 0.0
+    problem: str | None = None
+    """A known reason the process cannot do its job (nothing to read where it was pointed): unhealthy at once."""
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -42,6 +44,9 @@ class Progress:
             "seconds_since_success": None if self.last_success is None else round(age, 3),
             "stale_after": self.stale_after,
         }
+        if self.problem is not None:
+            detail["problem"] = self.problem
+            return False, detail
         return age <= self.stale_after, detail
 
 

@@ -29,6 +29,7 @@ from consumers.options import (
 )
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
+from producer.node_files import DEFAULT_MAX_LINE, OnDamage
 
 SourceName = Literal["fills", "trades", "node"]
 
@@ -102,6 +103,23 @@ def _time_ms(value: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _on_damage(value: str) -> OnDamage:
+    if value not in ("skip", "stop"):
+        raise ValueError("must be 'skip' (report a damaged hour file and go on) or 'stop' (exit 1 there)")
+    return value  # type: ignore[return-value]
+
+
+def missing_node_path(paths: Sequence[Path]) -> str | None:
+    """The error for a node path that does not exist (a typo, or no node on this machine), or None."""
+    for path in paths:
+        if not path.exists():
+            return (
+                f"--node-path / HL_NODE_PATH: {path} does not exist; point --node-path (or HL_NODE_PATH) at a "
+                "node's data directory (~/hl/data or its node_fills_by_block), an archive directory or an hour file"
+            )
+    return None
 
 
 def _port(value: str) -> int:
@@ -195,7 +213,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_NODE_PATH",
         _paths,
         "~/hl/data/node_fills_by_block",
-        "The node's node_fills_by_block directory, or archive directories or hour files.",
+        "A node's data directory (or any level below it), archive directories or hour files.",
     ),
     Option(
         "node_from",
@@ -228,6 +246,22 @@ OPTIONS: tuple[Option, ...] = (
         positive_int,
         str(32 << 20),
         "Bytes read per poll at most; bounds memory and the work between checkpoints.",
+    ),
+    Option(
+        "node_max_line",
+        "--node-max-line",
+        "HL_NODE_MAX_LINE",
+        positive_int,
+        str(DEFAULT_MAX_LINE),
+        "Longest line read as a block (bytes); a longer one (damage) is skipped and reported.",
+    ),
+    Option(
+        "node_damaged",
+        "--node-damaged",
+        "HL_NODE_DAMAGED",
+        _on_damage,
+        "skip",
+        "A truncated or corrupt hour file: 'skip' reports it and goes on; 'stop' exits 1 there.",
     ),
     Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
     Option(
@@ -297,6 +331,8 @@ class ProducerConfig:
     node_until: int | None = None
     node_follow: bool = True
     node_read_bytes: int = 32 << 20
+    node_max_line: int = DEFAULT_MAX_LINE
+    node_damaged: OnDamage = "skip"
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
     health_stale_after: float = 120.0
@@ -311,7 +347,7 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
     (
         "node source",
         "Follows a node's fill files or the archive; calls no API.",
-        ("node_paths", "node_from", "node_until", "node_follow", "node_read_bytes"),
+        ("node_paths", "node_from", "node_until", "node_follow", "node_read_bytes", "node_max_line", "node_damaged"),
     ),
     (
         "the exchange's API (fills and trades sources)",
@@ -361,6 +397,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     start, end = values["node_from"], values["node_until"]
     if start is not None and end is not None and end <= start:
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")
+    if values["source"] == "node" and (missing := missing_node_path(values["node_paths"])) is not None:
+        raise ConfigError(missing)
     if values["source"] == "trades" and not values["coins"]:
         raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
     return ProducerConfig(**values)

@@ -20,8 +20,18 @@ from pathlib import Path
 import msgspec
 
 from producer.detector import detect_from_fills
+from producer.errors import ProducerError
 from producer.exchange_types import Fill
-from producer.node_files import HourFile, LineReader, find_hour_files, parse_hour_name
+from producer.node_files import (
+    DEFAULT_MAX_LINE,
+    DamagedFile,
+    HourFile,
+    HourFinder,
+    LineReader,
+    OnDamage,
+    parse_hour_name,
+    split_future,
+)
 from producer.sources import PollResult
 
 log = logging.getLogger(__name__)
@@ -29,6 +39,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT_HOUR = "node:hour"
 CHECKPOINT_OFFSET = "node:offset"
 _MARKER = b'"liquidation"'
+FUTURE_ALLOWANCE_MS = 15 * 60_000
+"""Clock skew tolerated between the node and us before an hour file counts as dated in the future."""
+LIVE_LAG_MS = 60_000
+"""Events older than this when read are a catch-up (a replay, a backlog after a restart), not live news."""
+
+
+class NodeFileDamaged(ProducerError):
+    """An hour file is damaged and the configuration says to stop there rather than skip the rest of it."""
 
 
 class Block(msgspec.Struct):
@@ -50,6 +68,40 @@ class NodeWindow:
     """Keep waiting for new data at the end of the newest file; False: stop there (a finished replay)."""
 
 
+def is_catch_up(more: bool, newest_ms: int | None, now_ms: int) -> bool:
+    """Whether a poll read old blocks: it stopped with more to read, or its newest fill is older than a minute.
+
+    A catch-up logs a summary instead of a line per event: a replayed cascade hour holds hundreds of thousands.
+    """
+    return more or (newest_ms is not None and newest_ms < now_ms - LIVE_LAG_MS)
+
+
+def no_files_problem(paths: Sequence[Path], future: int) -> str:
+    """The one line that says why nothing is read, and what to do about it."""
+    where = ", ".join(str(p) for p in paths) or "(no path)"
+    if future:
+        return (
+            f"node: every hour file under {where} ({future}) is dated after now; fix the file names or this "
+            "machine's clock"
+        )
+    return (
+        f"node: no hour files under {where}: a node writes hourly/<YYYYMMDD>/<H> under its data directory "
+        "(~/hl/data/node_fills_by_block); point --node-path (HL_NODE_PATH) at it, an archive directory or an hour file"
+    )
+
+
+def damage_message(damage: DamagedFile, reader: LineReader, on_damage: OnDamage) -> str:
+    """The report of a damaged hour file: which, what is wrong, how far it was read, and what happens now."""
+    where = f"node: {damage.path} is damaged: {damage.reason}; {reader.lines_read} blocks read from it"
+    where += f" (up to byte {reader.offset})"
+    if on_damage == "stop":
+        return (
+            f"{where}. Stopped there: replace the file (download it again) and restart, "
+            "or set --node-damaged skip (HL_NODE_DAMAGED=skip) to go on without the rest of it"
+        )
+    return f"{where}. Skipping the rest of it (--node-damaged skip); replace the file to have it read again"
+
+
 def end_of_last_line(hour_file: HourFile, window: int = 1 << 16) -> int:
     """The offset just after the file's last newline: where live following starts without reading the file."""
     if hour_file.compressed:
@@ -57,9 +109,11 @@ def end_of_last_line(hour_file: HourFile, window: int = 1 << 16) -> int:
         try:
             while reader.read_lines(1 << 20)[1]:
                 pass
-            return reader.offset
+        except DamagedFile:
+            pass  # reported when the poll reads it
         finally:
             reader.close()
+        return reader.offset
     with open(hour_file.path, "rb") as handle:
         size = handle.seek(0, 2)
         position = size
@@ -83,17 +137,27 @@ class NodeSource:
         *,
         max_bytes_per_poll: int = 32 << 20,
         chunk_bytes: int = 1 << 20,
+        max_line: int = DEFAULT_MAX_LINE,
+        on_damage: OnDamage = "skip",
     ) -> None:
         self.paths = list(paths)
         self.window = window
         self.max_bytes_per_poll = max_bytes_per_poll
         self.chunk_bytes = chunk_bytes
+        self.max_line = max_line
+        self.on_damage = on_damage
         self.reader: LineReader | None = None
         self.garbage_lines = 0
         self.blocks_read = 0
         self.finished = False
+        self.problem: str | None = None
+        """Why the source cannot do its job right now (no hour files at all); the health check reports it."""
         self._resume: tuple[str, int] | None = None
         self._decoder = msgspec.json.Decoder(Block)
+        self._finder = HourFinder(self.paths)
+        self._future_reported: set[Path] = set()
+        self._fatal: NodeFileDamaged | None = None
+        self._hour_fills = 0
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         hour, offset = checkpoint.get(CHECKPOINT_HOUR), checkpoint.get(CHECKPOINT_OFFSET)
@@ -105,11 +169,33 @@ class NodeSource:
             self.reader.close()
             self.reader = None
 
-    def _files(self) -> list[HourFile]:
-        return find_hour_files(self.paths)
+    def _files(self, now_ms: int) -> list[HourFile]:
+        """The hour files, without those dated in the future (each reported once)."""
+        files, future = split_future(self._finder.find(), now_ms, FUTURE_ALLOWANCE_MS)
+        for hour_file in future:
+            if hour_file.path not in self._future_reported:
+                self._future_reported.add(hour_file.path)
+                log.warning(
+                    "node: skipping %s: it is dated %s, after now; a node only writes the hour it is in "
+                    "(a misnamed file, or this machine's clock is behind)",
+                    hour_file.path,
+                    hour_file.name,
+                )
+        if not files:
+            problem = no_files_problem(self.paths, len(future))
+            if problem != self.problem:
+                log.warning("%s", problem)
+            self.problem = problem
+        else:
+            self.problem = None
+        return files
 
-    def _open_first(self) -> LineReader | None:
-        files = self._files()
+    def _open(self, hour_file: HourFile, offset: int = 0) -> LineReader:
+        self._hour_fills = 0
+        return LineReader(hour_file, offset, max_line=self.max_line)
+
+    def _open_first(self, now_ms: int) -> LineReader | None:
+        files = self._files(now_ms)
         if not files:
             return None
         if self._resume is not None:
@@ -118,28 +204,28 @@ class NodeSource:
             for hour_file in files:
                 if hour_file.hour == hour:
                     log.info("node: resuming %s at byte %d", hour_file.path, offset)
-                    return LineReader(hour_file, offset)
+                    return self._open(hour_file, offset)
                 if hour_file.hour > hour:
                     log.warning("node: checkpointed hour %s is gone; continuing at %s", hour_name, hour_file.name)
-                    return LineReader(hour_file)
+                    return self._open(hour_file)
             log.warning("node: checkpointed hour %s is newer than every file; waiting for it", hour_name)
             return None
         if self.window.start_ms is None:
             newest = files[-1]
             offset = end_of_last_line(newest)
             log.info("node: following %s from its end (byte %d)", newest.path, offset)
-            return LineReader(newest, offset)
+            return self._open(newest, offset)
         start_hour_ms = self.window.start_ms - self.window.start_ms % 3_600_000
         for hour_file in files:
             if self._past_end(hour_file):
                 break
             if hour_file.start_ms >= start_hour_ms:
                 log.info("node: reading from %s", hour_file.path)
-                return LineReader(hour_file)
+                return self._open(hour_file)
         return None
 
-    def _next_file(self, current: HourFile) -> HourFile | None:
-        for hour_file in self._files():
+    def _next_file(self, current: HourFile, now_ms: int) -> HourFile | None:
+        for hour_file in self._files(now_ms):
             if hour_file.hour > current.hour:
                 return hour_file
         return None
@@ -149,10 +235,13 @@ class NodeSource:
 
     async def poll(self, now_ms: int) -> PollResult:
         result = PollResult()
+        if self._fatal is not None:
+            raise self._fatal
         if self.finished:
             return result
         if self.reader is None:
-            self.reader = self._open_first()
+            self.reader = self._open_first(now_ms)
+            result.problem = self.problem
             if self.reader is None:
                 self.finished = not self.window.follow
                 result.finished = self.finished
@@ -161,38 +250,73 @@ class NodeSource:
         read = 0
         blocks_before = self.blocks_read
         reader = self.reader
+        following: HourFile | None = None
         while read < self.max_bytes_per_poll:
             reader = self.reader
-            lines, size = reader.read_lines(self.chunk_bytes)
-            read += size
-            for line in lines:
-                self._scan(line, observed)
+            size = 0
+            if not reader.exhausted:
+                try:
+                    lines, size = reader.read_lines(self.chunk_bytes)
+                except DamagedFile as damage:
+                    if self._damaged(reader, damage, result):
+                        break
+                else:
+                    read += size
+                    for line in lines:
+                        self._scan(line, observed)
             if size:
                 continue
-            # At the end of this file for now. A newer hour's file means this one is complete.
-            following = self._next_file(reader.file)
+            # At the end of this file for now. A file renamed over it under the same name is followed by name.
+            change = reader.replaced()
+            if change is not None:
+                log.warning("node: %s was %s: reopening it at byte %d", reader.file.path, change, reader.offset)
+                reader.reopen()
+                following = None
+                continue
+            # A newer hour's file means this one is complete, once it is read to its real end: the writer may
+            # have added its last blocks while the directory was being listed.
             if following is None:
-                if not self.window.follow:
-                    self.finished = True
-                break
+                following = self._next_file(reader.file, now_ms)
+                if following is None:
+                    if not self.window.follow:
+                        self.finished = True
+                        self._summarize(reader)
+                    break
+                continue
             self._finish_file(reader, observed)
             reader.close()
             if self._past_end(following):
                 self.finished = True
                 self.reader = None
                 break
-            self.reader = LineReader(following)
-            log.info("node: %s complete, now reading %s", reader.file.path, following.path)
+            self.reader = self._open(following)
+            log.info("node: now reading %s", following.path)
+            following = None
         # The position after the last line read (if the replay ended at a rotation, the end of the last hour).
         position = self.reader or reader
         result.checkpoint = {CHECKPOINT_HOUR: position.file.name, CHECKPOINT_OFFSET: str(position.offset)}
-        result.more = self.reader is not None and read >= self.max_bytes_per_poll
+        result.more = result.more or (self.reader is not None and read >= self.max_bytes_per_poll)
         result.finished = self.finished
         result.items = self.blocks_read - blocks_before
+        result.problem = self.problem
+        result.catching_up = is_catch_up(result.more, max((f.time for _, f in observed), default=None), now_ms)
         result.events = detect_from_fills(
             self._in_window(observed), source="node", detected_at=now_ms, own_legs_only=True, via=("node",)
         )
         return result
+
+    def _damaged(self, reader: LineReader, damage: DamagedFile, result: PollResult) -> bool:
+        """Report a damaged file; True when the configuration says to stop (after publishing what came before)."""
+        message = damage_message(damage, reader, self.on_damage)
+        reader.discard_partial()
+        reader.exhausted = True
+        if self.on_damage == "stop":
+            self._fatal = NodeFileDamaged(message)
+            result.more = True  # poll again at once: the next poll raises, once this one's events are published
+            return True
+        log.error("%s", message)
+        result.errors.append(message)
+        return False
 
     def _finish_file(self, reader: LineReader, observed: list[tuple[str, Fill]]) -> None:
         rest = reader.take_partial()
@@ -201,6 +325,18 @@ class NodeSource:
                 "node: %s ends without a newline (%d bytes); reading the last line as is", reader.file.path, len(rest)
             )
             self._scan(rest, observed)
+        self._summarize(reader)
+
+    def _summarize(self, reader: LineReader) -> None:
+        """One line per hour file read: a replay's progress without a line per event."""
+        log.info(
+            "node: %s done: %d blocks read, %d liquidation and ADL fills, %d over-long lines skipped%s",
+            reader.file.name,
+            reader.lines_read,
+            self._hour_fills,
+            reader.lines_skipped,
+            " (damaged: the rest was not read)" if reader.exhausted else "",
+        )
 
     def _scan(self, line: bytes, observed: list[tuple[str, Fill]]) -> None:
         self.blocks_read += 1
@@ -212,7 +348,9 @@ class NodeSource:
             self.garbage_lines += 1
             log.error("node: skipped a line that is not a block (%s): %.200r", exc, line)
             return
+        before = len(observed)
         observed.extend((user, fill) for user, fill in block.events if fill.liquidation is not None)
+        self._hour_fills += len(observed) - before
 
     def _in_window(self, observed: list[tuple[str, Fill]]) -> list[tuple[str, Fill]]:
         start, end = self.window.start_ms, self.window.end_ms

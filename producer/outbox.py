@@ -17,6 +17,8 @@ from schemas import Event
 class Batch:
     events: list[Event]
     checkpoint: dict[str, str]
+    catching_up: bool = False
+    """Old news (a replay): its events are logged at DEBUG, the poll's summary says how many."""
 
 
 class Outbox:
@@ -33,14 +35,14 @@ class Outbox:
     def full(self) -> bool:
         return self._events >= self.max_events
 
-    def put(self, events: list[Event], checkpoint: dict[str, str]) -> None:
+    def put(self, events: list[Event], checkpoint: dict[str, str], *, catching_up: bool = False) -> None:
         if not events and not checkpoint:
             return
         if self._batches and not events and not self._batches[-1].events:
             # Consecutive checkpoint-only batches: the newest positions supersede the older ones.
             self._batches[-1].checkpoint.update(checkpoint)
             return
-        self._batches.append(Batch(events, checkpoint))
+        self._batches.append(Batch(events, checkpoint, catching_up))
         self._events += len(events)
 
     def peek(self) -> Batch | None:

@@ -100,7 +100,13 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
         return TradesSource(client, config.coins, liquidators=config.liquidators)
     if config.source == "node":
         window = NodeWindow(start_ms=config.node_from, end_ms=config.node_until, follow=config.node_follow)
-        return NodeSource(config.node_paths, window, max_bytes_per_poll=config.node_read_bytes)
+        return NodeSource(
+            config.node_paths,
+            window,
+            max_bytes_per_poll=config.node_read_bytes,
+            max_line=config.node_max_line,
+            on_damage=config.node_damaged,
+        )
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
 
 
@@ -161,7 +167,8 @@ class Producer:
         else:
             result = await self.source.poll(int(self.clock() * 1000))
             fresh = self.recent.fresh(list(result.events))
-            self.outbox.put(fresh, result.checkpoint)
+            self.outbox.put(fresh, result.checkpoint, catching_up=result.catching_up)
+            self.progress.problem = result.problem
             summary.items, summary.found, summary.errors = result.items, len(fresh), len(result.errors)
             summary.skipped, summary.unreachable = result.skipped, result.unreachable
             summary.more, summary.finished = result.more, result.finished
@@ -232,8 +239,9 @@ class Producer:
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
             self._redis_up()
             self.outbox.pop()
+            level = logging.DEBUG if batch.catching_up else logging.INFO
             for event, entry_id in result.published:
-                log.info("%s -> %s", format_event(event), entry_id)
+                log.log(level, "%s -> %s", format_event(event), entry_id)
                 self.metrics.published.labels(event_type(event)).inc()
             self.metrics.duplicates.inc(len(result.duplicates))
             published += len(result.published)

@@ -49,6 +49,10 @@ class PollResult:
     """The source stopped early with more to read: poll again without waiting."""
     finished: bool = False
     """The source has nothing more to give (a replay reached its end): the process may stop."""
+    catching_up: bool = False
+    """The events are old news (a replay, a backlog): logged as a summary, not one line each."""
+    problem: str | None = None
+    """Why the source cannot do its job at all right now (nothing to read where it was pointed); unhealthy."""
 
 
 class Source(Protocol):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from producer.node_files import find_hour_files
 from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
 from producer.publisher import checkpoint_key
 from producer.service import Producer
-from producer.simulation.node_writer import blocks_from, cascade, write_hours
+from producer.simulation.node_writer import adl_truth, blocks_from, cascade, write_hours
 from tests.conftest import REDIS_URL, terminate
 from tests.test_cli import start_producer
 from tests.test_node_source import assert_node_truth
@@ -127,3 +129,61 @@ async def test_a_cascade_sized_burst_through_the_real_producer(tmp_path: Path, s
     out, _ = await asyncio.wait_for(proc.communicate(), 600)
     assert proc.returncode == 0, out.decode()
     assert_node_truth(await stream_events(stream), scenario)
+
+
+@pytest.mark.parametrize("where", ["flag", "default"])
+async def test_a_node_path_that_does_not_exist_is_one_line_and_exit_2(tmp_path: Path, where: str) -> None:
+    args = ["--source", "node", *(["--node-path", "/nonexistent/dir"] if where == "flag" else [])]
+    proc = await start_producer(*args, env={"HOME": str(tmp_path)})  # no node under this home
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    missing = "/nonexistent/dir" if where == "flag" else f"{tmp_path}/hl/data/node_fills_by_block"
+    assert proc.returncode == 2
+    assert out.decode().splitlines() == [
+        f"configuration error: --node-path / HL_NODE_PATH: {missing} does not exist; point --node-path (or "
+        "HL_NODE_PATH) at a node's data directory (~/hl/data or its node_fills_by_block), an archive directory "
+        "or an hour file"
+    ]
+
+
+async def test_a_path_without_hour_files_makes_the_health_check_fail_with_the_reason(
+    tmp_path: Path, stream: str
+) -> None:
+    producer = Producer(node_config(tmp_path, stream, node_follow=True))
+    try:
+        await producer.poll_once()
+        healthy, detail = producer.progress.health()
+        assert not healthy and "no hour files under" in str(detail["problem"])
+        write_hours(tmp_path, blocks_from(cascade(5)))
+        await producer.poll_once()
+        assert producer.progress.health()[0]
+    finally:
+        await producer.close()
+
+
+def event_lines(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == level and " -> " in r.getMessage()]
+
+
+async def test_a_replay_logs_a_summary_per_hour_not_a_line_per_event(
+    tmp_path: Path, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = cascade(300)
+    write_hours(tmp_path, blocks_from(scenario))
+    caplog.set_level(logging.DEBUG, logger="producer")
+    assert await Producer(node_config(tmp_path, stream)).run() == 0
+    assert event_lines(caplog, "INFO") == []
+    assert len(event_lines(caplog, "DEBUG")) == len(scenario.liquidations) + len(adl_truth(scenario))
+    done = [r.getMessage() for r in caplog.records if r.levelname == "INFO" and " done: " in r.getMessage()]
+    assert done and done[0].startswith("node: 20251010/21 done: ")
+
+
+async def test_live_events_keep_their_line_each(tmp_path: Path, stream: str, caplog: pytest.LogCaptureFixture) -> None:
+    scenario = cascade(10, start_ms=int(time.time() * 1000) - 5_000)
+    write_hours(tmp_path, blocks_from(scenario))
+    caplog.set_level(logging.INFO, logger="producer")
+    producer = Producer(node_config(tmp_path, stream, node_follow=True))
+    try:
+        await producer.poll_once()
+    finally:
+        await producer.close()
+    assert len(event_lines(caplog, "INFO")) == len(scenario.liquidations) + len(adl_truth(scenario))

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from decimal import Decimal
 from pathlib import Path
 
+import lz4.frame
 import pytest
 
-from producer.node_files import LineReader, find_hour_files
-from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET, NodeSource, NodeWindow
+from producer.node_files import HourFile, LineReader, find_hour_files
+from producer.node_source import (
+    CHECKPOINT_HOUR,
+    CHECKPOINT_OFFSET,
+    NodeFileDamaged,
+    NodeSource,
+    NodeWindow,
+    is_catch_up,
+)
 from producer.simulation.node_writer import (
     Block,
     adl_truth,
@@ -19,13 +30,16 @@ from producer.simulation.node_writer import (
     line,
     write_hours,
 )
+from producer.simulation.sample import SAMPLE_PATH, build_sample
 from producer.simulation.scenarios import Scenario, demo_scenario
 from schemas import AdlEvent, Event, LiquidationEvent
 
 REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
+NOW_MS = int(time.time() * 1000)
+"""The clock the tests poll with: the scenarios' hours (October 2025) are in its past."""
 
 
-async def drain(source: NodeSource, now_ms: int = 0) -> tuple[list[Event], dict[str, str]]:
+async def drain(source: NodeSource, now_ms: int = NOW_MS) -> tuple[list[Event], dict[str, str]]:
     """Poll until the source has nothing more right now; the events and the last checkpoint."""
     events: list[Event] = []
     checkpoint: dict[str, str] = {}
@@ -158,8 +172,7 @@ def _keys_of(blocks: list[Block], scenario: Scenario) -> set[str]:
 
 
 def _time_of(scenario: Scenario, tx_hash: str) -> int:
-    time: int = next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash)
-    return time
+    return int(next(f["time"] for fills in scenario.fills.values() for f in fills if f["hash"] == tx_hash))
 
 
 async def test_garbage_and_a_truncated_last_line_are_skipped_and_counted(
@@ -204,11 +217,175 @@ async def test_resuming_from_a_checkpoint_reads_nothing_twice(tmp_path: Path) ->
     scenario = cascade(400)
     write_hours(tmp_path, blocks_from(scenario))
     first = NodeSource([tmp_path], REPLAY_ALL, max_bytes_per_poll=64 << 10, chunk_bytes=16 << 10)
-    part = await first.poll(0)
-    part2 = await first.poll(0)
+    part = await first.poll(NOW_MS)
+    part2 = await first.poll(NOW_MS)
     first.close()
     second = NodeSource([tmp_path], REPLAY_ALL, chunk_bytes=16 << 10)
     second.restore(part2.checkpoint)
     rest, _ = await drain(second)
     second.close()
     assert_node_truth(part.events + part2.events + rest, scenario)
+
+
+# --- every form of path, and none -----------------------------------------------------------------------------
+
+
+async def test_the_shipped_sample_replays_from_its_directory_and_resumes_from_the_file(tmp_path: Path) -> None:
+    scenario = build_sample()
+    replay = NodeSource([SAMPLE_PATH.parent], REPLAY_ALL)
+    whole, _ = await drain(replay)
+    replay.close()
+    assert_node_truth(whole, scenario)
+    first = NodeSource([SAMPLE_PATH.parent], REPLAY_ALL, max_bytes_per_poll=256 << 10, chunk_bytes=64 << 10)
+    part = await first.poll(NOW_MS)
+    first.close()
+    assert part.more and part.checkpoint[CHECKPOINT_HOUR] == "20251010/21"
+    second = NodeSource([SAMPLE_PATH], REPLAY_ALL)  # the same hour, named by the file this time
+    second.restore(part.checkpoint)
+    rest, _ = await drain(second)
+    second.close()
+    assert_node_truth(part.events + rest, scenario)
+
+
+async def test_a_path_without_hour_files_says_so_once_and_reads_them_when_they_come(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = NodeSource([tmp_path], NodeWindow(start_ms=0, follow=True))
+    results = [await source.poll(NOW_MS) for _ in range(3)]
+    assert all(r.problem is not None and "no hour files under" in r.problem for r in results)
+    assert caplog.text.count("no hour files under") == 1
+    scenario = cascade(20)
+    write_hours(tmp_path, blocks_from(scenario))
+    events, _ = await drain(source)
+    source.close()
+    assert source.problem is None
+    assert_node_truth(events, scenario)
+
+
+async def test_a_replay_of_a_path_without_hour_files_finishes_with_the_problem_stated(tmp_path: Path) -> None:
+    source = NodeSource([tmp_path], REPLAY_ALL)
+    result = await source.poll(NOW_MS)
+    assert result.finished and result.problem is not None and "--node-path" in result.problem
+
+
+# --- rotation, replacement, the clock, damage ------------------------------------------------------------------
+
+
+def hour_blocks(scenario: Scenario, root: Path) -> list[list[dict[str, object]]]:
+    """The scenario's blocks, grouped by the hour file they go to."""
+    groups: dict[Path, list[dict[str, object]]] = {}
+    for block in blocks_from(scenario):
+        groups.setdefault(hour_path(root, block_time_ms(block)), []).append(block)
+    return [groups[path] for path in sorted(groups, key=lambda p: p.parts)]
+
+
+async def test_the_last_blocks_written_while_the_next_hour_is_listed_are_not_lost(tmp_path: Path) -> None:
+    """The writer ends the hour and starts the next one during the reader's (slow) directory listing."""
+    scenario = cascade(1500)
+    first_hour, *later = hour_blocks(scenario, tmp_path)
+    write_hours(tmp_path, first_hour[:-3])
+    source = NodeSource([tmp_path], NodeWindow(start_ms=0, follow=True))
+    events, _ = await drain(source)
+    list_files = source._finder.find
+
+    def list_while_the_node_rotates() -> list[HourFile]:
+        if not (tmp_path / "hourly" / "20251010" / "22").exists():
+            write_hours(tmp_path, first_hour[-3:])
+            write_hours(tmp_path, [b for hour in later for b in hour])
+        return list_files()
+
+    source._finder.find = list_while_the_node_rotates  # type: ignore[method-assign]
+    rest, _ = await drain(source)
+    source.close()
+    assert_node_truth(events + rest, scenario)
+
+
+async def test_an_hour_file_replaced_under_its_name_is_followed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = cascade(60)
+    [blocks] = hour_blocks(scenario, tmp_path)
+    path = write_hours(tmp_path, blocks[:10])[0]
+    source = NodeSource([tmp_path], NodeWindow(start_ms=0, follow=True))
+    events, _ = await drain(source)
+    temporary = path.with_name(".21.partial")
+    temporary.write_bytes(b"".join(line(b) for b in blocks))
+    os.replace(temporary, path)  # rsync, aws s3 sync, cp + mv
+    rest, checkpoint = await drain(source)
+    source.close()
+    assert_node_truth(events + rest, scenario)
+    assert checkpoint[CHECKPOINT_OFFSET] == str(path.stat().st_size)
+    assert "replaced by a new file under the same name: reopening it at byte" in caplog.text
+
+
+async def test_a_stray_future_hour_is_skipped_and_later_real_hours_are_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = cascade(1500)
+    first_hour, *later = hour_blocks(scenario, tmp_path)
+    write_hours(tmp_path, first_hour)
+    stray = tmp_path / "hourly" / "20300101" / "0"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(line(first_hour[0]))
+    source = NodeSource([tmp_path], NodeWindow(start_ms=0, follow=True))
+    events, checkpoint = await drain(source)
+    assert checkpoint[CHECKPOINT_HOUR] == "20251010/21"
+    write_hours(tmp_path, [b for hour in later for b in hour])  # the next real hour arrives
+    rest, checkpoint = await drain(source)
+    source.close()
+    assert_node_truth(events + rest, scenario)
+    assert checkpoint[CHECKPOINT_HOUR] == "20251010/22"
+    assert caplog.text.count(f"skipping {stray}: it is dated 20300101/0, after now") == 1
+
+
+def damage_first_hour(root: Path, scenario: Scenario) -> tuple[Path, int]:
+    """Write the scenario as an archive and cut its first hour short; returns it and the blocks still readable."""
+    files = write_hours(root, blocks_from(scenario), compressed=True)
+    packed = files[0].read_bytes()
+    files[0].write_bytes(packed[: len(packed) // 2])
+    readable = b""
+    with lz4.frame.open(files[0], "rb") as handle:
+        with contextlib.suppress(EOFError):
+            while chunk := handle.read(1 << 16):
+                readable += chunk
+    return files[0], readable.count(b"\n")
+
+
+async def test_a_truncated_archive_hour_is_reported_and_the_replay_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    scenario = cascade(1500)
+    damaged, readable = damage_first_hour(tmp_path, scenario)
+    source = NodeSource([tmp_path], REPLAY_ALL)
+    events, _ = await drain(source)
+    source.close()
+    assert source.finished
+    blocks = hour_blocks(scenario, tmp_path)
+    kept = blocks[0][:readable] + [b for hour in blocks[1:] for b in hour]
+    assert {e.key for e in events} == _keys_of(kept, scenario)
+    [report] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert f"node: {damaged} is damaged: its lz4 data ends before the end of the frame" in report
+    assert f"{readable} blocks read from it" in report and "Skipping the rest of it" in report
+
+
+async def test_a_damaged_hour_stops_the_source_when_so_configured(tmp_path: Path) -> None:
+    scenario = cascade(1500)
+    damaged, readable = damage_first_hour(tmp_path, scenario)
+    source = NodeSource([tmp_path], REPLAY_ALL, on_damage="stop")
+    events: list[Event] = []
+    with pytest.raises(NodeFileDamaged) as stopped:
+        for _ in range(100):
+            result = await source.poll(NOW_MS)
+            events += result.events
+    source.close()
+    assert {e.key for e in events} == _keys_of(hour_blocks(scenario, tmp_path)[0][:readable], scenario)
+    assert str(stopped.value).startswith(f"node: {damaged} is damaged")
+    assert "--node-damaged skip" in str(stopped.value) and "\n" not in str(stopped.value)
+
+
+def test_a_poll_is_a_catch_up_when_it_leaves_a_backlog_or_reads_old_blocks() -> None:
+    now = 1_760_130_900_000
+    assert is_catch_up(True, now, now)
+    assert is_catch_up(False, now - 61_000, now)
+    assert not is_catch_up(False, now - 5_000, now)
+    assert not is_catch_up(False, None, now)
