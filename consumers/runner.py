@@ -40,12 +40,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
-from consumers.connection import check_socket_timeout
+from consumers.connection import check_socket_timeout, redis_unavailable
 from consumers.entries import (
     Entry,
     EntryId,
@@ -61,9 +59,6 @@ from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion,
 log = logging.getLogger("consumers.runner")
 
 T = TypeVar("T")
-
-CREDENTIALS_REFUSED = (AuthenticationError, AuthorizationError)
-"""Connection errors that are not outages: redis-py raises them as ConnectionError subclasses."""
 
 Handler = Callable[[Event], Awaitable[None]]
 """Handles one event; raising leaves its entry pending for a retry."""
@@ -150,6 +145,7 @@ class Runner:
         self._backlog = False
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
+        self._outage_started = 0.0
         self.last_read_ok: float | None = None
         """``time.monotonic()`` of the last read of the stream that Redis answered (an empty answer counts)."""
         self._read_listeners: list[Callable[[], None]] = []
@@ -276,19 +272,34 @@ class Runner:
         outages = 0
         while not self._stop.is_set():
             try:
-                return await step()
-            except CREDENTIALS_REFUSED:
-                raise
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+                result = await step()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise  # refused credentials, a bug: waiting will not fix it
                 outages += 1
                 await self.wait_stopped(self._outage_delay(outages, exc))
+                continue
+            self._outage_over(outages)
+            return result
         return None
 
-    def _outage_delay(self, outages: int, exc: Exception) -> float:
-        """Backoff for the ``outages``-th failed attempt in a row, said in the log."""
+    def _outage_delay(self, outages: int, exc: BaseException) -> float:
+        """Backoff for the ``outages``-th failed attempt in a row; the log says it once per outage."""
         delay: float = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
-        log.warning("Redis unavailable (%s); trying again in %.1f s", exc, delay)
+        if outages == 1:
+            self._outage_started = time.monotonic()
+            log.warning(
+                "Redis unavailable (%s); trying again with backoff (up to %.0f s) until it is back",
+                exc,
+                self.settings.retry_delay_max_ms / 1000,
+            )
+        else:
+            log.debug("Redis still unavailable (%s); trying again in %.1f s", exc, delay)
         return delay
+
+    def _outage_over(self, outages: int) -> None:
+        if outages:
+            log.info("Redis is back after %.1f s", time.monotonic() - self._outage_started)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; returns after acknowledgements are flushed. Redis outages are waited out."""
@@ -309,19 +320,21 @@ class Runner:
             while not self._stop.is_set():
                 try:
                     await self._step(stop_waiter)
+                    self._outage_over(outages)
                     outages = 0
-                except CREDENTIALS_REFUSED:
-                    raise  # waiting will not fix a password or an ACL: fail loudly, exit non-zero
-                except (RedisConnectionError, RedisTimeoutError) as exc:
-                    outages += 1
-                    self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
-                    await self.wait_stopped(self._outage_delay(outages, exc))
-                except ResponseError as exc:
+                except (RedisError, OSError) as exc:
+                    if redis_unavailable(exc):
+                        outages += 1
+                        self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
+                        await self.wait_stopped(self._outage_delay(outages, exc))
                     # NOGROUP: the key or group is gone; UNBLOCKED: it went while our read was blocked on it.
-                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-                        raise
-                    log.warning("group %r on %r disappeared (stream deleted?); recreating it", self.group, self.stream)
-                    self._group_missing = True
+                    elif isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                        log.warning(
+                            "group %r on %r disappeared (stream deleted?); recreating it", self.group, self.stream
+                        )
+                        self._group_missing = True
+                    else:
+                        raise  # refused credentials or ACL, a bug: waiting will not fix it; fail loudly
         finally:
             stop_waiter.cancel()
             await self._shutdown()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from consumers.connection import CREDENTIALS_REFUSED, redis_unavailable
 from consumers.humanize import printable
 from consumers.observability import Progress
 from producer.client import HyperliquidClient, RetryPolicy
@@ -31,15 +32,6 @@ from producer.sources import FillsSource, Source, TradesSource
 from schemas import Event, LiquidationEvent, event_type
 
 log = logging.getLogger("producer")
-
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-"""Errors that mean "Redis is not reachable right now"; credentials errors are excluded and fatal."""
-REDIS_FATAL = (
-    redis.exceptions.AuthenticationError,
-    redis.exceptions.AuthorizationError,
-    redis.exceptions.NoPermissionError,
-)
-
 
 _NO_PERMISSION = "can't run this command"
 """How Redis words an ACL denial of a command a script calls (it arrives as a plain script error)."""
@@ -180,9 +172,11 @@ class Producer:
             return
         try:
             checkpoint = await self.publisher.load_checkpoint()
-        except REDIS_FATAL as exc:
+        except CREDENTIALS_REFUSED as exc:
             raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-        except REDIS_DOWN as exc:
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if not redis_unavailable(exc):
+                raise
             self._redis_down(exc)
             return
         self.source.restore(checkpoint)
@@ -197,13 +191,13 @@ class Producer:
             started = time.perf_counter()
             try:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
-            except REDIS_FATAL as exc:
+            except CREDENTIALS_REFUSED as exc:
                 raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-            except redis.exceptions.ResponseError as exc:
+            except (redis.exceptions.RedisError, OSError) as exc:
                 if _NO_PERMISSION in str(exc):  # an ACL denies a command inside the publish script
                     raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-                raise
-            except REDIS_DOWN as exc:
+                if not redis_unavailable(exc):
+                    raise
                 self.metrics.redis_up.set(0)
                 self._redis_down(exc)
                 break
@@ -225,7 +219,7 @@ class Producer:
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
             log.error(
-                "Redis unreachable at %s (%s); holding events in memory (up to %d) until it is back",
+                "Redis unreachable or refusing writes at %s (%s); holding events in memory (up to %d) until it is back",
                 self._redis_where(),
                 exc,
                 self.outbox.max_events,
