@@ -373,7 +373,7 @@ async def test_redis_refusing_writes_holds_events_like_an_outage_and_publishes_e
         if refusal == "oom":
             await admin.config_set("maxmemory", 1)  # anything in use is over it: every write is refused
         else:
-            await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
+            await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # type: ignore[no-untyped-call]  # no such master
         truth = scenario.visible_from(DEMO_WATCHLIST)
         expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
         held = await producer.poll_once()
