@@ -27,6 +27,7 @@ from consumers.options import (
 )
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
+from producer.publisher import key_namespace
 
 SourceName = Literal["fills", "trades", "node"]
 
@@ -315,4 +316,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")
     if values["source"] == "trades" and not values["coins"]:
         raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
+    key_namespace(values["stream"])  # raises for a stream name whose dedup keys could not share its hash slot
     return ProducerConfig(**values)

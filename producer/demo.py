@@ -26,7 +26,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from consumers.options import redact_url
-from producer.publisher import hash_tag
+from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.node_writer import hour_path
 from producer.simulation.sample import load_blocks
@@ -85,7 +85,7 @@ class Demo:
         client = aioredis.Redis.from_url(self.args.redis_url)
         try:
             keys = [self.args.stream]
-            for pattern in (f"{{{hash_tag(self.args.stream)}}}:*", f"{self.args.stream}:*"):
+            for pattern in (f"{key_namespace(self.args.stream)}*", f"{self.args.stream}:*"):
                 keys += [k async for k in client.scan_iter(match=pattern, count=1000)]
             await client.delete(*keys)
         finally:
