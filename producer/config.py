@@ -238,6 +238,14 @@ OPTIONS: tuple[Option, ...] = (
         "100000",
         "Events held in memory while Redis is unreachable; at the cap polling pauses, nothing is dropped.",
     ),
+    Option(
+        "allow_eviction",
+        "--allow-eviction",
+        "REDIS_ALLOW_EVICTION",
+        boolean,
+        "false",
+        "Run even if Redis's maxmemory-policy may evict our keys (then an event can be published twice or lost).",
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Option(
         "metrics_port",
@@ -275,6 +283,7 @@ class ProducerConfig:
     maxlen: int = 100_000
     dedup_ttl: int = 604_800
     max_pending: int = 100_000
+    allow_eviction: bool = False
     log_level: str = "INFO"
     node_paths: tuple[Path, ...] = (Path("~/hl/data/node_fills_by_block").expanduser(),)
     node_from: int | None = None

@@ -61,6 +61,23 @@ return 0
 """
 
 
+def eviction_risk(policy: str, maxmemory: int) -> str | None:
+    """What Redis may evict of ours when memory is full, or None if nothing.
+
+    Exactly once rests on keys outliving their purpose: a dedup key evicted before its TTL lets a restarted
+    producer publish its event again; a stream or checkpoint evicted loses entries or positions. ``volatile-*``
+    evicts keys with a TTL, which are exactly the dedup keys; ``allkeys-*`` anything. Without a ``maxmemory``
+    nothing is ever evicted, whatever the policy.
+    """
+    if policy == "noeviction" or maxmemory == 0:
+        return None
+    if policy.startswith("volatile-"):
+        return "keys with a TTL, i.e. the dedup keys, so a restarted producer could publish an event twice"
+    if policy.startswith("allkeys-"):
+        return "any key: the stream, its consumer groups, the checkpoint and the dedup keys"
+    return "keys of its choosing (a policy this version does not know)"
+
+
 class UnslottableStreamName(ConfigError):
     """No other key can share the stream's hash slot, so the publish script could not run on Redis Cluster."""
 
@@ -200,6 +217,14 @@ class Publisher:
         if self.legacy_dedup_prefix is not None:
             keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args
+
+    async def eviction_settings(self) -> tuple[str, int]:
+        """Redis's ``maxmemory-policy`` and ``maxmemory``; raises the Redis error if CONFIG GET is denied."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.config_get("maxmemory-policy")
+            pipe.config_get("maxmemory")
+            policy, maxmemory = await pipe.execute()
+        return _text(policy.get("maxmemory-policy", b"noeviction")), int(maxmemory.get("maxmemory", 0))
 
     async def load_checkpoint(self) -> dict[str, str]:
         """The stream's checkpoint; on the first start after an upgrade, the one an earlier version wrote.

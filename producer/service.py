@@ -22,11 +22,11 @@ from consumers.humanize import printable
 from consumers.observability import Progress
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
-from producer.errors import ProducerError
+from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.node_source import NodeSource, NodeWindow
 from producer.outbox import Outbox, RecentKeys
-from producer.publisher import Publisher
+from producer.publisher import Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
 from producer.sources import FillsSource, Source, TradesSource
 from schemas import Event, LiquidationEvent, event_type
@@ -171,6 +171,7 @@ class Producer:
         if self.restored:
             return
         try:
+            await self._check_eviction()
             checkpoint = await self.publisher.load_checkpoint()
         except CREDENTIALS_REFUSED as exc:
             raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
@@ -183,6 +184,32 @@ class Producer:
         self.restored = True
         if checkpoint:
             log.info("resuming from %d checkpointed positions in %s", len(checkpoint), self.publisher.checkpoint_key)
+
+    async def _check_eviction(self) -> None:
+        """Refuse (or, if allowed, warn loudly about) a Redis that may evict our keys; see eviction_risk."""
+        try:
+            policy, maxmemory = await self.publisher.eviction_settings()
+        except redis.exceptions.ResponseError as exc:  # CONFIG denied by an ACL, or renamed away
+            log.warning(
+                "could not check Redis's maxmemory-policy (%s): make sure it is noeviction, or evicted dedup keys "
+                "will let an event be published twice",
+                exc,
+            )
+            return
+        risk = eviction_risk(policy, maxmemory)
+        if risk is None:
+            return
+        what = (
+            f"Redis at {self._redis_where()} has maxmemory-policy {policy} (maxmemory {maxmemory}), which evicts {risk}"
+        )
+        if not self.config.allow_eviction:
+            raise EvictionRisk(
+                f"{what}: set maxmemory-policy noeviction in Redis, or --allow-eviction / REDIS_ALLOW_EVICTION=1 "
+                "to run anyway"
+            )
+        log.warning(
+            "%s; running anyway (--allow-eviction / REDIS_ALLOW_EVICTION): exactly once is not guaranteed", what
+        )
 
     async def flush(self) -> tuple[int, int]:
         """Publish what the outbox holds, oldest first; stop at the first Redis failure and keep the rest."""

@@ -16,6 +16,7 @@ from producer.publisher import (
     UnslottableStreamName,
     checkpoint_key,
     dedup_key,
+    eviction_risk,
     hash_tag,
     key_namespace,
 )
@@ -204,3 +205,27 @@ async def test_entries_written_by_the_script_match_the_contract(redis_client: ai
     await Publisher(redis_client, stream).publish(batch)
     entries = await redis_client.xrange(stream)
     assert [fields for _, fields in entries] == [{k.encode(): v for k, v in encode_entry(e).items()} for e in batch]
+
+
+@pytest.mark.parametrize(
+    ("policy", "maxmemory", "evicts"),
+    [
+        ("noeviction", 100 << 20, None),
+        ("volatile-lru", 0, None),
+        ("allkeys-lru", 0, None),
+        ("volatile-lru", 100 << 20, "dedup keys"),
+        ("volatile-lfu", 1, "dedup keys"),
+        ("volatile-ttl", 1, "dedup keys"),
+        ("volatile-random", 1, "dedup keys"),
+        ("allkeys-lru", 1, "the stream"),
+        ("allkeys-lfu", 1, "the stream"),
+        ("allkeys-random", 1, "the stream"),
+        ("some-future-policy", 1, "does not know"),
+    ],
+)
+def test_eviction_risk_names_what_the_policy_may_evict(policy: str, maxmemory: int, evicts: str | None) -> None:
+    risk = eviction_risk(policy, maxmemory)
+    if evicts is None:
+        assert risk is None
+    else:
+        assert risk is not None and evicts in risk
