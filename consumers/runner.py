@@ -21,6 +21,10 @@ What it guarantees, and how:
   ``original_id``, ``group`` and ``consumer``, then acknowledged. An event *type* this reader does not know
   (a newer producer's) is acknowledged and counted as ``unknown_type``: it is not broken, just not for us.
   Entries trimmed from the stream while pending are acknowledged and counted as ``deleted``.
+* **Trimming past the group is said, counted and accounted for.** Entries ``MAXLEN`` trimmed before the group
+  read them cannot be delivered; at start and every claim cycle the runner compares the group with the stream
+  (:func:`consumers.lag.assess`), logs the loss with its id range, counts it as ``lost_to_trimming`` and sets the
+  group's ``entries-read`` so that Redis's lag (and ours) counts only entries that can still come.
 * **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :func:`install_signal_handlers`) interrupts a
   blocked read at once, lets the handler call in progress finish, hands the rest of the batch back (it stays
   pending for a live consumer to claim, or for this name's next start), flushes acknowledgements and returns.
@@ -54,6 +58,7 @@ from consumers.entries import (
     read_reply_entries,
 )
 from consumers.errors import ConfigError, ConsumerError
+from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
 
 log = logging.getLogger("consumers.runner")
@@ -67,6 +72,24 @@ BatchHandler = Callable[[list[Event]], Awaitable[None]]
 """Handles the decodable events of one read at once; raising leaves all of them pending."""
 
 _UNKNOWN_KINDS_LOGGED = 64
+
+ACCOUNT_FOR_TRIMMED = """
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] its last-delivered id and ARGV[3] its entries-read as assessed,
+-- ARGV[4] the entries-read that accounts for what was trimmed. Applied only if the group has not moved since,
+-- so a loss is accounted for once, by one consumer, and a group is never moved back.
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  if f['name'] == ARGV[1] then
+    if f['last-delivered-id'] == ARGV[2] and tostring(f['entries-read']) == ARGV[3] then
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[4])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"""
 
 
 @dataclass
@@ -89,6 +112,8 @@ class RunnerCounters:
     """Pending entries found trimmed from the stream; acknowledged."""
     skipped: int = 0
     """Entries at or before ``skip_through`` (already accounted for by the service); acknowledged unhandled."""
+    lost_to_trimming: int = 0
+    """Entries trimmed from the stream (MAXLEN) before the group read them: never delivered to this group."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -146,6 +171,8 @@ class Runner:
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
         self._outage_started = 0.0
+        self._account_for_trimmed = redis.register_script(ACCOUNT_FOR_TRIMMED)
+        self._trim_checks = True
         self.last_read_ok: float | None = None
         """``time.monotonic()`` of the last read of the stream that Redis answered (an empty answer counts)."""
         self._read_listeners: list[Callable[[], None]] = []
@@ -231,10 +258,89 @@ class Runner:
         return None
 
     async def lag(self) -> int | None:
-        """Entries in the stream not yet delivered to the group; None when Redis cannot tell (after deletions)."""
+        """Entries in the stream not yet delivered to the group; None when Redis cannot tell (after deletions).
+
+        Entries trimmed before the group read them are not among them: they are accounted for on the way
+        (:meth:`check_trimmed`) and counted as ``lost_to_trimming``.
+        """
+        if self._trim_checks:
+            assessment = await self.check_trimmed()
+            if self._trim_checks:  # still on: not denied by an ACL just now
+                return None if assessment is None else assessment.lag
         info = await self.group_info()
-        lag = None if info is None else info.get("lag")
-        return None if lag is None else int(lag)
+        return None if info is None else GroupInfo.from_reply(info).lag
+
+    async def check_trimmed(self) -> Assessment | None:
+        """Find entries trimmed before the group read them; say, count and account for them. None: no group yet.
+
+        An ACL that denies XINFO STREAM or XGROUP SETID turns the check off with one warning; Redis's lag is
+        reported as it is then.
+        """
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xinfo_stream(self.stream)
+                pipe.xinfo_groups(self.stream)
+                stream_reply, groups = await pipe.execute()
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None
+            if "NOPERM" in str(exc) or "no permissions" in str(exc):
+                self._no_trim_checks(exc)
+                return None
+            raise
+        line = next((g for g in groups if as_text(g.get("name")) == self.group), None)
+        if line is None:
+            return None
+        group = GroupInfo.from_reply(line)
+        assessment = assess(StreamInfo.from_reply(stream_reply), group)
+        if assessment.entries_read is None:
+            return assessment
+        try:
+            applied = await self._account_for_trimmed(
+                keys=[self.stream],
+                args=[self.group, group.last_delivered_id, str(group.entries_read), assessment.entries_read],
+            )
+        except ResponseError as exc:
+            if "NOPERM" in str(exc) or "no permissions" in str(exc) or "can't run this command" in str(exc):
+                self._no_trim_checks(exc)
+                return assessment
+            raise
+        if applied:  # else the group moved meanwhile, or another consumer of it accounted for the loss
+            self.counters.lost_to_trimming += assessment.lost
+            where = (
+                f"between {assessment.gap[0]} and {assessment.gap[1]}"
+                if assessment.gap is not None
+                else f"before {group.last_delivered_id}"
+            )
+            log.warning(
+                "%d entries of %r were trimmed (MAXLEN) before group %r read them, %s: they are lost to this group; "
+                "raise the producer's --maxlen / LIQ_STREAM_MAXLEN above what the slowest group can fall behind",
+                assessment.lost,
+                self.stream,
+                self.group,
+                where,
+            )
+        return assessment
+
+    async def _check_trimmed_in_loop(self) -> None:
+        """The check, where a reply it does not expect must not stop consuming: it turns itself off instead."""
+        if not self._trim_checks:
+            return
+        try:
+            await self.check_trimmed()
+        except ResponseError as exc:
+            if redis_unavailable(exc):
+                raise
+            self._no_trim_checks(exc)
+
+    def _no_trim_checks(self, exc: ResponseError) -> None:
+        self._trim_checks = False
+        log.warning(
+            "cannot check group %r for entries trimmed before it read them (%s); if an ACL denies it, allow "
+            "+xinfo|stream and +xgroup|setid to this user",
+            self.group,
+            exc,
+        )
 
     async def last_delivered_id(self) -> str:
         """The id of the last entry delivered to any consumer of the group (``0-0`` before the first)."""
@@ -344,12 +450,14 @@ class Runner:
         if self._group_missing:
             await self.ensure_group()
             self._group_missing = False
+            await self._check_trimmed_in_loop()  # before the first read: reading on past a gap hides where it was
         now = time.monotonic()
         if self._drain_at is not None and now >= self._drain_at:
             await self._drain_pending()
             return
         if now >= self._next_claim:
             await self._claim()
+            await self._check_trimmed_in_loop()
             self._next_claim = time.monotonic() + self.settings.claim_every_ms / 1000
             return
         entries = await self._read_new(now, stop_waiter)
