@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
 from consumers.connection import check_socket_timeout, redis_unavailable
@@ -284,7 +284,7 @@ class Runner:
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return None
-            if "NOPERM" in str(exc) or "no permissions" in str(exc):
+            if isinstance(exc, NoPermissionError):
                 self._no_trim_checks(exc)
                 return None
             raise
@@ -301,7 +301,7 @@ class Runner:
                 args=[self.group, group.last_delivered_id, str(group.entries_read), assessment.entries_read],
             )
         except ResponseError as exc:
-            if "NOPERM" in str(exc) or "no permissions" in str(exc) or "can't run this command" in str(exc):
+            if isinstance(exc, NoPermissionError) or "can't run this command" in str(exc):  # denied inside the script
                 self._no_trim_checks(exc)
                 return assessment
             raise
