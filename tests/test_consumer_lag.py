@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -112,3 +113,28 @@ def test_the_loss_is_served_as_a_metric(redis_client: Redis) -> None:
     samples = {s.name: s.value for m in RunnerCollector(runner, lag).collect() for s in m.samples}
     assert samples["hl_consumer_lost_to_trimming_total"] == 1350
     assert samples["hl_consumer_lag"] == 300
+
+
+async def test_an_acl_without_the_check_commands_warns_once_and_keeps_consuming(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="consumers.runner")
+    admin = Redis.from_url(redis_server.url)
+    await admin.acl_setuser(
+        "liq", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xinfo|stream", "-xgroup|setid"]
+    )
+    client = Redis.from_url(f"redis://liq:pw@127.0.0.1:{redis_server.port}/0", socket_timeout=5)
+    try:
+        seen = Recorder()
+        r = Runner(client, stream="s", group="g", consumer="c", handler=seen, settings=FAST)
+        task = asyncio.create_task(r.run())
+        events = [make_event() for _ in range(3)]
+        for event in events:
+            await admin.xadd("s", encode_entry(event))  # type: ignore[arg-type]
+        await wait_until(lambda: len(seen.keys) == 3, message="events handled without the check")
+        assert await r.lag() == 0, "Redis's own lag, unchecked"
+        await stop(r, task)
+    finally:
+        await client.aclose()
+        await admin.aclose()
+    assert sum("cannot check group 'g' for entries trimmed" in m for m in caplog.messages) == 1
