@@ -50,6 +50,7 @@ RUNNER_COUNTERS: dict[str, str] = {
     "unknown_type": "Entries of an event type this reader does not know; acknowledged.",
     "deleted": "Pending entries found trimmed from the stream; acknowledged.",
     "skipped": "Entries acknowledged unhandled because the service had accounted for them (stats rebuild).",
+    "lost_to_trimming": "Entries trimmed from the stream (MAXLEN) before the group read them; never delivered.",
 }
 """The :class:`~consumers.runner.RunnerCounters` served, each as ``hl_consumer_<name>_total``."""
 
@@ -102,7 +103,7 @@ class RunnerCollector(Collector):
             yield counter
         lag = GaugeMetricFamily(
             PREFIX + "lag",
-            "Entries in the stream not yet delivered to the group (XINFO GROUPS lag); absent when unknown.",
+            "Entries in the stream not yet delivered to the group, trimmed ones not included; absent when unknown.",
             labels=LABELS,
         )
         if self.lag.value is not None:

@@ -21,6 +21,10 @@ What it guarantees, and how:
   ``original_id``, ``group`` and ``consumer``, then acknowledged. An event *type* this reader does not know
   (a newer producer's) is acknowledged and counted as ``unknown_type``: it is not broken, just not for us.
   Entries trimmed from the stream while pending are acknowledged and counted as ``deleted``.
+* **Trimming past the group is said, counted and accounted for.** Entries ``MAXLEN`` trimmed before the group
+  read them cannot be delivered; at start and every claim cycle the runner compares the group with the stream
+  (:func:`consumers.lag.assess`), logs the loss with its id range, counts it as ``lost_to_trimming`` and sets the
+  group's ``entries-read`` so that Redis's lag (and ours) counts only entries that can still come.
 * **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :func:`install_signal_handlers`) interrupts a
   blocked read at once, lets the handler call in progress finish, hands the rest of the batch back (it stays
   pending for a live consumer to claim, or for this name's next start), flushes acknowledgements and returns.
@@ -40,12 +44,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
-from consumers.connection import check_socket_timeout
+from consumers.connection import check_socket_timeout, redis_unavailable
 from consumers.entries import (
     Entry,
     EntryId,
@@ -56,14 +58,12 @@ from consumers.entries import (
     read_reply_entries,
 )
 from consumers.errors import ConfigError, ConsumerError
+from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
 
 log = logging.getLogger("consumers.runner")
 
 T = TypeVar("T")
-
-CREDENTIALS_REFUSED = (AuthenticationError, AuthorizationError)
-"""Connection errors that are not outages: redis-py raises them as ConnectionError subclasses."""
 
 Handler = Callable[[Event], Awaitable[None]]
 """Handles one event; raising leaves its entry pending for a retry."""
@@ -72,6 +72,24 @@ BatchHandler = Callable[[list[Event]], Awaitable[None]]
 """Handles the decodable events of one read at once; raising leaves all of them pending."""
 
 _UNKNOWN_KINDS_LOGGED = 64
+
+ACCOUNT_FOR_TRIMMED = """
+-- KEYS[1] stream; ARGV[1] group, ARGV[2] its last-delivered id and ARGV[3] its entries-read as assessed,
+-- ARGV[4] the entries-read that accounts for what was trimmed. Applied only if the group has not moved since,
+-- so a loss is accounted for once, by one consumer, and a group is never moved back.
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  if f['name'] == ARGV[1] then
+    if f['last-delivered-id'] == ARGV[2] and tostring(f['entries-read']) == ARGV[3] then
+      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[4])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"""
 
 
 @dataclass
@@ -94,6 +112,8 @@ class RunnerCounters:
     """Pending entries found trimmed from the stream; acknowledged."""
     skipped: int = 0
     """Entries at or before ``skip_through`` (already accounted for by the service); acknowledged unhandled."""
+    lost_to_trimming: int = 0
+    """Entries trimmed from the stream (MAXLEN) before the group read them: never delivered to this group."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -150,6 +170,9 @@ class Runner:
         self._backlog = False
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
+        self._outage_started = 0.0
+        self._account_for_trimmed = redis.register_script(ACCOUNT_FOR_TRIMMED)
+        self._trim_checks = True
         self.last_read_ok: float | None = None
         """``time.monotonic()`` of the last read of the stream that Redis answered (an empty answer counts)."""
         self._read_listeners: list[Callable[[], None]] = []
@@ -235,10 +258,89 @@ class Runner:
         return None
 
     async def lag(self) -> int | None:
-        """Entries in the stream not yet delivered to the group; None when Redis cannot tell (after deletions)."""
+        """Entries in the stream not yet delivered to the group; None when Redis cannot tell (after deletions).
+
+        Entries trimmed before the group read them are not among them: they are accounted for on the way
+        (:meth:`check_trimmed`) and counted as ``lost_to_trimming``.
+        """
+        if self._trim_checks:
+            assessment = await self.check_trimmed()
+            if self._trim_checks:  # still on: not denied by an ACL just now
+                return None if assessment is None else assessment.lag
         info = await self.group_info()
-        lag = None if info is None else info.get("lag")
-        return None if lag is None else int(lag)
+        return None if info is None else GroupInfo.from_reply(info).lag
+
+    async def check_trimmed(self) -> Assessment | None:
+        """Find entries trimmed before the group read them; say, count and account for them. None: no group yet.
+
+        An ACL that denies XINFO STREAM or XGROUP SETID turns the check off with one warning; Redis's lag is
+        reported as it is then.
+        """
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xinfo_stream(self.stream)
+                pipe.xinfo_groups(self.stream)
+                stream_reply, groups = await pipe.execute()
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return None
+            if isinstance(exc, NoPermissionError):
+                self._no_trim_checks(exc)
+                return None
+            raise
+        line = next((g for g in groups if as_text(g.get("name")) == self.group), None)
+        if line is None:
+            return None
+        group = GroupInfo.from_reply(line)
+        assessment = assess(StreamInfo.from_reply(stream_reply), group)
+        if assessment.entries_read is None:
+            return assessment
+        try:
+            applied = await self._account_for_trimmed(
+                keys=[self.stream],
+                args=[self.group, group.last_delivered_id, str(group.entries_read), assessment.entries_read],
+            )
+        except ResponseError as exc:
+            if isinstance(exc, NoPermissionError) or "can't run this command" in str(exc):  # denied inside the script
+                self._no_trim_checks(exc)
+                return assessment
+            raise
+        if applied:  # else the group moved meanwhile, or another consumer of it accounted for the loss
+            self.counters.lost_to_trimming += assessment.lost
+            where = (
+                f"between {assessment.gap[0]} and {assessment.gap[1]}"
+                if assessment.gap is not None
+                else f"before {group.last_delivered_id}"
+            )
+            log.warning(
+                "%d entries of %r were trimmed (MAXLEN) before group %r read them, %s: they are lost to this group; "
+                "raise the producer's --maxlen / LIQ_STREAM_MAXLEN above what the slowest group can fall behind",
+                assessment.lost,
+                self.stream,
+                self.group,
+                where,
+            )
+        return assessment
+
+    async def _check_trimmed_in_loop(self) -> None:
+        """The check, where a reply it does not expect must not stop consuming: it turns itself off instead."""
+        if not self._trim_checks:
+            return
+        try:
+            await self.check_trimmed()
+        except ResponseError as exc:
+            if redis_unavailable(exc):
+                raise
+            self._no_trim_checks(exc)
+
+    def _no_trim_checks(self, exc: ResponseError) -> None:
+        self._trim_checks = False
+        log.warning(
+            "cannot check group %r for entries trimmed before it read them (%s); if an ACL denies it, allow "
+            "+xinfo|stream and +xgroup|setid to this user",
+            self.group,
+            exc,
+        )
 
     async def last_delivered_id(self) -> str:
         """The id of the last entry delivered to any consumer of the group (``0-0`` before the first)."""
@@ -276,19 +378,34 @@ class Runner:
         outages = 0
         while not self._stop.is_set():
             try:
-                return await step()
-            except CREDENTIALS_REFUSED:
-                raise
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+                result = await step()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise  # refused credentials, a bug: waiting will not fix it
                 outages += 1
                 await self.wait_stopped(self._outage_delay(outages, exc))
+                continue
+            self._outage_over(outages)
+            return result
         return None
 
-    def _outage_delay(self, outages: int, exc: Exception) -> float:
-        """Backoff for the ``outages``-th failed attempt in a row, said in the log."""
+    def _outage_delay(self, outages: int, exc: BaseException) -> float:
+        """Backoff for the ``outages``-th failed attempt in a row; the log says it once per outage."""
         delay: float = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
-        log.warning("Redis unavailable (%s); trying again in %.1f s", exc, delay)
+        if outages == 1:
+            self._outage_started = time.monotonic()
+            log.warning(
+                "Redis unavailable (%s); trying again with backoff (up to %.0f s) until it is back",
+                exc,
+                self.settings.retry_delay_max_ms / 1000,
+            )
+        else:
+            log.debug("Redis still unavailable (%s); trying again in %.1f s", exc, delay)
         return delay
+
+    def _outage_over(self, outages: int) -> None:
+        if outages:
+            log.info("Redis is back after %.1f s", time.monotonic() - self._outage_started)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; returns after acknowledgements are flushed. Redis outages are waited out."""
@@ -309,19 +426,21 @@ class Runner:
             while not self._stop.is_set():
                 try:
                     await self._step(stop_waiter)
+                    self._outage_over(outages)
                     outages = 0
-                except CREDENTIALS_REFUSED:
-                    raise  # waiting will not fix a password or an ACL: fail loudly, exit non-zero
-                except (RedisConnectionError, RedisTimeoutError) as exc:
-                    outages += 1
-                    self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
-                    await self.wait_stopped(self._outage_delay(outages, exc))
-                except ResponseError as exc:
+                except (RedisError, OSError) as exc:
+                    if redis_unavailable(exc):
+                        outages += 1
+                        self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
+                        await self.wait_stopped(self._outage_delay(outages, exc))
                     # NOGROUP: the key or group is gone; UNBLOCKED: it went while our read was blocked on it.
-                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-                        raise
-                    log.warning("group %r on %r disappeared (stream deleted?); recreating it", self.group, self.stream)
-                    self._group_missing = True
+                    elif isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                        log.warning(
+                            "group %r on %r disappeared (stream deleted?); recreating it", self.group, self.stream
+                        )
+                        self._group_missing = True
+                    else:
+                        raise  # refused credentials or ACL, a bug: waiting will not fix it; fail loudly
         finally:
             stop_waiter.cancel()
             await self._shutdown()
@@ -331,12 +450,14 @@ class Runner:
         if self._group_missing:
             await self.ensure_group()
             self._group_missing = False
+            await self._check_trimmed_in_loop()  # before the first read: reading on past a gap hides where it was
         now = time.monotonic()
         if self._drain_at is not None and now >= self._drain_at:
             await self._drain_pending()
             return
         if now >= self._next_claim:
             await self._claim()
+            await self._check_trimmed_in_loop()
             self._next_claim = time.monotonic() + self.settings.claim_every_ms / 1000
             return
         entries = await self._read_new(now, stop_waiter)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from consumers.observability import ObservabilityServer
 from consumers.options import redact_url
 from producer.config import ProducerConfig, load_config
-from producer.errors import ProducerError
+from producer.errors import ConfigError, ProducerError
 from producer.service import Producer, install_signal_handlers
 
 log = logging.getLogger("producer")
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return asyncio.run(_main(config))
+    except ConfigError as exc:  # a setting found wrong only once Redis answered (its eviction policy)
+        log.error("%s", exc)
+        return 2
     except ProducerError as exc:
         log.error("%s", exc)
         return 1

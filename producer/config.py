@@ -30,6 +30,7 @@ from consumers.options import (
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
 from producer.node_files import DEFAULT_MAX_LINE, OnDamage
+from producer.publisher import key_namespace
 
 SourceName = Literal["fills", "trades", "node"]
 
@@ -288,6 +289,14 @@ OPTIONS: tuple[Option, ...] = (
         "100000",
         "Events held in memory while Redis is unreachable; at the cap polling pauses, nothing is dropped.",
     ),
+    Option(
+        "allow_eviction",
+        "--allow-eviction",
+        "REDIS_ALLOW_EVICTION",
+        boolean,
+        "false",
+        "Run even if Redis's maxmemory-policy may evict our keys (then an event can be published twice or lost).",
+    ),
     Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Option(
         "metrics_port",
@@ -325,6 +334,7 @@ class ProducerConfig:
     maxlen: int = 100_000
     dedup_ttl: int = 604_800
     max_pending: int = 100_000
+    allow_eviction: bool = False
     log_level: str = "INFO"
     node_paths: tuple[Path, ...] = (Path("~/hl/data/node_fills_by_block").expanduser(),)
     node_from: int | None = None
@@ -354,7 +364,7 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         None,
         ("api_url", "weight_per_minute", "http_timeout", "http_attempts"),
     ),
-    ("Redis and the stream", None, ("redis_url", "stream", "maxlen", "dedup_ttl", "max_pending")),
+    ("Redis and the stream", None, ("redis_url", "stream", "maxlen", "dedup_ttl", "max_pending", "allow_eviction")),
     ("logs, metrics and health", None, ("log_level", "metrics_port", "metrics_host", "health_stale_after")),
 )
 """``--help``'s headings: which options apply to which source, so nobody tunes the node source with --coins."""
@@ -401,4 +411,5 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         raise ConfigError(missing)
     if values["source"] == "trades" and not values["coins"]:
         raise ConfigError("--coins / HL_COINS is empty: the trades source needs at least one coin")
+    key_namespace(values["stream"])  # raises for a stream name whose dedup keys could not share its hash slot
     return ProducerConfig(**values)

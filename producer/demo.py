@@ -49,7 +49,7 @@ from consumers.options import (
     redis_url,
     resolve,
 )
-from producer.publisher import hash_tag
+from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.node_writer import hour_path
 from producer.simulation.sample import load_blocks
@@ -158,7 +158,7 @@ def key_patterns(stream: str) -> tuple[str, ...]:
     checkpoint under the stream's hash tag, and the consumers' ``<stream>:...`` keys (alert markers, statistics
     snapshots, dead letters). Glob characters in the name are escaped, so a stream named ``*`` cannot match the
     user's other keys."""
-    return (f"{{{_glob_escape(hash_tag(stream))}}}:*", f"{_glob_escape(stream)}:*")
+    return (f"{_glob_escape(key_namespace(stream))}*", f"{_glob_escape(stream)}:*")
 
 
 def _glob_escape(text: str) -> str:

@@ -11,6 +11,10 @@ class ConfigError(ProducerError):
     """A setting is missing or malformed; the message names the flag and the environment variable."""
 
 
+class EvictionRisk(ConfigError):
+    """Redis may evict our keys when memory is full, and exactly once would silently end with them."""
+
+
 class ExchangeError(ProducerError):
     """The exchange did not give a usable answer for one request."""
 

@@ -7,55 +7,124 @@ as published but not in the stream, or in the stream with the checkpoint behind 
 before the script (nothing changed; the next run redoes the work) or after it (all of it is there). Two producers
 racing on the same liquidation both run the script; the second finds the key and adds nothing.
 
-All keys share the stream's hash slot (``{tag}`` prefix), so the script also runs on Redis Cluster.
+All keys share the stream's hash slot (``{tag}`` prefix), so the script also runs on Redis Cluster, and they are
+the stream's own: two streams that share a hash tag share no dedup key and no checkpoint (:func:`key_namespace`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 from redis.asyncio import Redis
 
+from producer.errors import ConfigError
 from schemas import SCHEMA_VERSION, Event, event_type
 
+log = logging.getLogger("producer.publisher")
+
 PUBLISH_SCRIPT = """
--- KEYS[1] stream, KEYS[2] checkpoint hash, KEYS[3..] one dedup key per event (prefix .. event key)
+-- KEYS[1] stream, KEYS[2] checkpoint hash, KEYS[3..] one dedup key per event (prefix .. event key), then, if
+-- ARGV[6] is 1, the same events' dedup keys under the names before the upgrade, which count as published too
 -- ARGV[1] dedup ttl (s), ARGV[2] maxlen, ARGV[3] schema version, ARGV[4] dedup prefix length,
--- ARGV[5] n checkpoint fields, then n field/value pairs, then two values per event: type, data
+-- ARGV[5] n checkpoint fields, ARGV[6] legacy keys given (0/1), then n field/value pairs, then per event: type, data
 local ttl, maxlen, version = ARGV[1], ARGV[2], ARGV[3]
-local skip, ncp = tonumber(ARGV[4]) + 1, tonumber(ARGV[5])
-local first = 6 + 2 * ncp
+local skip, ncp, legacy = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]), ARGV[6] == '1'
+local first = 7 + 2 * ncp
+local n = #KEYS - 2
+if legacy then n = n / 2 end
 local ids = {}
-for i = 3, #KEYS do
-  local a = first + (i - 3) * 2
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+for i = 1, n do
+  local key, a = KEYS[2 + i], first + (i - 1) * 2
+  if (not legacy or redis.call('EXISTS', KEYS[2 + n + i]) == 0) and redis.call('SET', key, '1', 'NX', 'EX', ttl) then
     ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'type', ARGV[a], 'v', version, 'key', string.sub(KEYS[i], skip), 'data', ARGV[a + 1])
+      'type', ARGV[a], 'v', version, 'key', string.sub(key, skip), 'data', ARGV[a + 1])
   else
     ids[#ids + 1] = false
   end
 end
 if ncp > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 6, 5 + 2 * ncp))
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + 2 * ncp))
 end
 return ids
 """
 
+TAKE_OVER_SCRIPT = """
+-- KEYS[1] the stream's checkpoint, KEYS[2] the checkpoint under its name before the upgrade
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[1])
+  return 1
+end
+return 0
+"""
 
-def hash_tag(stream: str) -> str:
-    """The part of the stream's name Redis Cluster hashes: its ``{tag}`` if it has one, else the whole name."""
-    start = stream.find("{")
+
+def eviction_risk(policy: str, maxmemory: int) -> str | None:
+    """What Redis may evict of ours when memory is full, or None if nothing.
+
+    Exactly once rests on keys outliving their purpose: a dedup key evicted before its TTL lets a restarted
+    producer publish its event again; a stream or checkpoint evicted loses entries or positions. ``volatile-*``
+    evicts keys with a TTL, which are exactly the dedup keys; ``allkeys-*`` anything. Without a ``maxmemory``
+    nothing is ever evicted, whatever the policy.
+    """
+    if policy == "noeviction" or maxmemory == 0:
+        return None
+    if policy.startswith("volatile-"):
+        return "keys with a TTL, i.e. the dedup keys, so a restarted producer could publish an event twice"
+    if policy.startswith("allkeys-"):
+        return "any key: the stream, its consumer groups, the checkpoint and the dedup keys"
+    return "keys of its choosing (a policy this version does not know)"
+
+
+class UnslottableStreamName(ConfigError):
+    """No other key can share the stream's hash slot, so the publish script could not run on Redis Cluster."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(
+            f"the stream name {stream!r} has no non-empty {{tag}} and contains '}}', so no dedup key or checkpoint "
+            "can share its Redis Cluster hash slot: choose another --stream / LIQ_STREAM (e.g. one with a {tag})"
+        )
+
+
+def hash_tag(name: str) -> str:
+    """The part of a key Redis Cluster hashes: the content of its first ``{...}`` if that is not empty, else the
+    whole name (Redis's rule: the first ``{``, then the first ``}`` after it)."""
+    start = name.find("{")
     if start != -1:
-        end = stream.find("}", start + 1)
+        end = name.find("}", start + 1)
         if end > start + 1:
-            return stream[start + 1 : end]
-    return stream
+            return name[start + 1 : end]
+    return name
+
+
+def key_namespace(stream: str) -> str:
+    """The prefix of the stream's own keys: in the stream's hash slot, and no other stream's.
+
+    A stream with a ``{tag}`` gets ``{tag}<stream>:``: the tag keeps the slot, the full name keeps streams that
+    share the tag apart (``prod:{hl}:liqs`` and ``replay:{hl}:liqs``). A stream without one is hashed whole, so its
+    keys wrap the whole name in braces: ``{<stream>}:``, the names every earlier version used. That only works
+    for a name without ``}``; for such a name (``a{}b``, ``x}y``) no key but the stream itself is in its slot, and
+    :class:`UnslottableStreamName` says so.
+    """
+    tag = hash_tag(stream)
+    if tag != stream:
+        return f"{{{tag}}}{stream}:"
+    if not stream or "}" in stream:
+        raise UnslottableStreamName(stream)
+    return f"{{{stream}}}:"
+
+
+def legacy_key_namespace(stream: str) -> str | None:
+    """The prefix earlier versions used for a stream with a ``{tag}`` (``{tag}:``, shared by every stream with that
+    tag), or None where it is the same as :func:`key_namespace`'s."""
+    tag = hash_tag(stream)
+    return f"{{{tag}}}:" if tag != stream else None
 
 
 def dedup_prefix(stream: str) -> str:
-    return f"{{{hash_tag(stream)}}}:dedup:"
+    return key_namespace(stream) + "dedup:"
 
 
 def dedup_key(stream: str, key: str) -> str:
@@ -63,7 +132,7 @@ def dedup_key(stream: str, key: str) -> str:
 
 
 def checkpoint_key(stream: str) -> str:
-    return f"{{{hash_tag(stream)}}}:checkpoint"
+    return key_namespace(stream) + "checkpoint"
 
 
 @dataclass
@@ -93,7 +162,12 @@ class Publisher:
         self.batch_size = batch_size
         self.checkpoint_key = checkpoint_key(stream)
         self.dedup_prefix = dedup_prefix(stream)
+        legacy = legacy_key_namespace(stream)
+        self.legacy_dedup_prefix = None if legacy is None else legacy + "dedup:"
+        """Where an earlier version put this stream's dedup keys: still honoured, until they expire."""
+        self.legacy_checkpoint_key = None if legacy is None else legacy + "checkpoint"
         self._script = redis.register_script(PUBLISH_SCRIPT)
+        self._take_over = redis.register_script(TAKE_OVER_SCRIPT)
         self._encoder = msgspec.json.Encoder()
 
     async def publish(self, events: Sequence[Event], checkpoint: Mapping[str, str] | None = None) -> PublishResult:
@@ -133,16 +207,42 @@ class Publisher:
             SCHEMA_VERSION,
             len(self.dedup_prefix),
             len(checkpoint),
+            0 if self.legacy_dedup_prefix is None else 1,
         ]
         for name, value in checkpoint.items():
             args += [name, value]
         for event in batch:
             keys.append(self.dedup_prefix + event.key)
             args += [event_type(event), self._encoder.encode(event)]
+        if self.legacy_dedup_prefix is not None:
+            keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args
 
+    async def eviction_settings(self) -> tuple[str, int]:
+        """Redis's ``maxmemory-policy`` and ``maxmemory``; raises the Redis error if CONFIG GET is denied."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.config_get("maxmemory-policy")
+            pipe.config_get("maxmemory")
+            policy, maxmemory = await pipe.execute()
+        return _text(policy.get("maxmemory-policy", b"noeviction")), int(maxmemory.get("maxmemory", 0))
+
     async def load_checkpoint(self) -> dict[str, str]:
+        """The stream's checkpoint; on the first start after an upgrade, the one an earlier version wrote.
+
+        Earlier versions kept one checkpoint per hash tag, shared by every stream with that tag. The first stream
+        of the tag to start takes it over (renamed, so no sibling stream resumes from it as well).
+        """
         raw = await self.redis.hgetall(self.checkpoint_key)
+        if not raw and self.legacy_checkpoint_key is not None:
+            if await self._take_over(keys=[self.checkpoint_key, self.legacy_checkpoint_key]):
+                log.warning(
+                    "took over the checkpoint %s written before the upgrade as %s; the dedup keys under %s* are "
+                    "honoured until they expire",
+                    self.legacy_checkpoint_key,
+                    self.checkpoint_key,
+                    self.legacy_dedup_prefix,
+                )
+                raw = await self.redis.hgetall(self.checkpoint_key)
         return {_text(k): _text(v) for k, v in raw.items()}
 
 

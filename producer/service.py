@@ -17,29 +17,21 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from consumers.connection import CREDENTIALS_REFUSED, redis_unavailable
 from consumers.humanize import printable
 from consumers.observability import Progress
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
-from producer.errors import ProducerError
+from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.node_source import NodeSource, NodeWindow
 from producer.outbox import Outbox, RecentKeys
-from producer.publisher import Publisher
+from producer.publisher import Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
 from producer.sources import FillsSource, Source, TradesSource
 from schemas import Event, LiquidationEvent, event_type
 
 log = logging.getLogger("producer")
-
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-"""Errors that mean "Redis is not reachable right now"; credentials errors are excluded and fatal."""
-REDIS_FATAL = (
-    redis.exceptions.AuthenticationError,
-    redis.exceptions.AuthorizationError,
-    redis.exceptions.NoPermissionError,
-)
-
 
 _NO_PERMISSION = "can't run this command"
 """How Redis words an ACL denial of a command a script calls (it arrives as a plain script error)."""
@@ -208,10 +200,13 @@ class Producer:
         if self.restored:
             return
         try:
+            await self._check_eviction()
             checkpoint = await self.publisher.load_checkpoint()
-        except REDIS_FATAL as exc:
+        except CREDENTIALS_REFUSED as exc:
             raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-        except REDIS_DOWN as exc:
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if not redis_unavailable(exc):
+                raise
             self._redis_down(exc)
             return
         self._redis_up()
@@ -220,6 +215,32 @@ class Producer:
         if checkpoint:
             log.info("resuming from %d checkpointed positions in %s", len(checkpoint), self.publisher.checkpoint_key)
 
+    async def _check_eviction(self) -> None:
+        """Refuse (or, if allowed, warn loudly about) a Redis that may evict our keys; see eviction_risk."""
+        try:
+            policy, maxmemory = await self.publisher.eviction_settings()
+        except redis.exceptions.ResponseError as exc:  # CONFIG denied by an ACL, or renamed away
+            log.warning(
+                "could not check Redis's maxmemory-policy (%s): make sure it is noeviction, or evicted dedup keys "
+                "will let an event be published twice",
+                exc,
+            )
+            return
+        risk = eviction_risk(policy, maxmemory)
+        if risk is None:
+            return
+        what = (
+            f"Redis at {self._redis_where()} has maxmemory-policy {policy} (maxmemory {maxmemory}), which evicts {risk}"
+        )
+        if not self.config.allow_eviction:
+            raise EvictionRisk(
+                f"{what}: set maxmemory-policy noeviction in Redis, or --allow-eviction / REDIS_ALLOW_EVICTION=1 "
+                "to run anyway"
+            )
+        log.warning(
+            "%s; running anyway (--allow-eviction / REDIS_ALLOW_EVICTION): exactly once is not guaranteed", what
+        )
+
     async def flush(self) -> tuple[int, int]:
         """Publish what the outbox holds, oldest first; stop at the first Redis failure and keep the rest."""
         published = duplicates = 0
@@ -227,13 +248,13 @@ class Producer:
             started = time.perf_counter()
             try:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
-            except REDIS_FATAL as exc:
+            except CREDENTIALS_REFUSED as exc:
                 raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-            except redis.exceptions.ResponseError as exc:
+            except (redis.exceptions.RedisError, OSError) as exc:
                 if _NO_PERMISSION in str(exc):  # an ACL denies a command inside the publish script
                     raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-                raise
-            except REDIS_DOWN as exc:
+                if not redis_unavailable(exc):
+                    raise
                 self._redis_down(exc)
                 break
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -251,9 +272,11 @@ class Producer:
     async def _check_redis(self) -> None:
         try:
             await self.redis.ping()
-        except REDIS_FATAL as exc:
+        except CREDENTIALS_REFUSED as exc:
             raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-        except REDIS_DOWN as exc:
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if not redis_unavailable(exc):
+                raise
             self._redis_down(exc)
         else:
             self._redis_up()
@@ -271,7 +294,7 @@ class Producer:
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
             log.error(
-                "Redis unreachable at %s (%s); holding events in memory (up to %d) until it is back",
+                "Redis unreachable or refusing writes at %s (%s); holding events in memory (up to %d) until it is back",
                 self._redis_where(),
                 exc,
                 self.outbox.max_events,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 
 from consumers.testing import wait_until
 from producer.config import OPTIONS
@@ -190,3 +191,39 @@ async def test_once_exits_1_when_redis_took_nothing_even_on_a_quiet_market(
     code, out = await run_producer("--once", env=producer_env(fake_hl, "liq", redis_server.url))
     assert code == 1, out
     assert "Redis was unreachable: the poll's positions were not recorded" in out
+
+
+@pytest.mark.parametrize("policy", ["volatile-lru", "allkeys-lru"])
+async def test_a_redis_that_may_evict_our_keys_is_refused_as_a_bad_setting(
+    fake_hl: FakeHyperliquid, scenario: Scenario, redis_server: RedisServer, policy: str
+) -> None:
+    """Under ``volatile-lru`` dedup keys (they have a TTL) get evicted and a restart publishes an event twice;
+    under ``allkeys-lru`` the stream and the checkpoint go too. Refused before anything is published."""
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    await admin.config_set("maxmemory-policy", policy)
+    await admin.config_set("maxmemory", 100 << 20)
+    env = producer_env(fake_hl, "liq", redis_server.url)
+    code, out = await run_producer("--once", env=env)
+    assert code == 2, out
+    assert f"maxmemory-policy {policy}" in out and "REDIS_ALLOW_EVICTION" in out
+    assert len(out.strip().splitlines()) == 2 and "Traceback" not in out, "the start-up line, then one error line"
+    assert await admin.exists("liq") == 0
+
+    code, out = await run_producer("--once", env={**env, "REDIS_ALLOW_EVICTION": "1"})
+    assert code == 0, out
+    assert "exactly once is not guaranteed" in out
+    assert await admin.xlen("liq") == len(scenario.visible_from(DEMO_WATCHLIST)) + len(
+        adl_truth(scenario, DEMO_WATCHLIST)
+    )
+    await admin.aclose()
+
+
+async def test_an_evicting_policy_without_maxmemory_evicts_nothing_and_runs(
+    fake_hl: FakeHyperliquid, scenario: Scenario, redis_server: RedisServer
+) -> None:
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    await admin.config_set("maxmemory-policy", "volatile-lru")  # maxmemory stays 0: no limit, no eviction
+    await admin.aclose()
+    code, out = await run_producer("--once", env=producer_env(fake_hl, "liq", redis_server.url))
+    assert code == 0, out
+    assert "maxmemory-policy" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -456,3 +457,34 @@ async def test_a_redis_outage_is_waited_out(redis_server: Any) -> None:
         await stop(r, task)
     finally:
         await client.aclose()
+
+
+async def test_a_redis_demoted_to_replica_is_waited_out_and_said_once(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failover our Redis answers READONLY to every XREADGROUP and XACK: the runner waits, says so once,
+    and resumes the group where it was when Redis takes writes again; the health check sees no read meanwhile."""
+    caplog.set_level(logging.INFO, logger="consumers.runner")
+    client = Redis.from_url(redis_server.url, socket_timeout=5)
+    stream = "test:readonly:liq"
+    try:
+        seen = Recorder()
+        r = runner(client, stream, seen)
+        task = asyncio.create_task(r.run())
+        first, second = make_event(), make_event()
+        await client.xadd(stream, encode_entry(first))  # type: ignore[arg-type]
+        await wait_until(lambda: seen.keys == [first.key], message="the first event handled")
+        await client.execute_command("REPLICAOF", "127.0.0.1", "1")  # type: ignore[no-untyped-call]
+        await asyncio.sleep(0.1)
+        read_before = r.last_read_ok
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the runner gave up on a READONLY answer"
+        assert r.last_read_ok == read_before, "no read succeeded while Redis refused them"
+        await client.execute_command("REPLICAOF", "NO", "ONE")  # type: ignore[no-untyped-call]
+        await client.xadd(stream, encode_entry(second))  # type: ignore[arg-type]
+        await wait_until(lambda: seen.keys == [first.key, second.key], message="the event after the failover")
+        await stop(r, task)
+    finally:
+        await client.aclose()
+    assert caplog.text.count("Redis unavailable") == 1
+    assert "Redis is back" in caplog.text

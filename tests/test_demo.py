@@ -129,7 +129,7 @@ async def test_a_demo_stopped_half_way_removes_its_keys(
 def test_a_stream_name_cannot_widen_the_clean_up_to_other_keys() -> None:
     assert key_patterns("demo:liquidations") == ("{demo:liquidations}:*", "demo:liquidations:*")
     assert key_patterns("d*[x]?") == (r"{d\*\[x\]\?}:*", r"d\*\[x\]\?:*")
-    assert key_patterns("{demo}:liquidations")[0] == "{demo}:*"
+    assert key_patterns("{demo}:liquidations")[0] == "{demo}{demo}:liquidations:*"
 
 
 def test_the_help_is_plain_text_that_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

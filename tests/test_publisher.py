@@ -9,7 +9,17 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from producer.publisher import Publisher, checkpoint_key, dedup_key, hash_tag
+from producer.config import load_config
+from producer.errors import ConfigError
+from producer.publisher import (
+    Publisher,
+    UnslottableStreamName,
+    checkpoint_key,
+    dedup_key,
+    eviction_risk,
+    hash_tag,
+    key_namespace,
+)
 from schemas import LiquidationEvent, decode_entry
 from tests.conftest import REDIS_URL
 from tests.faults.invariants import raw_entries
@@ -47,11 +57,95 @@ def test_hash_tag_follows_redis_cluster_rules(stream: str, tag: str) -> None:
     assert hash_tag(stream) == tag
 
 
-@pytest.mark.parametrize("stream", ["hyperliquid:liquidations", "{liq}:stream", "prod:{hl}:liqs"])
+SLOTTABLE = [
+    "hyperliquid:liquidations",
+    "{liq}:stream",
+    "prod:{hl}:liqs",
+    "replay:{hl}:liqs",
+    "x{y",
+    "{",
+    "{{",
+    "a{",
+    "{a{b}c",
+    "{{a}}",
+    "a{b}}c",
+    "{a}}",
+    "a{b}{c}",
+    "{ }",
+    "liq:\u00e9\u20ac\U0001f525",
+    "{\u00e9}:s",
+    "tab\tnew\nline\x00nul",
+    "a" * 2000,
+    ":",
+    " ",
+]
+UNSLOTTABLE = ["a{}b", "{}", "}", "x}y", "}{", "a}{b", "{}}", "}{}", "{}{a}", "a{}{b}c", ""]
+"""Redis looks at the first ``{`` only: ``{}{a}`` is hashed whole, not by ``a``."""
+
+
+@pytest.mark.parametrize("stream", SLOTTABLE)
 def test_every_key_the_script_touches_is_in_the_streams_slot(stream: str) -> None:
     slot = key_slot(stream.encode())
     assert key_slot(dedup_key(stream, "0xabc|BTC|0xdef").encode()) == slot
+    assert key_slot(dedup_key(stream, "0xabc|{x}|}{").encode()) == slot, "an event key with braces stays in the slot"
     assert key_slot(checkpoint_key(stream).encode()) == slot
+
+
+@pytest.mark.parametrize("stream", UNSLOTTABLE)
+def test_a_stream_name_no_other_key_can_share_a_slot_with_is_refused(stream: str) -> None:
+    # Hashed whole (no non-empty tag), yet a "}" in it would end any tag we wrapped it in.
+    assert hash_tag(stream) == stream
+    with pytest.raises(UnslottableStreamName, match="LIQ_STREAM"):
+        key_namespace(stream)
+
+
+def test_streams_sharing_a_hash_tag_share_no_key() -> None:
+    names = [s for s in SLOTTABLE if s != hash_tag(s)]
+    assert len({checkpoint_key(s) for s in names}) == len(names)
+    assert len({dedup_key(s, "k") for s in names}) == len(names)
+    assert key_slot(dedup_key("prod:{hl}:liqs", "k").encode()) == key_slot(dedup_key("replay:{hl}:liqs", "k").encode())
+
+
+def test_an_untagged_streams_keys_keep_the_names_earlier_versions_used() -> None:
+    assert dedup_key("hyperliquid:liquidations", "k") == "{hyperliquid:liquidations}:dedup:k"
+    assert checkpoint_key("hyperliquid:liquidations") == "{hyperliquid:liquidations}:checkpoint"
+
+
+def test_the_producer_refuses_such_a_name_as_a_bad_setting() -> None:
+    with pytest.raises(ConfigError, match="no dedup key or checkpoint can share"):
+        load_config(["--stream", "a{}b"], env={})
+
+
+async def test_streams_sharing_a_tag_keep_their_own_checkpoint_and_dedup_keys(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """A replay into ``replay:{t}:liqs`` must neither resume from ``prod:{t}:liqs``'s checkpoint nor find its
+    events "already published"."""
+    prod = Publisher(redis_client, f"prod:{{{prefix}}}:liqs")
+    replay = Publisher(redis_client, f"replay:{{{prefix}}}:liqs")
+    batch = events(3)
+    assert len((await prod.publish(batch, {"fills:0xa": "100"})).published) == 3
+    assert await replay.load_checkpoint() == {}
+    again = await replay.publish(batch, {"fills:0xa": "50"})
+    assert len(again.published) == 3 and not again.duplicates
+    assert await prod.load_checkpoint() == {"fills:0xa": "100"}
+
+
+async def test_keys_written_before_the_upgrade_are_honoured(redis_client: aioredis.Redis, prefix: str) -> None:
+    """An earlier version kept ``{tag}:checkpoint`` and ``{tag}:dedup:<key>``: the upgraded producer resumes from
+    that checkpoint (taking it over, so a sibling stream does not) and does not publish those events again."""
+    stream = f"prod:{{{prefix}}}:liqs"
+    old = f"{{{prefix}}}:"
+    published_before = events(2)
+    await redis_client.hset(old + "checkpoint", mapping={"fills:0xa": "100"})
+    for event in published_before:
+        await redis_client.set(old + "dedup:" + event.key, "1", ex=60)
+    publisher = Publisher(redis_client, stream)
+    assert await publisher.load_checkpoint() == {"fills:0xa": "100"}
+    assert await Publisher(redis_client, f"replay:{{{prefix}}}:liqs").load_checkpoint() == {}
+    result = await publisher.publish(events(3))
+    assert [event.key for event in result.duplicates] == [event.key for event in published_before]
+    assert [event.key for event, _ in result.published] == [events(1, start=2)[0].key]
 
 
 async def test_each_event_once_even_when_published_again(redis_client: aioredis.Redis, stream: str) -> None:
@@ -112,3 +206,27 @@ async def test_entries_written_by_the_script_match_the_contract(redis_client: ai
     await Publisher(redis_client, stream).publish(batch)
     entries = raw_entries(await redis_client.xrange(stream))
     assert [fields for _, fields in entries] == [{k.encode(): v for k, v in encode_entry(e).items()} for e in batch]
+
+
+@pytest.mark.parametrize(
+    ("policy", "maxmemory", "evicts"),
+    [
+        ("noeviction", 100 << 20, None),
+        ("volatile-lru", 0, None),
+        ("allkeys-lru", 0, None),
+        ("volatile-lru", 100 << 20, "dedup keys"),
+        ("volatile-lfu", 1, "dedup keys"),
+        ("volatile-ttl", 1, "dedup keys"),
+        ("volatile-random", 1, "dedup keys"),
+        ("allkeys-lru", 1, "the stream"),
+        ("allkeys-lfu", 1, "the stream"),
+        ("allkeys-random", 1, "the stream"),
+        ("some-future-policy", 1, "does not know"),
+    ],
+)
+def test_eviction_risk_names_what_the_policy_may_evict(policy: str, maxmemory: int, evicts: str | None) -> None:
+    risk = eviction_risk(policy, maxmemory)
+    if evicts is None:
+        assert risk is None
+    else:
+        assert risk is not None and evicts in risk

@@ -369,3 +369,41 @@ def test_once_fails_on_an_outage_or_an_unreachable_redis_but_not_on_a_quiet_poll
     assert once_failure(PollSummary(), redis_reachable=False) == (
         "Redis was unreachable: the poll's positions were not recorded; exiting 1"
     )
+
+
+@pytest.mark.parametrize("refusal", ["oom", "readonly"])
+async def test_redis_refusing_writes_holds_events_like_an_outage_and_publishes_each_once(
+    fake_hl: FakeHyperliquid,
+    scenario: Scenario,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    refusal: str,
+) -> None:
+    """Full under ``noeviction`` (OOM) or demoted to replica by a failover (READONLY): Redis answers but takes no
+    write. That is an outage to wait out, not a crash: nothing is lost, and nothing doubles once it takes writes."""
+    caplog.set_level(logging.INFO)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    producer = make_producer(config_for(fake_hl, "liq", redis_url=redis_server.url))
+    try:
+        if refusal == "oom":
+            await admin.config_set("maxmemory", 1)  # anything in use is over it: every write is refused
+        else:
+            await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # type: ignore[no-untyped-call]  # no such master
+        truth = scenario.visible_from(DEMO_WATCHLIST)
+        expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
+        held = await producer.poll_once()
+        assert held.published == 0 and held.pending == expected
+        assert (await producer.poll_once()).pending == expected
+        assert caplog.text.count("refusing writes") == 1, "one line per outage, not one per poll"
+
+        if refusal == "oom":
+            await admin.config_set("maxmemory", 0)
+        else:
+            await admin.execute_command("REPLICAOF", "NO", "ONE")  # type: ignore[no-untyped-call]
+        back = await producer.poll_once()
+        assert back.published == expected and back.pending == 0
+        assert "Redis is back" in caplog.text
+    finally:
+        await producer.close()
+        await admin.aclose()
+    assert_matches_truth(await stream_events("liq", redis_server.url), truth)

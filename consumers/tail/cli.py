@@ -18,10 +18,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from consumers.connection import SOCKET_TIMEOUT_MARGIN_S
+from consumers.connection import SOCKET_TIMEOUT_MARGIN_S, redis_unavailable
 from consumers.entries import id_text, read_reply_entries
 from consumers.options import redact_url
 from consumers.process import EXIT_OK, run_process
@@ -102,8 +101,8 @@ async def _follow(
         want = PAGE if config.count is None else min(PAGE, config.count - printed)
         try:
             reply = await _read(redis, {config.stream: after}, want, stop_waiter)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            if not connected:
+        except (RedisError, OSError) as exc:
+            if not connected or not redis_unavailable(exc):
                 raise
             outages += 1
             delay = min(MAX_RETRY_S, 0.1 * 2**outages)
