@@ -26,7 +26,7 @@ UNUSABLE_TIMES = (10**15, 2**63 - 1, 0, -1)
 
 def with_field(event: Event, name: str, value: object) -> dict[bytes | str, bytes | str]:
     """The stream entry of ``event`` with one field of its data replaced by ``value`` (any JSON value)."""
-    entry: dict[bytes | str, bytes | str] = dict(encode_entry(event))
+    entry: dict[bytes | str, bytes | str] = {name: value for name, value in encode_entry(event).items()}
     data = msgspec.json.decode(encode_entry(event)["data"])
     data[name] = value
     entry["data"] = msgspec.json.encode(data)
