@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from consumers.config import ObservabilitySettings
 from consumers.errors import MetricsUnavailable
-from consumers.observability import ObservabilityServer, Progress
+from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
 from consumers.runner import Runner
 
 log = logging.getLogger("consumers.metrics")
@@ -125,11 +125,13 @@ async def serve_metrics(
     settings: ObservabilitySettings,
     *collectors: Collector,
     lag_refresh_s: float = LAG_REFRESH_S,
+    tasks: TaskWatch | None = None,
 ) -> AsyncIterator[ObservabilityServer | None]:
     """Serve ``/metrics`` (the runner's, plus ``collectors``: the process's own) and ``/healthz`` while inside.
 
     Does nothing (and yields None) when ``settings.metrics_port`` is 0. Enter it before :meth:`Runner.run`, so that
-    the health check counts from the process's start and sees every read.
+    the health check counts from the process's start and sees every read. ``tasks`` are the process's background
+    tasks: ``/healthz`` turns 503 when one of them dies.
     """
     if not settings.enabled:
         yield None
@@ -141,16 +143,19 @@ async def serve_metrics(
     registry.register(RunnerCollector(runner, lag))
     for collector in collectors:
         registry.register(collector)
-    server = ObservabilityServer(registry, progress.health, host=settings.metrics_host, port=settings.metrics_port)
+    own = TaskWatch()
+    health = progress.health if tasks is None else all_healthy(progress.health, tasks.health)
+    server = ObservabilityServer(
+        registry, all_healthy(health, own.health), host=settings.metrics_host, port=settings.metrics_port
+    )
     try:
         await server.start()
     except OSError as exc:
         await server.stop()
         raise MetricsUnavailable(settings.metrics_host, settings.metrics_port, exc) from exc
-    refresher = asyncio.create_task(lag.run())
+    own.start(lag.run(), "lag refresher")
     try:
         yield server
     finally:
-        refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
+        await own.cancel()
         await server.stop()

@@ -8,20 +8,27 @@ The rules come from what the exchange writes, not from guesses:
   both legs of a trade, or the same fill twice, never counts it twice.
 * The liquidated side: on the liquidated user's own fill, selling (``A``) closes a long; on a counterparty's fill,
   buying (``B``) takes over a long.
+
+Decoding (:mod:`producer.exchange_types`) already refused fills whose amounts or times are unusable; an event that
+still breaks :mod:`schemas.limits` (fills built in code) is dropped and logged rather than raised, since a raise
+here fails the poll, and every poll after it, at the same fill.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from typing import Any
 
 from producer.exchange_types import ADL_DIR, Fill, FillSide, LiquidationInfo, Trade
-from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key
+from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key, event_problem
 
-_PRECISION = 60
-"""Decimal digits for sums: far beyond any px x sz the exchange can produce, so sums are exact."""
+log = logging.getLogger(__name__)
+
+_PRECISION = 100
+"""Decimal digits for sums: a decodable px x sz has at most 72, so sums of any number of trades are exact."""
 
 _EXTRA_PRICE_PLACES = 6
 """A volume-weighted price rarely divides exactly; keep this many places beyond the finest fill price."""
@@ -199,6 +206,17 @@ def detect_from_trades(
 def _finish(
     events: dict[str, _Accumulator], source: Source, detected_at: int, via: tuple[str, ...] | None
 ) -> list[Event]:
-    built = [acc.build(source, detected_at, via) for acc in events.values()]
+    built = []
+    for acc in events.values():
+        try:
+            event = acc.build(source, detected_at, via)
+        except ArithmeticError as exc:  # amounts that are not numbers: Decimal raises InvalidOperation
+            problem: str | None = f"its amounts do not add up ({type(exc).__name__})"
+        else:
+            problem = event_problem(event)
+        if problem is not None:
+            log.error("dropped the event of tx %.80r in %.80r: %s", acc.tx_hash, acc.coin, problem)
+            continue
+        built.append(event)
     built.sort(key=lambda e: (e.timestamp, e.key))
     return built

@@ -56,6 +56,17 @@ class Block(msgspec.Struct):
     events: list[tuple[str, Fill]]
 
 
+class _RawBlock(msgspec.Struct):
+    """A block whose fills are decoded one by one, when one of them does not decode (see ``_salvage``)."""
+
+    block_number: int
+    events: list[tuple[str, msgspec.Raw]]
+
+
+_BAD_FILLS_LOGGED = 3
+"""Unusable fills logged one by one; after that, only at each power of ten, with the running count."""
+
+
 @dataclass(frozen=True)
 class NodeWindow:
     """What to read: where to start without a checkpoint, where to stop, and whether to follow live after."""
@@ -148,6 +159,7 @@ class NodeSource:
         self.on_damage = on_damage
         self.reader: LineReader | None = None
         self.garbage_lines = 0
+        self.bad_fills = 0
         self.blocks_read = 0
         self.finished = False
         self.problem: str | None = None
@@ -158,6 +170,8 @@ class NodeSource:
         self._future_reported: set[Path] = set()
         self._fatal: NodeFileDamaged | None = None
         self._hour_fills = 0
+        self._raw_decoder = msgspec.json.Decoder(_RawBlock)
+        self._fill_decoder = msgspec.json.Decoder(Fill)
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         hour, offset = checkpoint.get(CHECKPOINT_HOUR), checkpoint.get(CHECKPOINT_OFFSET)
@@ -344,6 +358,9 @@ class NodeSource:
             return
         try:
             block = self._decoder.decode(line)
+        except msgspec.ValidationError:
+            self._salvage(line, observed)
+            return
         except msgspec.DecodeError as exc:
             self.garbage_lines += 1
             log.error("node: skipped a line that is not a block (%s): %.200r", exc, line)
@@ -351,6 +368,35 @@ class NodeSource:
         before = len(observed)
         observed.extend((user, fill) for user, fill in block.events if fill.liquidation is not None)
         self._hour_fills += len(observed) - before
+
+    def _salvage(self, line: bytes, observed: list[tuple[str, Fill]]) -> None:
+        """Keep the good fills of a block some of whose fills do not decode (an unusable amount or time).
+
+        Skipping the whole block would lose every liquidation in it for one bad fill; raising would stop the
+        source at that line for good.
+        """
+        try:
+            raw = self._raw_decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            self.garbage_lines += 1
+            log.error("node: skipped a line that is not a block (%s): %.200r", exc, line)
+            return
+        for user, raw_fill in raw.events:
+            try:
+                fill = self._fill_decoder.decode(raw_fill)
+            except msgspec.DecodeError as exc:
+                self.bad_fills += 1
+                if self.bad_fills <= _BAD_FILLS_LOGGED or str(self.bad_fills).strip("0") == "1":
+                    log.error(
+                        "node: skipped an unusable fill of block %d (%s; %d so far): %.200r",
+                        raw.block_number,
+                        exc,
+                        self.bad_fills,
+                        bytes(raw_fill),
+                    )
+                continue
+            if fill.liquidation is not None:
+                observed.append((user, fill))
 
     def _in_window(self, observed: list[tuple[str, Fill]]) -> list[tuple[str, Fill]]:
         start, end = self.window.start_ms, self.window.end_ms

@@ -1,6 +1,6 @@
 """What travels on the liquidation stream: the event Structs and the entry contract every subscriber reads."""
 
-from schemas.errors import EntryError, MalformedEntry, UnknownEventType, UnsupportedVersion
+from schemas.errors import EntryError, MalformedEntry, UnknownEventType, UnpublishableEvent, UnsupportedVersion
 from schemas.events import (
     SCHEMA_VERSION,
     ZERO_HASH,
@@ -12,7 +12,7 @@ from schemas.events import (
     Source,
     event_key,
 )
-from schemas.stream import decode_entry, encode_entry, event_type
+from schemas.stream import decode_entry, encode_entry, event_problem, event_type
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -26,9 +26,11 @@ __all__ = [
     "Side",
     "Source",
     "UnknownEventType",
+    "UnpublishableEvent",
     "UnsupportedVersion",
     "decode_entry",
     "encode_entry",
     "event_key",
+    "event_problem",
     "event_type",
 ]

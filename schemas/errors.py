@@ -26,3 +26,12 @@ class UnsupportedVersion(EntryError):
         super().__init__(f"schema version {version} is newer than the supported {supported}")
         self.version = version
         self.supported = supported
+
+
+class UnpublishableEvent(ValueError):
+    """An event with an amount or a time no reader could use: the producer must never write it to the stream."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"refusing to publish event {key[:200]!r}: {problem}")
+        self.key = key
+        self.problem = problem

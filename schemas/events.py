@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from schemas.limits import MAX_TIMESTAMP_MS
+
 SCHEMA_VERSION = 1
 """Bumped when a field changes meaning or a required field is added; additive changes keep the version."""
 
@@ -28,14 +30,20 @@ known (the trades heuristic carries no liquidation metadata)."""
 
 
 class _Trades(msgspec.Struct, frozen=True, kw_only=True):
-    """What every event type sums over its distinct trades; amounts are exact decimals (JSON strings)."""
+    """What every event type sums over its distinct trades; amounts are exact decimals (JSON strings).
+
+    Amounts are finite, non-negative, below 10^40 and have at most 40 decimal places; times lie between 1970 and
+    2100 (:mod:`schemas.limits`). Readers reject an entry that breaks these bounds as malformed.
+    """
 
     tx_hash: Annotated[str, Meta(description="Transaction hash shared by every fill of the event.")]
     coin: Annotated[str, Meta(description="The exchange's coin name, e.g. BTC, or xyz:CRWV for a builder market.")]
     price: Annotated[Decimal, Meta(description="Volume-weighted average fill price over tids.")]
     size: Annotated[Decimal, Meta(description="Sum of the distinct trades' sizes, in coin units.")]
     value_usd: Annotated[Decimal, Meta(description="Sum of px x sz over the distinct trades, in USD.")]
-    timestamp: Annotated[int, Meta(description="Exchange time of the fills, milliseconds since the epoch.")]
+    timestamp: Annotated[
+        int, Meta(gt=0, lt=MAX_TIMESTAMP_MS, description="Exchange time of the fills, milliseconds since the epoch.")
+    ]
     mark_price: Annotated[Decimal | None, Meta(description="Mark price the exchange acted at.")] = None
     tids: Annotated[tuple[int, ...], Meta(description="Trade ids summed, ascending; both legs share one.")] = ()
     fills: Annotated[int, Meta(description="How many distinct trades (tids) the event sums.")] = 0
@@ -43,7 +51,9 @@ class _Trades(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...], Meta(description="Watched addresses, vaults or 'node' whose data showed the event.")
     ] = ()
     source: Annotated[Source, Meta(description="Which producer source found it.")] = "fills"
-    detected_at: Annotated[int, Meta(description="Producer time the event was built, ms since the epoch.")] = 0
+    detected_at: Annotated[
+        int, Meta(ge=0, lt=MAX_TIMESTAMP_MS, description="Producer time the event was built, ms since the epoch.")
+    ] = 0
 
 
 class LiquidationEvent(_Trades, frozen=True, kw_only=True, tag="liquidation", tag_field="type"):

@@ -19,8 +19,9 @@ from typing import Any
 
 import msgspec
 
-from schemas.errors import MalformedEntry, UnknownEventType, UnsupportedVersion
+from schemas.errors import MalformedEntry, UnknownEventType, UnpublishableEvent, UnsupportedVersion
 from schemas.events import EVENT_TYPES, SCHEMA_VERSION, Event
+from schemas.limits import amount_problem, timestamp_problem
 
 Fields = Mapping[Any, bytes | str]
 """An entry's fields, named by bytes or by str (as the client returns them, or as :func:`encode_entry` writes them).
@@ -39,8 +40,28 @@ def event_type(event: Event) -> str:
     return tag
 
 
+def event_problem(event: Event) -> str | None:
+    """Why ``event`` must not travel on the stream (an amount or a time no reader can use), or None.
+
+    msgspec checks the declared bounds of integers while decoding, but not while building or encoding, and it has
+    no bounds for decimals: this check is the one both sides share.
+    """
+    for name in ("price", "size", "value_usd", "mark_price"):
+        value = getattr(event, name)
+        if value is not None and (problem := amount_problem(value)) is not None:
+            return f"{name}: {problem}"
+    if (problem := timestamp_problem(event.timestamp)) is not None:
+        return f"timestamp: {problem}"
+    if event.detected_at and (problem := timestamp_problem(event.detected_at)) is not None:
+        return f"detected_at: {problem}"
+    return None
+
+
 def encode_entry(event: Event) -> dict[str, bytes]:
-    """The stream entry's fields for one event."""
+    """The stream entry's fields for one event; raises :class:`UnpublishableEvent` for one no reader could use."""
+    problem = event_problem(event)
+    if problem is not None:
+        raise UnpublishableEvent(event.key, problem)
     return {
         "type": event_type(event).encode(),
         "v": str(SCHEMA_VERSION).encode(),
@@ -60,7 +81,8 @@ def decode_entry(fields: Fields) -> Event:
     """Read an entry written by :func:`encode_entry` (or by any producer that honours the contract).
 
     Raises :class:`UnknownEventType` for a type this version does not know (a newer producer's; skip it),
-    :class:`UnsupportedVersion` for a newer major schema, and :class:`MalformedEntry` for anything else wrong.
+    :class:`UnsupportedVersion` for a newer major schema, and :class:`MalformedEntry` for anything else wrong,
+    amounts and times outside :mod:`schemas.limits` included. Nothing else escapes, whatever the fields hold.
     """
     kind = _field(fields, "type").decode(errors="replace")
     if kind not in EVENT_TYPES:
@@ -78,4 +100,7 @@ def decode_entry(fields: Fields) -> Event:
         raise MalformedEntry(f"data does not decode as a {kind} event: {exc}") from exc
     if event_type(event) != kind:
         raise MalformedEntry(f"entry type {kind!r} but its data says {event_type(event)!r}")
+    problem = event_problem(event)
+    if problem is not None:
+        raise MalformedEntry(f"data of the {kind} event is unusable: {problem}")
     return event

@@ -9,6 +9,7 @@ from consumers.alerter.format import explorer_link, format_alert, format_summary
 from consumers.humanize import amount, usd, usd_compact, utc
 from consumers.testing import make_event
 from schemas import ZERO_HASH
+from tests.faults.poison import HUGE_AMOUNTS
 
 TX = "0x" + "ab12" * 16
 
@@ -83,3 +84,16 @@ def test_hostile_exchange_text_stays_on_one_line_and_short() -> None:
     assert printable("X" * 500) == "X" * 79 + "…"
     message = format_alert(make_event(coin="EVIL\nERROR forged", value_usd=Decimal(500_000)))
     assert "\n" not in message.title and all("\n" not in line for line in message.lines)
+
+
+def test_huge_amounts_read_sensibly_and_a_time_no_calendar_holds_does_not_raise() -> None:
+    """``1e30`` made the alert raise (quantize past the context's precision) on every delivery of its entry."""
+    assert usd(Decimal("1e30")) == "$1.0e+30" and usd_compact(Decimal("1e30")) == "$1.0e+30"
+    assert usd(Decimal("999999999999999")) == "$999,999,999,999,999"
+    assert amount(Decimal("1e30")) == "1" + ",000" * 10
+    assert amount(Decimal("1e500000")) == "1.000000e+500000"  # beyond any decodable amount: still a string
+    assert utc(10**15) == "1000000000000000 ms" and utc(2**63 - 1) == f"{2**63 - 1} ms"
+    for value in HUGE_AMOUNTS:
+        message = format_alert(make_event(value_usd=Decimal(value), price=Decimal(value), size=Decimal(value)))
+        assert "$1.0e+30" in message.title or "$1.2e+38" in message.title
+        assert len(message.one_line) < 400

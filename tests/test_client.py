@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import random
 
+import msgspec
 import pytest
 
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.errors import ExchangeRejected, ExchangeUnavailable, MalformedResponse
+from producer.exchange_types import Fill
 from producer.ratelimit import WeightBudget
 from producer.simulation.fake_exchange import (
     DISCONNECT,
@@ -23,6 +25,7 @@ from producer.simulation.fake_exchange import (
     Fault,
 )
 from producer.simulation.scenarios import ScenarioBuilder
+from tests.faults.poison import NOT_DECIMALS, fill_with
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -147,3 +150,22 @@ async def test_the_budget_charges_for_items_returned(fake_hl: FakeHyperliquid, m
         await client.user_fills_by_time(maker_fills, 0)
     # 200 tokens at start, 20 for the request, 406 // 20 = 20 for the items.
     assert budget.available == pytest.approx(200 - 20 - 20)
+
+
+async def test_fills_with_unusable_amounts_or_times_are_skipped_counted_and_logged_boundedly(
+    fake_hl: FakeHyperliquid, maker_fills: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each of these raised in the detector on every poll and every restart; now they are malformed items."""
+    good = sorted(fake_hl.fills[maker_fills], key=lambda f: f["time"])
+    poison = [fill_with(good[0], px=value) for value in NOT_DECIMALS] + [fill_with(good[0], time=10**15)]
+    fake_hl.fail_next(Fault.json([*good, *poison]))
+    async with client_for(fake_hl) as client:
+        page = await client.user_fills_by_time(maker_fills, 0)
+    assert page.fills == good_fills(good) and page.answered == len(good) + len(poison)
+    assert client.stats.skipped_items == len(poison)
+    assert caplog.text.count("skipped a malformed item") <= 3
+    assert f"skipped {len(poison)} malformed items" in caplog.text
+
+
+def good_fills(raw: list[dict[str, object]]) -> list[Fill]:
+    return [msgspec.json.decode(msgspec.json.encode(f), type=Fill) for f in raw]

@@ -246,3 +246,17 @@ def test_trades_heuristic_takes_the_other_party_as_liquidated(vault_buys: bool, 
 
 def test_trades_without_a_liquidator_are_ignored() -> None:
     assert detect_from_trades([trade(MAKER_1, MAKER_2)], liquidators=frozenset({HLP_LIQUIDATOR}), detected_at=NOW) == []
+
+
+def test_fills_built_in_code_with_unusable_amounts_are_dropped_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """Decoding refuses such fills; a fill built in code (the trades heuristic builds them) must not crash a poll
+    either: ``Decimal("abc")`` raised InvalidOperation and the poll, and every one after it, failed."""
+    good = fill()
+    bad = [
+        msgspec.structs.replace(good, px="abc", tid=2, hash="0xbad1"),
+        msgspec.structs.replace(good, sz="NaN", tid=3, hash="0xbad2"),
+        msgspec.structs.replace(good, time=2**63 - 1, tid=4, hash="0xbad3"),
+    ]
+    events = detect_from_fills([(MAKER_1, f) for f in (*bad, good)], detected_at=NOW)
+    assert [e.tx_hash for e in events] == [TX]
+    assert caplog.text.count("dropped the event") == 3

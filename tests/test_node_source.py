@@ -33,6 +33,7 @@ from producer.simulation.node_writer import (
 from producer.simulation.sample import SAMPLE_PATH, build_sample
 from producer.simulation.scenarios import Scenario, demo_scenario
 from schemas import AdlEvent, Event, LiquidationEvent
+from tests.faults.poison import NOT_DECIMALS, fill_with
 
 REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
 NOW_MS = int(time.time() * 1000)
@@ -193,7 +194,8 @@ async def test_garbage_and_a_truncated_last_line_are_skipped_and_counted(
     source = NodeSource([tmp_path], REPLAY_ALL)
     events, _ = await drain(source)
     source.close()
-    assert source.garbage_lines == 2  # the invalid block (the plain garbage has no marker, skipped unread)
+    # The truncated line, and the block's one fill of the wrong shape (the plain garbage has no marker: unread).
+    assert (source.garbage_lines, source.bad_fills) == (1, 1)
     assert "ends without a newline" in caplog.text
     broken_time = block_time_ms(blocks[broken_index])
     expected = {t.key for t in scenario.liquidations if t.timestamp < broken_time}
@@ -389,3 +391,30 @@ def test_a_poll_is_a_catch_up_when_it_leaves_a_backlog_or_reads_old_blocks() -> 
     assert is_catch_up(False, now - 61_000, now)
     assert not is_catch_up(False, now - 5_000, now)
     assert not is_catch_up(False, None, now)
+
+
+async def test_an_unusable_fill_loses_neither_the_block_nor_the_hour(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fill priced ``"abc"`` once raised in the detector on every poll: the offset never moved and every restart
+    crashed at that line. It is skipped and counted; the other fills of its block (a liquidation's) are kept."""
+    scenario = demo_scenario(seed=7)
+    blocks = blocks_from(scenario)
+    # The liquidated user's own fill: the leg the node source counts.
+    owner, own = next(
+        (user, f)
+        for b in blocks
+        for user, f in b["events"]
+        if isinstance(f.get("liquidation"), dict) and f["liquidation"]["liquidatedUser"] == user
+    )
+    target = next(b for b in blocks if [owner, own] in b["events"])
+    for n, value in enumerate(NOT_DECIMALS):
+        target["events"].append([owner, fill_with(own, px=value, tid=10**15 + n)])
+    target["events"].append([owner, fill_with(own, time=10**15, tid=2 * 10**15)])
+    write_hours(tmp_path, blocks)
+    source = NodeSource([tmp_path], REPLAY_ALL)
+    events, _ = await drain(source)
+    source.close()
+    assert_node_truth(events, scenario)
+    assert (source.bad_fills, source.garbage_lines) == (len(NOT_DECIMALS) + 1, 0)
+    assert caplog.text.count("skipped an unusable fill") <= 5

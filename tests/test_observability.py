@@ -10,7 +10,7 @@ import signal
 import aiohttp
 import pytest
 
-from consumers.observability import ObservabilityServer, Progress
+from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
 from producer.service import Producer
 from producer.simulation.fake_exchange import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
@@ -154,3 +154,28 @@ async def test_redis_up_follows_redis_on_a_quiet_market(fake_hl: FakeHyperliquid
         await server.stop()
         await producer.close()
     assert seen == [1, 0, 1]
+
+
+async def test_a_background_task_that_dies_is_logged_at_once_and_fails_health_for_good(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stats report task died at its first report and nobody knew until SIGTERM: /healthz said 200."""
+    tasks = TaskWatch()
+
+    async def report() -> None:
+        raise ArithmeticError("NaN in a sum")
+
+    async def clean() -> None:
+        return None
+
+    tasks.start(clean(), "finishes")
+    died = tasks.start(report(), "stats reports")
+    await asyncio.wait({died})
+    await asyncio.sleep(0)  # done callbacks run on the next turn of the loop
+    assert "background task stats reports: ArithmeticError: NaN in a sum died" in caplog.text
+    assert tasks.health() == (False, {"dead_tasks": ["stats reports: ArithmeticError: NaN in a sum"]})
+    await tasks.join()  # already reported: not raised again at shutdown
+    progress = Progress(stale_after=30)
+    progress.succeeded()
+    assert not all_healthy(progress.health, tasks.health)()[0]
+    assert all_healthy(progress.health, TaskWatch().health)()[0]

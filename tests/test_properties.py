@@ -11,13 +11,28 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumers.alerter.format import format_alert
+from consumers.stats.table import render_table
+from consumers.tail.format import event_json, event_row, format_entry
 from consumers.totals import Totals
 from producer.client import HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import MalformedResponse
 from producer.exchange_types import Fill, LiquidationInfo
 from producer.node_source import NodeSource
-from schemas import AdlEvent, EntryError, LiquidationEvent, Side, decode_entry, event_key
+from schemas import (
+    AdlEvent,
+    EntryError,
+    LiquidationEvent,
+    MalformedEntry,
+    Side,
+    decode_entry,
+    encode_entry,
+    event_key,
+    event_problem,
+)
+from schemas.limits import MAX_TIMESTAMP_MS
+from tests.faults.poison import HUGE_AMOUNTS, NOT_DECIMALS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES
 
 USERS = [f"0x{i:040x}" for i in range(1, 6)]
 HASHES = ["0x" + "0" * 64, *(f"0x{i:064x}" for i in range(1, 4))]
@@ -215,3 +230,97 @@ def test_totals_equal_the_sums_of_the_events_and_a_repeat_counts_once(
             inside = _window(liquidations, seconds, end, width)
             assert stats["windows"][window]["count"] == len(inside), window
             assert Decimal(stats["windows"][window]["value_usd"]) == sum((e.value_usd for e in inside), Decimal(0))
+
+
+# --- hostile amounts and times -----------------------------------------------------------------------------------
+
+hostile_decimals = st.one_of(
+    st.sampled_from([*NOT_DECIMALS, *UNUSABLE_AMOUNTS, *HUGE_AMOUNTS, "-0", "0", "1E+39", "1e-40", "+1", "1_000"]),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.from_regex(r"\A[+-]?[0-9]{0,45}(\.[0-9]{0,45})?([eE][+-]?[0-9]{1,10})?\Z"),
+    st.text(max_size=20),
+)
+"""Strings a price, size or amount could arrive as: plain decimals, exponents of any size, NaNs, junk."""
+hostile_times = st.one_of(
+    st.sampled_from(UNUSABLE_TIMES), st.integers(-(2**64), 2**64), st.integers(1, MAX_TIMESTAMP_MS + 10)
+)
+hostile_json_amounts = hostile_decimals | st.integers(-(10**50), 10**50) | st.floats() | st.none()
+"""What a foreign producer could write in an amount field: strings, but also JSON numbers and nulls."""
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_decimals, hostile_decimals, hostile_json_amounts, hostile_times)
+def test_fills_with_hostile_amounts_decode_only_into_fills_the_detector_can_sum(
+    px: str, sz: str, mark: object, time: int
+) -> None:
+    raw = {
+        "coin": "BTC",
+        "px": px,
+        "sz": sz,
+        "side": "A",
+        "time": time,
+        "hash": HASHES[1],
+        "tid": 1,
+        "liquidation": {"liquidatedUser": USERS[0], "markPx": mark, "method": "market"},
+    }
+    try:
+        fill = msgspec.json.decode(msgspec.json.encode(raw), type=Fill)
+    except msgspec.DecodeError:  # ValidationError included: what the client and the node source skip and count
+        return
+    events = detect_from_fills([(USERS[0], fill)], detected_at=T0)
+    assert len(events) == 1 and event_problem(events[0]) is None
+    entry: dict[bytes | str, bytes | str] = {name: value for name, value in encode_entry(events[0]).items()}
+    assert decode_entry(entry) == events[0], "what the producer builds, every reader decodes"
+
+
+@st.composite
+def hostile_entries(draw: st.DrawFn) -> dict[bytes | str, bytes | str]:
+    """A well-formed liquidation entry with some amounts and times replaced by hostile values."""
+    event = LiquidationEvent(
+        tx_hash=HASHES[1],
+        coin=draw(st.sampled_from(COINS)),
+        liquidation_side="long",
+        price=Decimal("97000.5"),
+        size=Decimal("1.25"),
+        value_usd=Decimal("121250.625"),
+        liquidated_user=USERS[0],
+        timestamp=T0,
+        method="market",
+        mark_price=Decimal("97000"),
+    )
+    data: dict[str, object] = msgspec.to_builtins(event)
+    for name in draw(st.sets(st.sampled_from(["price", "size", "value_usd", "mark_price"]))):
+        data[name] = draw(hostile_json_amounts)
+    for name in draw(st.sets(st.sampled_from(["timestamp", "detected_at"]))):
+        data[name] = draw(hostile_times)
+    return {b"type": b"liquidation", b"v": b"1", b"key": event.key.encode(), b"data": msgspec.json.encode(data)}
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_entries())
+def test_entries_with_hostile_amounts_decode_or_raise_malformed_and_decoded_ones_format(
+    fields: dict[bytes | str, bytes | str],
+) -> None:
+    """Decoding raises nothing but the documented errors; whatever decodes, every formatter renders on one
+    bounded line and the stats table sums, without raising (each of them once raised on such values)."""
+    try:
+        event = decode_entry(fields)
+    except MalformedEntry:
+        return
+    assert isinstance(event, LiquidationEvent)
+    alert = format_alert(event)
+    assert "\n" not in alert.one_line and len(alert.one_line) < 600
+    assert len(event_row(event)) < 600 and format_entry(b"1-0", fields) == event_row(event)
+    assert msgspec.json.decode(event_json(b"1-0", event))["id"] == "1-0"
+    totals = Totals()
+    for repeat in range(3):  # sums of several of them too
+        totals.add(msgspec.structs.replace(event, tx_hash=f"0x{repeat:064x}"))
+    snapshot = {
+        "stream": "s",
+        "group": "g",
+        "consumer": "c",
+        "generated_at": event.timestamp,
+        "view": {"partial": False, "consumers": 1, "note": "full view"},
+        "totals": totals.statistics(event.timestamp),
+    }
+    assert all(len(line) < 600 for line in render_table(snapshot).splitlines())

@@ -15,11 +15,14 @@ from schemas import (
     LiquidationEvent,
     MalformedEntry,
     UnknownEventType,
+    UnpublishableEvent,
     UnsupportedVersion,
     decode_entry,
     encode_entry,
+    event_problem,
 )
 from schemas.jsonschema import SCHEMA_PATH, build_schema, normalise_descriptions, render
+from tests.faults.poison import HUGE_AMOUNTS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
 
 
 def make_event(**overrides: object) -> LiquidationEvent:
@@ -165,3 +168,42 @@ def test_adl_and_liquidation_keys_never_collide() -> None:
     )
     assert same_parties.key != make_event().key
     assert same_parties.key.startswith("adl|")
+
+
+@pytest.mark.parametrize("name", ["price", "size", "value_usd", "mark_price"])
+@pytest.mark.parametrize("value", UNUSABLE_AMOUNTS)
+def test_an_entry_with_an_unusable_amount_is_malformed(name: str, value: str) -> None:
+    """Readers dead-letter such an entry instead of raising on it later (a report, a sum, a format)."""
+    with pytest.raises(MalformedEntry, match=f"unusable: {name}"):
+        decode_entry(with_field(make_event(), name, value))
+
+
+@pytest.mark.parametrize("name", ["timestamp", "detected_at"])
+@pytest.mark.parametrize("value", [t for t in UNUSABLE_TIMES if t])
+def test_an_entry_with_an_impossible_time_is_malformed(name: str, value: int) -> None:
+    with pytest.raises(MalformedEntry):
+        decode_entry(with_field(make_event(), name, value))
+
+
+def test_huge_but_finite_amounts_and_exact_zeros_decode() -> None:
+    for value in HUGE_AMOUNTS:
+        assert decode_entry(with_field(make_event(), "value_usd", value)).value_usd == Decimal(value)
+    assert decode_entry(with_field(make_event(), "mark_price", None)).mark_price is None
+    assert decode_entry(with_field(make_event(), "size", "0.000")).size == 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"value_usd": Decimal("NaN")},
+        {"price": Decimal("Infinity")},
+        {"size": Decimal("-1")},
+        {"mark_price": Decimal("1e500000")},
+        {"timestamp": 2**63 - 1},
+    ],
+)
+def test_the_producer_side_refuses_to_encode_what_no_reader_could_use(overrides: dict[str, object]) -> None:
+    event = make_event(**overrides)
+    assert event_problem(event) is not None
+    with pytest.raises(UnpublishableEvent, match="refusing to publish"):
+        encode_entry(event)

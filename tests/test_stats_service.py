@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,7 @@ from consumers.stats import StatsConfig, StatsService
 from consumers.stats.service import describe_view
 from consumers.testing import make_event, wait_until
 from schemas import Event, LiquidationEvent, encode_entry
+from tests.faults.poison import HUGE_AMOUNTS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
 
 SETTINGS = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=50)
 
@@ -202,3 +204,37 @@ async def test_the_snapshot_is_published_as_json_and_printed(redis: Redis, strea
     lines = table.splitlines()
     assert lines[1].split() == ["window", "count", "value", "longs", "shorts"]
     assert lines[5].split()[:2] == ["all", "5"]
+
+
+async def test_unusable_amounts_and_times_are_dead_lettered_live_and_skipped_by_the_rebuild(
+    redis: Redis, stream: str
+) -> None:
+    """``NaN`` on the stream killed the report task at its first report, and every restart's rebuild raised and
+    exited 1 until the entry was trimmed. Now each such entry is a dead letter, the report goes out, the rebuild
+    skips it, and the huge-but-finite ones are counted like any other."""
+    out = io.StringIO()
+    first = StatsService(config(stream, "s1"), redis, out=out)
+    task = await start(first)
+    good = await publish(redis, stream, 6)
+    template = good[0]
+    poison = [with_field(template, "value_usd", value) for value in UNUSABLE_AMOUNTS]
+    poison += [with_field(template, "timestamp", value) for value in UNUSABLE_TIMES]
+    huge = [make_event(value_usd=Decimal(value)) for value in HUGE_AMOUNTS]
+    async with redis.pipeline(transaction=False) as pipe:
+        for fields in poison:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        for event in huge:
+            pipe.xadd(stream, encode_entry(event))  # type: ignore[arg-type]
+        await pipe.execute()
+    await wait_until(lambda: first.totals.count == len(good) + len(huge), message="the usable events counted")
+    await first.report()
+    await stop(first, task)
+    assert first.runner.counters.dead_lettered == len(poison)
+    assert_totals(first, good + huge)
+    assert "$1.2e+38" in out.getvalue(), "the table shows the largest value"
+
+    second = StatsService(config(stream, "s2"), redis, out=io.StringIO())
+    assert await second.rebuild() == len(good) + len(huge)
+    assert second.rebuild_skipped == len(poison)
+    windows = second.totals.statistics(int(time.time() * 1000))["windows"]
+    assert windows["24h"]["count"] == len(good) + len(huge), "impossible times no longer blank the windows"

@@ -20,8 +20,9 @@ from consumers.tail.cli import follow, reader_gone, run_tail
 from consumers.tail.config import TailConfig, load_tail_config, read_after
 from consumers.tail.format import COLUMNS, format_entry, table_header
 from consumers.testing import make_event, wait_until
-from schemas import AdlEvent, MalformedEntry, decode_entry, encode_entry
+from schemas import AdlEvent, LiquidationEvent, MalformedEntry, decode_entry, encode_entry
 from tests.conftest import REDIS_URL
+from tests.faults.poison import UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
 
 ROOT = Path(__file__).resolve().parent.parent
 TX = "0x" + "ab" * 32
@@ -281,3 +282,21 @@ async def test_sigint_stops_a_live_tail_with_exit_0(stream: str) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_huge_amounts_show_and_unusable_ones_are_reported_not_raised() -> None:
+    """``1e30`` and ``1e500000`` broke the tail's formatting; a time of ``2**63 - 1`` ms raised ValueError."""
+    event = msgspec.json.decode(liquidation()["data"], type=LiquidationEvent)
+    huge = format_entry(b"1-0", with_field(event, "value_usd", "1e30"))
+    assert "$1.0e+30" in cells(huge)
+    for value in UNUSABLE_AMOUNTS:
+        with pytest.raises(MalformedEntry):
+            format_entry(b"1-0", with_field(event, "size", value))
+    for timestamp in UNUSABLE_TIMES:
+        with pytest.raises(MalformedEntry):
+            format_entry(b"1-0", with_field(event, "timestamp", timestamp))
+    # A type this reader does not know is shown from its raw data, which nothing validated: still no raise.
+    unknown = {**with_field(event, "size", "1e999999999"), "type": b"funding"}
+    assert "1.000000e+999999999" in format_entry(b"1-0", unknown)
+    newer = {**with_field(event, "timestamp", 2**63 - 1), "v": b"99"}
+    assert format_entry(b"1-0", newer).startswith(f"{2**63 - 1} ms")

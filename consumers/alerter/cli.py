@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TextIO
@@ -16,6 +15,7 @@ from consumers.alerter.sinks import build_sinks
 from consumers.connection import connect
 from consumers.humanize import usd
 from consumers.metrics import serve_metrics
+from consumers.observability import TaskWatch
 from consumers.process import EXIT_OK, run_process
 from consumers.runner import Runner, install_signal_handlers
 
@@ -30,9 +30,10 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
             alerter = Alerter.from_config(config, redis, build_sinks(config, session, out))
             runner = Runner.from_config(redis, config.consumer, handler=alerter.handle)
             collector = AlerterCollector(alerter, runner)
-            async with serve_metrics(runner, config.consumer.observability, collector):
+            tasks = TaskWatch()
+            async with serve_metrics(runner, config.consumer.observability, collector, tasks=tasks):
                 remove_handlers = install_signal_handlers(runner.stop)
-                summaries = asyncio.create_task(alerter.run_summaries(runner))
+                tasks.start(alerter.run_summaries(runner), "cooldown summaries")
                 overrides = ", ".join(f"{coin} {usd(amount)}" for coin, amount in config.thresholds.per_coin.items())
                 log.info(
                     "alerting on liquidations of at least %s (%s) to %s, at most %d per coin per %g s; %s",
@@ -47,7 +48,7 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
                     await runner.run()
                 finally:
                     runner.stop()
-                    await summaries
+                    await tasks.join()
                     remove_handlers()
             log.info("alerter stopped: %s", alerter.counters.as_dict())
     finally:

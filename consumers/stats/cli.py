@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TextIO
 
 from consumers.connection import connect
 from consumers.metrics import serve_metrics
+from consumers.observability import TaskWatch
 from consumers.process import EXIT_OK, run_process
 from consumers.runner import install_signal_handlers
 from consumers.stats.config import StatsConfig, load_stats_config
@@ -23,7 +23,8 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
     redis = connect(config.consumer)
     try:
         service = StatsService(config, redis, out=out)
-        async with serve_metrics(service.runner, config.consumer.observability, StatsCollector(service)):
+        tasks = TaskWatch()
+        async with serve_metrics(service.runner, config.consumer.observability, StatsCollector(service), tasks=tasks):
             remove_handlers = install_signal_handlers(service.runner.stop)
             log.info(
                 "aggregating; reporting every %g s to stdout and %r; %s",
@@ -35,12 +36,12 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
                 await service.runner.when_redis_answers(service.rebuild)
             else:  # the view's share is counted from here either way
                 await service.runner.when_redis_answers(service.begin)
-            reports = asyncio.create_task(service.run_reports())
+            tasks.start(service.run_reports(), "stats reports")
             try:
                 await service.runner.run()
             finally:
                 service.runner.stop()
-                await reports
+                await tasks.join()
                 remove_handlers()
             await service.final_report()
     finally:

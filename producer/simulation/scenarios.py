@@ -650,7 +650,9 @@ class ScenarioBuilder:
         tx_hash = tx_hash or self.new_hash()
         when = self._time(time_ms, tx_hash)
         sz, price = Decimal(size), Decimal(px)
-        mark_json, _ = self._mark(mark_px, price - self._tick(coin) * self.rng.randint(1, 60))
+        below = price - self._tick(coin) * self.rng.randint(1, 60)
+        # A coarse tick on a cheap coin can take "a few ticks below" under zero: no mark price is negative.
+        mark_json, _ = self._mark(mark_px, below if below > 0 else price)
         start = -sz if side == "B" else sz
         self._add_fill(
             user,
