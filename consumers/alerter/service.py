@@ -3,8 +3,10 @@
 For each event: liquidations only (other event types are counted and passed over), at or above the coin's
 threshold; skip the sinks that already sent it (a redelivery); apply the coin's cooldown (first delivery only:
 a retry of an admitted alert is not held back); send to each remaining sink once (see
-:mod:`consumers.alerter.delivery`). If a sink still fails after its retries, the handler raises, so the entry
-stays pending and is delivered again later: the sinks that succeeded are not repeated.
+:mod:`consumers.alerter.delivery`, which waits out a sink that is down). If a sink rejects the alert, or stays down
+for longer than the outage limit, the handler raises, so the entry stays pending and is delivered again later: the
+sinks that succeeded are not repeated. A held-back event is recorded in Redis (:mod:`consumers.alerter.held`)
+before the handler returns, so its summary survives a crash.
 """
 
 from __future__ import annotations
