@@ -17,6 +17,7 @@ from consumers import Runner, RunnerSettings
 from consumers.alerter import Alerter, Cooldown, Delivery, StdoutSink, TelegramSink, Thresholds, WebhookSink
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
+from consumers.entries import as_text
 from consumers.errors import AlertNotDelivered
 from consumers.options import Secret
 from consumers.testing import FakeWebhooks, make_event, wait_until
@@ -176,8 +177,8 @@ async def test_secrets_stay_out_of_the_logs_all_the_way_to_the_dead_letter(
     await task
     assert "HTTP 500" in caplog.text
     assert "SECRET" not in caplog.text
-    [(_, letter)] = await redis.xrange(f"{stream}:dead")
-    assert letter[b"reason"].startswith(b"max_deliveries")
+    [(_, letter)] = await redis.xrange(f"{stream}:dead") or [(None, None)]
+    assert letter is not None and as_text(letter[b"reason"]).startswith("max_deliveries")
 
 
 async def test_held_back_alerts_survive_a_crash_and_the_restarted_process_summarises_them(
