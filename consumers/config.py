@@ -85,7 +85,7 @@ class ObservabilitySettings:
 
     metrics_port: int = 0
     """0 serves nothing: metrics are opt-in, so two processes on one host never fight over a default port."""
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     health_stale_after: float = 120.0
     """``/healthz`` answers 503 once no read of the stream has succeeded for this many seconds."""
 
@@ -153,7 +153,7 @@ OBSERVABILITY_OPTIONS: tuple[Option, ...] = (
         "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
     ),
     Option(
-        "metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "0.0.0.0", "Address the metrics server binds to."
+        "metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "127.0.0.1", "Address the metrics server binds to."
     ),
     Option(
         "health_stale_after",

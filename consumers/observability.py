@@ -13,6 +13,7 @@ process that looks fine while doing only half its job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
@@ -117,44 +117,112 @@ def all_healthy(*checks: Health) -> Health:
     return health
 
 
+MAX_CONNECTIONS = 32
+"""Open connections the server keeps at once; more are closed on arrival. A scraper needs one or two: the cap keeps
+a flood of connections from using up the process's file descriptors, which its real work (Redis, the exchange)
+needs."""
+HEADER_TIMEOUT_S = 5.0
+"""Seconds a client has to send its whole request head; a half-sent request is dropped after that."""
+MAX_HEAD_BYTES = 8_192
+
+
+def parse_request_head(head: bytes) -> tuple[str, str] | None:
+    """(method, path without query) of an HTTP/1.x request head, or None if it is not one."""
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    return parts[0], parts[1].split("?", 1)[0]
+
+
+def http_response(status: int, reason: str, content_type: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
 class ObservabilityServer:
+    """A deliberately small HTTP server: GET only, one request per connection, bounded in time and in connections.
+
+    It binds 127.0.0.1 unless told otherwise (a container sets ``METRICS_HOST=0.0.0.0`` on purpose). An error while
+    accepting (out of file descriptors) is logged by asyncio and accepting resumes; it never ends the process.
+    """
+
     def __init__(
         self,
         registry: CollectorRegistry,
         health: Health,
         *,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
         port: int = 9100,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout_s: float = HEADER_TIMEOUT_S,
     ) -> None:
         self.registry = registry
         self.health = health
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self.max_connections = max_connections
+        self.header_timeout_s = header_timeout_s
+        self.open_connections = 0
+        self.refused_connections = 0
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
         """Serve; returns the bound port (useful with port 0)."""
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD_BYTES)
+        self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open_connections >= self.max_connections:
+            self.refused_connections += 1
+            if self.refused_connections in (1, 10, 100) or self.refused_connections % 1000 == 0:
+                log.warning(
+                    "metrics server: %d connections open already, closing new ones (%d so far)",
+                    self.open_connections,
+                    self.refused_connections,
+                )
+            writer.transport.abort()
+            return
+        self.open_connections += 1
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout_s)
+            writer.write(self._answer(parse_request_head(head)))
+            await asyncio.wait_for(writer.drain(), self.header_timeout_s)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass  # slow, truncated, oversized or gone: the client gets nothing more
+        finally:
+            self.open_connections -= 1
+            writer.transport.abort()
 
-    async def _healthz(self, _: web.Request) -> web.Response:
+    def _answer(self, request: tuple[str, str] | None) -> bytes:
+        if request is None:
+            return http_response(400, "Bad Request", "text/plain", b"bad request\n")
+        method, path = request
+        if method not in ("GET", "HEAD"):
+            return http_response(405, "Method Not Allowed", "text/plain", b"GET only\n")
+        if path == "/metrics":
+            return http_response(200, "OK", CONTENT_TYPE_LATEST, self._metrics())
+        if path == "/healthz":
+            status, body = self._healthz()
+            return http_response(status, "OK" if status == 200 else "Service Unavailable", "application/json", body)
+        return http_response(404, "Not Found", "text/plain", b"not found: try /metrics or /healthz\n")
+
+    def _metrics(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _healthz(self) -> tuple[int, bytes]:
         ok, detail = self.health()
         body = msgspec.json.encode({"status": "ok" if ok else "stuck", **detail})
-        return web.Response(body=body, status=200 if ok else 503, content_type="application/json")
+        return (200 if ok else 503), body

@@ -747,7 +747,9 @@ def install_signal_handlers(stop: Callable[[], None], *more: Callable[[], None])
     """Call ``stop`` (and ``more``) on SIGTERM and SIGINT; returns a function that removes the handlers.
 
     A second signal does the same as the first (the stop is already under way): to kill a stuck process, use
-    SIGKILL; nothing is lost, its pending entries are claimed by a live consumer.
+    SIGKILL; nothing is lost, its pending entries are claimed by a live consumer. Call the returned function last,
+    once the shutdown is done: from then on the signals are ignored, not restored to their default, so a signal
+    that lands while the interpreter exits cannot turn a clean exit into a death by signal.
     """
     loop = asyncio.get_running_loop()
     callbacks = (stop, *more)
@@ -763,5 +765,6 @@ def install_signal_handlers(stop: Callable[[], None], *more: Callable[[], None])
     def remove() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
     return remove

@@ -306,7 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         "0",
         "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
     ),
-    Option("metrics_host", "--metrics-host", "METRICS_HOST", str, "0.0.0.0", "Address the metrics server binds to."),
+    Option("metrics_host", "--metrics-host", "METRICS_HOST", str, "127.0.0.1", "Address the metrics server binds to."),
     Option(
         "health_stale_after",
         "--health-stale-after",
@@ -344,7 +344,7 @@ class ProducerConfig:
     node_max_line: int = DEFAULT_MAX_LINE
     node_damaged: OnDamage = "skip"
     metrics_port: int = 0
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
     health_stale_after: float = 120.0
     once: bool = False
     liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)

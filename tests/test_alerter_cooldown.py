@@ -62,3 +62,19 @@ def test_a_cooldown_needs_a_window_and_a_burst() -> None:
         Cooldown(window_s=60, burst=0)
     with pytest.raises(ValueError):
         Cooldown(window_s=0)
+
+
+def test_held_keys_are_recognised_counted_once_and_restored_after_a_failed_summary() -> None:
+    cooldown = Cooldown(window_s=60, burst=1)
+    assert cooldown.admit("BTC", Decimal(1), now=0, key="a")
+    assert not cooldown.admit("BTC", Decimal(2), now=1, key="b")
+    cooldown.hold("BTC", Decimal(2), at=1, key="b")  # a redelivery of the same event
+    cooldown.hold("BTC", Decimal(5), at=0.5, key="c")  # restored from a previous run
+    assert cooldown.holds("b") and cooldown.holds("c") and not cooldown.holds("a")
+    [held] = cooldown.due(now=61)
+    assert (held.count, held.value_usd, held.since, sorted(held.keys)) == (2, Decimal(7), 0.5, ["b", "c"])
+    assert not cooldown.holds("b")
+    cooldown.restore(held)
+    assert cooldown.holds("b") and cooldown.held_count() == 2
+    [again] = cooldown.due(now=61)
+    assert again.count == 2

@@ -5,41 +5,57 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from consumers.alerter.delivery import Delivery
+from consumers.alerter.delivery import Delivery, claim_value, left_by_previous_life
 from consumers.alerter.format import Message, format_alert
 from consumers.alerter.sinks import DiscordSink, SlackSink, StdoutSink, TelegramSink, WebhookSink
-from consumers.errors import AlertInFlight, AlertNotDelivered
+from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
 from consumers.options import Secret
-from consumers.testing import FakeWebhooks, make_event
+from consumers.testing import FakeWebhooks, make_event, wait_until
 
 TOKEN = "123456:SECRET-token"
 
 
 class Sleeps:
-    """An injected sleep that records the waits instead of waiting."""
+    """An injected sleep that records the waits instead of waiting, and the clock they advance."""
 
     def __init__(self) -> None:
         self.waits: list[float] = []
+        self.now = 0.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
 
 
-def make_delivery(redis: Redis, stream: str, *, attempts: int = 5, sleep: Sleeps | None = None) -> Delivery:
+def make_delivery(
+    redis: Redis,
+    stream: str,
+    *,
+    attempts: int = 5,
+    sleep: Sleeps | None = None,
+    outage_max_s: float = 0.0,
+    owner: str = "alerter-1",
+) -> Delivery:
     return Delivery(
         redis,
         prefix=f"{stream}:alerted",
+        owner=owner,
         attempts=attempts,
         backoff_s=0.01,
+        outage_max_s=outage_max_s,
         sent_ttl_s=3600,
         claim_ttl_s=5,
-        wait_in_flight_s=0.3,
-        sleep=asyncio.sleep if sleep is None else sleep,
+        sleep=sleep,
+        clock=time.monotonic if sleep is None else sleep.clock,
     )
 
 
@@ -103,24 +119,80 @@ async def test_the_wait_a_rate_limited_service_asks_for_is_honoured(
     assert sleeps.waits == [7.0, 2.0]
 
 
-async def test_an_alert_another_delivery_is_sending_is_waited_for_not_repeated(
+async def test_an_alert_another_consumer_is_sending_is_left_for_later_at_once_not_repeated(
     redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
 ) -> None:
     delivery = make_delivery(redis, stream)
     sink = telegram(session, hooks)
     marker = delivery.marker("k5", sink)
-    await redis.set(marker, b"sending:someone-else", ex=5)
-    with pytest.raises(AlertInFlight, match="another delivery has been sending"):
+    await redis.set(marker, claim_value("0" * 32, "alerter-2"), ex=5)
+    started = time.monotonic()
+    with pytest.raises(AlertInFlight, match="another consumer is sending"):
         await delivery.send_once("k5", sink, MESSAGE)
-
-    async def finish_elsewhere() -> None:
-        await asyncio.sleep(0.1)
-        await redis.set(marker, b"sent")
-
-    other = asyncio.create_task(finish_elsewhere())
+    assert time.monotonic() - started < 0.5, "no wait: the rest of the batch goes on"
+    await redis.set(marker, b"sent")
     assert await delivery.send_once("k5", sink, MESSAGE) is False
-    await other
     assert hooks.received == []
+
+
+async def test_a_claim_left_by_a_dead_run_of_the_same_consumer_name_is_taken_over_at_once(
+    redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
+) -> None:
+    """SIGKILLed mid-send and restarted under its name: the new process must not wait for its own old claim."""
+    before = make_delivery(redis, stream)
+    sink = telegram(session, hooks)
+    marker = before.marker("k8", sink)
+    await redis.set(marker, claim_value(before.token, before.owner), ex=60)
+    after = make_delivery(redis, stream)
+    assert after.token != before.token
+    assert await after.send_once("k8", sink, MESSAGE) is True
+    assert len(hooks.accepted) == 1 and await redis.get(marker) == b"sent"
+
+
+def test_only_a_claim_of_our_name_by_another_process_counts_as_a_previous_life() -> None:
+    mine = claim_value("a" * 32, "host:1")
+    assert left_by_previous_life(mine, "b" * 32, "host:1")
+    assert not left_by_previous_life(mine, "a" * 32, "host:1"), "our own claim"
+    assert not left_by_previous_life(mine, "b" * 32, "host:2"), "another consumer's"
+    assert not left_by_previous_life(b"sent", "b" * 32, "host:1")
+
+
+async def test_an_outage_longer_than_the_attempts_is_waited_out_not_given_up(
+    redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
+) -> None:
+    """Sixteen answers of 503 with five attempts: the alert waits for the sink (visible while it waits) and goes."""
+    hooks.fail_next(16, status=503)
+    sleeps = Sleeps()
+    delivery = make_delivery(redis, stream, sleep=sleeps, outage_max_s=3600)
+    waiting: list[int] = []
+
+    async def watch(seconds: float) -> None:
+        waiting.append(len(delivery.waiting))
+        await sleeps(seconds)
+
+    delivery._sleep = watch
+    assert await delivery.send_once("k9", telegram(session, hooks), MESSAGE) is True
+    assert len(hooks.accepted) == 1 and len(hooks.received) == 17
+    assert max(sleeps.waits) == 30.0, "the waits double up to the cap"
+    assert waiting[:4] == [0, 0, 0, 0] and waiting[-1] == 1, "reported waiting once the attempts ran out"
+    assert delivery.waiting == {}
+
+
+async def test_an_outage_longer_than_the_limit_gives_up_and_a_stop_ends_the_wait(
+    redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
+) -> None:
+    hooks.fail_next(1000, status=500)
+    sleeps = Sleeps()
+    delivery = make_delivery(redis, stream, attempts=2, sleep=sleeps, outage_max_s=100)
+    with pytest.raises(AlertNotDelivered, match=r"down for 1\d\d s"):
+        await delivery.send_once("k10", telegram(session, hooks), MESSAGE)
+    assert 100 <= sleeps.now < 140
+    live = make_delivery(redis, stream, attempts=1, outage_max_s=3600)
+    sending = asyncio.create_task(live.send_once("k11", telegram(session, hooks), MESSAGE))
+    await wait_until(lambda: bool(live.waiting), message="the alert waiting for the sink")
+    live.stop()
+    with pytest.raises(AlertNotDelivered, match="stopping"):
+        await asyncio.wait_for(sending, 2)
 
 
 async def test_secrets_never_reach_logs_or_errors(
@@ -157,3 +229,17 @@ async def test_each_sink_posts_its_own_shape(hooks: FakeWebhooks, session: aioht
     out = io.StringIO()
     await StdoutSink(out).send(message)
     assert out.getvalue() == "t | a | b | https://x/tx/1\n"
+
+
+@pytest.mark.parametrize("status", [302, 307, 308])
+async def test_a_redirect_is_not_followed_nor_taken_for_success(
+    hooks: FakeWebhooks, session: aiohttp.ClientSession, status: int
+) -> None:
+    """A 307 would re-post the alert to another origin; a 302 would become a GET that "succeeds" without it."""
+    async with FakeWebhooks() as elsewhere:
+        hooks.fail_next(1, status=status, headers={"Location": f"{elsewhere.url}/stolen"})
+        sink = WebhookSink(session, Secret(f"{hooks.url}/hook/SECRET-path-token"), timeout_s=2)
+        with pytest.raises(SinkError, match=rf"HTTP {status} redirecting to {elsewhere.url}/stolen") as info:
+            await sink.send(MESSAGE)
+        assert not info.value.permanent, "the alert is fine; the sink's URL is not"
+        assert elsewhere.received == [] and hooks.accepted == []

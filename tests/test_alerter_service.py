@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from consumers import Runner, RunnerSettings
 from consumers.alerter import Alerter, Cooldown, Delivery, StdoutSink, TelegramSink, Thresholds, WebhookSink
+from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertNotDelivered
 from consumers.options import Secret
@@ -45,14 +46,14 @@ def make_alerter(
     attempts: int = 3,
 ) -> Alerter:
     delivery = Delivery(
-        redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, claim_ttl_s=5, wait_in_flight_s=0.3
+        redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, outage_max_s=0, claim_ttl_s=5
     )
     return Alerter(
         sinks=sinks,
         delivery=delivery,
         thresholds=thresholds or Thresholds(),
         cooldown=Cooldown(60, burst),
-        clock=time.monotonic if clock is None else clock,
+        clock=time.time if clock is None else clock,
     )
 
 
@@ -178,3 +179,51 @@ async def test_secrets_stay_out_of_the_logs_all_the_way_to_the_dead_letter(
     assert "SECRET" not in caplog.text
     [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
     assert letter[b"reason"].startswith(b"max_deliveries")
+
+
+async def test_held_back_alerts_survive_a_crash_and_the_restarted_process_summarises_them(
+    redis: Redis, stream: str
+) -> None:
+    """SIGKILL inside the cooldown window: the held-back events were acknowledged, so only Redis remembers them."""
+    out, clock = io.StringIO(), Clock()
+    key = f"{stream}:held:alerter:a1"
+
+    def alerter() -> Alerter:
+        made = make_alerter(redis, stream, [StdoutSink(out)], clock=clock, burst=1)
+        made.held = HeldStore(redis, key)
+        return made
+
+    first = alerter()
+    events = [big(coin="BTC") for _ in range(6)]
+    for second, event in enumerate(events):
+        clock.now = 1_000 + second
+        await first.handle(event)
+    await first.handle(events[3])  # a redelivery counts once
+    assert len(out.getvalue().splitlines()) == 1 and first.counters.held_back == 5
+    del first  # the process dies: nothing of its memory is left
+
+    restarted = alerter()
+    assert await restarted.restore_held() == 5
+    clock.now = 1_061
+    await restarted.send_due_summaries()
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("… and 5 more BTC liquidations worth $1.3M held back in the last 60s")
+    assert await redis.hgetall(key) == {}, "forgotten once summarised"
+    assert await alerter().restore_held() == 0
+
+
+async def test_a_summary_that_cannot_be_sent_is_kept_for_the_next_start(
+    redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
+) -> None:
+    key = f"{stream}:held:alerter:a1"
+    clock = Clock()
+    alerter = make_alerter(
+        redis, stream, [WebhookSink(session, Secret(f"{hooks.url}/hook"), timeout_s=2)], clock=clock, burst=1
+    )
+    alerter.held = HeldStore(redis, key)
+    await alerter.handle(big(coin="ETH"))
+    await alerter.handle(big(coin="ETH"))
+    hooks.fail_next(10, status=503)
+    await alerter.send_due_summaries(final=True)
+    assert alerter.counters.summaries == 0
+    assert len(await redis.hgetall(key)) == 1, "still on record for the next start"

@@ -84,12 +84,13 @@ async def publish(redis: Redis, stream: str, events: list[Event]) -> None:
 
 
 def test_every_consumer_process_has_the_metrics_settings_with_metrics_off_by_default() -> None:
-    off = ObservabilitySettings(metrics_port=0, metrics_host="0.0.0.0", health_stale_after=120.0)
+    """Off, and bound to this host only when turned on: exposing it is a choice (compose makes it)."""
+    off = ObservabilitySettings(metrics_port=0, metrics_host="127.0.0.1", health_stale_after=120.0)
     assert load_alerter_config([], {}).consumer.observability == off
     assert load_stats_config([], {}).consumer.observability == off
-    config = load_stats_config(["--metrics-port", "9464"], {"METRICS_HOST": "127.0.0.1", "HEALTH_STALE_AFTER": "30"})
+    config = load_stats_config(["--metrics-port", "9464"], {"METRICS_HOST": "0.0.0.0", "HEALTH_STALE_AFTER": "30"})
     assert config.consumer.observability == ObservabilitySettings(
-        metrics_port=9464, metrics_host="127.0.0.1", health_stale_after=30.0
+        metrics_port=9464, metrics_host="0.0.0.0", health_stale_after=30.0
     )
 
 

@@ -9,8 +9,9 @@ import signal
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
-from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
+from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy, parse_request_head
 from producer.service import Producer
 from producer.simulation.fake_exchange import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
@@ -179,3 +180,37 @@ async def test_a_background_task_that_dies_is_logged_at_once_and_fails_health_fo
     progress.succeeded()
     assert not all_healthy(progress.health, tasks.health)()[0]
     assert all_healthy(progress.health, TaskWatch().health)()[0]
+
+
+async def test_the_metrics_server_bounds_connections_and_drops_half_sent_requests() -> None:
+    """A slowloris must not hold a file descriptor for ever, nor a flood use them all up; scrapes still work after."""
+    registry = CollectorRegistry()
+    server = ObservabilityServer(
+        registry, lambda: (True, {}), host="127.0.0.1", port=0, max_connections=4, header_timeout_s=0.3
+    )
+    port = await server.start()
+    try:
+        writers = []
+        for _ in range(10):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\n")
+            writers.append(writer)
+        await asyncio.sleep(0.1)
+        assert server.open_connections == 4 and server.refused_connections == 6
+        await asyncio.sleep(0.4)
+        assert server.open_connections == 0, "half-sent requests dropped after the head timeout"
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            assert resp.status == 200 and (await resp.json())["status"] == "ok"
+        for writer in writers:
+            writer.close()
+    finally:
+        await server.stop()
+
+
+def test_a_request_head_is_read_as_method_and_path() -> None:
+    assert parse_request_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n") == ("GET", "/metrics")
+    assert parse_request_head(b"\x16\x03\x01 binary junk\r\n\r\n") is None
+
+
+def test_the_default_bind_is_this_host_only() -> None:
+    assert ObservabilityServer(CollectorRegistry(), lambda: (True, {})).host == "127.0.0.1"

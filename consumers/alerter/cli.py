@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import aiohttp
@@ -25,6 +25,7 @@ log = logging.getLogger("consumers.alerter")
 async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> int:
     """Alert until SIGTERM/SIGINT; then send what the cooldown still holds back, flush acknowledgements, return 0."""
     redis = connect(config.consumer)
+    remove_handlers: Callable[[], None] | None = None
     try:
         async with aiohttp.ClientSession() as session:
             alerter = Alerter.from_config(config, redis, build_sinks(config, session, out))
@@ -32,7 +33,8 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
             collector = AlerterCollector(alerter, runner)
             tasks = TaskWatch()
             async with serve_metrics(runner, config.consumer.observability, collector, tasks=tasks):
-                remove_handlers = install_signal_handlers(runner.stop)
+                remove_handlers = install_signal_handlers(runner.stop, alerter.stop)
+                await runner.when_redis_answers(alerter.restore_held)
                 tasks.start(alerter.run_summaries(runner), "cooldown summaries")
                 overrides = ", ".join(f"{coin} {usd(amount)}" for coin, amount in config.thresholds.per_coin.items())
                 log.info(
@@ -48,11 +50,13 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
                     await runner.run()
                 finally:
                     runner.stop()
+                    alerter.stop()
                     await tasks.join()
-                    remove_handlers()
             log.info("alerter stopped: %s", alerter.counters.as_dict())
     finally:
         await redis.aclose()
+        if remove_handlers is not None:
+            remove_handlers()  # last: a second signal during the shutdown must not kill it
     return EXIT_OK
 
 

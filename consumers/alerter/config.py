@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -123,7 +124,16 @@ OPTIONS: tuple[Option, ...] = (
         "ALERT_SINK_ATTEMPTS",
         positive_int,
         "5",
-        "Attempts per alert and sink before the entry is left pending for a later retry.",
+        "Attempts in a row before a sink is reported down; the alert then waits for it (see --sink-outage-s).",
+    ),
+    Option(
+        "sink_outage_s",
+        "--sink-outage-s",
+        "ALERT_SINK_OUTAGE_S",
+        positive_float,
+        "3600",
+        "Seconds an alert waits for a sink that is down (5xx, 429, timeouts) before its entry is left to the "
+        "consumer's retries and dead letters.",
     ),
     Option(
         "sink_backoff_ms",
@@ -224,6 +234,7 @@ class AlerterConfig:
     telegram_chat_id: str | None = None
     telegram_api_base: str = TELEGRAM_API_BASE
     sink_attempts: int = 5
+    sink_outage_s: float = 3600.0
     sink_backoff_ms: int = 500
     sink_timeout_s: float = 10.0
     sent_ttl_s: int = 604_800
@@ -246,9 +257,12 @@ class AlerterConfig:
 
     @property
     def claim_ttl_s(self) -> int:
-        """How long a delivery may hold an alert's marker before another delivery may send it instead."""
-        waits = sum(min(self.sink_backoff_ms / 1000 * 2**i, self.backoff_max_s) for i in range(self.sink_attempts))
-        return int(self.sink_attempts * self.sink_timeout_s + waits) + 30
+        """How long one attempt holds an alert's marker: one request's timeout and a margin, no more.
+
+        A claim covers one attempt, not the retries, so a process killed mid-send delays that alert by seconds
+        and never for longer than the consumer's own redeliveries take to reach ``max_deliveries``.
+        """
+        return math.ceil(self.sink_timeout_s) + 2
 
 
 def load_alerter_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AlerterConfig:
@@ -270,6 +284,7 @@ def load_alerter_config(argv: Sequence[str] | None = None, env: Mapping[str, str
         telegram_chat_id=values["telegram_chat_id"],
         telegram_api_base=values["telegram_api_base"],
         sink_attempts=values["sink_attempts"],
+        sink_outage_s=values["sink_outage_s"],
         sink_backoff_ms=values["sink_backoff_ms"],
         sink_timeout_s=values["sink_timeout_s"],
         sent_ttl_s=values["sent_ttl_s"],

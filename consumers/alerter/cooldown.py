@@ -10,7 +10,7 @@ Pure: time is the ``now`` argument (seconds, any monotonic origin), so tests dri
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 
@@ -24,9 +24,20 @@ class HeldBack:
     largest_usd: Decimal
     since: float
     """When the first of them was held back."""
+    keys: list[str] = field(default_factory=list)
+    """The event keys held back (when the caller named them): what a summary accounts for, and a redelivery of
+    one of them is recognised by."""
 
     def seconds(self, now: float) -> float:
         return max(0.0, now - self.since)
+
+    def add(self, value_usd: Decimal, at: float, key: str | None) -> None:
+        self.count += 1
+        self.value_usd += value_usd
+        self.largest_usd = max(self.largest_usd, value_usd)
+        self.since = min(self.since, at)
+        if key is not None:
+            self.keys.append(key)
 
 
 class Cooldown:
@@ -37,8 +48,9 @@ class Cooldown:
         self.burst = burst
         self._sent: dict[str, deque[float]] = {}
         self._held: dict[str, HeldBack] = {}
+        self._held_keys: set[str] = set()
 
-    def admit(self, coin: str, value_usd: Decimal, now: float) -> bool:
+    def admit(self, coin: str, value_usd: Decimal, now: float, key: str | None = None) -> bool:
         """True: send this alert now (and count it against the coin). False: it was held back and counted."""
         sent = self._sent.get(coin)
         if sent is None:
@@ -48,20 +60,44 @@ class Cooldown:
         if len(sent) < self.burst:
             sent.append(now)
             return True
+        self.hold(coin, value_usd, now, key)
+        return False
+
+    def hold(self, coin: str, value_usd: Decimal, at: float, key: str | None = None) -> None:
+        """Count an alert as held back since ``at`` without asking (restoring what a previous run held back)."""
+        if key is not None:
+            if key in self._held_keys:
+                return
+            self._held_keys.add(key)
         held = self._held.get(coin)
         if held is None:
-            self._held[coin] = HeldBack(coin, 1, value_usd, value_usd, now)
+            self._held[coin] = HeldBack(coin, 1, value_usd, value_usd, at, [key] if key is not None else [])
         else:
-            held.count += 1
-            held.value_usd += value_usd
-            held.largest_usd = max(held.largest_usd, value_usd)
-        return False
+            held.add(value_usd, at, key)
+
+    def holds(self, key: str) -> bool:
+        """True if the event of ``key`` is held back now (its redelivery must not be sent, nor counted twice)."""
+        return key in self._held_keys
+
+    def restore(self, held: HeldBack) -> None:
+        """Hold again what :meth:`due` returned but could not be summarised; it is due again at once."""
+        self._held_keys.update(held.keys)
+        mine = self._held.get(held.coin)
+        if mine is None:
+            self._held[held.coin] = held
+            return
+        mine.count += held.count
+        mine.value_usd += held.value_usd
+        mine.largest_usd = max(mine.largest_usd, held.largest_usd)
+        mine.since = min(mine.since, held.since)
+        mine.keys.extend(held.keys)
 
     def due(self, now: float) -> list[HeldBack]:
         """The coins whose held-back alerts have waited a whole window; they are forgotten once returned."""
         ready = [held for held in self._held.values() if now - held.since >= self.window_s]
         for held in ready:
             del self._held[held.coin]
+            self._held_keys.difference_update(held.keys)
         self._forget_idle(now)
         return ready
 
@@ -69,6 +105,7 @@ class Cooldown:
         """Everything held back, due or not (at shutdown)."""
         held = list(self._held.values())
         self._held.clear()
+        self._held_keys.clear()
         return held
 
     def held_count(self) -> int:

@@ -1,10 +1,11 @@
-"""The alerter's own metrics, beside the runner's: what went out to each sink and what the cooldown held back."""
+"""The alerter's own metrics, beside the runner's: what went out to each sink, what the cooldown held back, and
+what waits for a sink that is down (the entries behind it are the runner's ``hl_consumer_lag``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -38,3 +39,24 @@ class AlerterCollector(Collector):
             counter = CounterMetricFamily(PREFIX + name, documentation, labels=LABELS)
             counter.add_metric(labels, value)
             yield counter
+        gauges: tuple[tuple[str, float, str], ...] = (
+            (
+                "alerts_waiting",
+                float(len(self.alerter.delivery.waiting)),
+                "Alerts and summaries waiting now for a sink that is down (retried until it is back).",
+            ),
+            (
+                "alert_oldest_wait_seconds",
+                self.alerter.delivery.oldest_wait_s(),
+                "How long the alert that has waited longest for a sink that is down has waited; 0 when none waits.",
+            ),
+            (
+                "alerts_held_now",
+                self.alerter.cooldown.held_count(),
+                "Alerts held back now, their summary not sent yet.",
+            ),
+        )
+        for name, level, documentation in gauges:
+            gauge = GaugeMetricFamily(PREFIX + name, documentation, labels=LABELS)
+            gauge.add_metric(labels, level)
+            yield gauge

@@ -3,8 +3,10 @@
 For each event: liquidations only (other event types are counted and passed over), at or above the coin's
 threshold; skip the sinks that already sent it (a redelivery); apply the coin's cooldown (first delivery only:
 a retry of an admitted alert is not held back); send to each remaining sink once (see
-:mod:`consumers.alerter.delivery`). If a sink still fails after its retries, the handler raises, so the entry
-stays pending and is delivered again later: the sinks that succeeded are not repeated.
+:mod:`consumers.alerter.delivery`, which waits out a sink that is down). If a sink rejects the alert, or stays down
+for longer than the outage limit, the handler raises, so the entry stays pending and is delivered again later: the
+sinks that succeeded are not repeated. A held-back event is recorded in Redis (:mod:`consumers.alerter.held`)
+before the handler returns, so its summary survives a crash.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from consumers.alerter.config import AlerterConfig, Thresholds
 from consumers.alerter.cooldown import Cooldown, HeldBack
 from consumers.alerter.delivery import Delivery
 from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summary
+from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
 from consumers.humanize import printable
@@ -58,15 +62,19 @@ class Alerter:
         delivery: Delivery,
         thresholds: Thresholds,
         cooldown: Cooldown,
+        held: HeldStore | None = None,
         explorer_url: str = EXPLORER_TX_URL,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``held`` keeps the cooldown's held-back alerts in Redis (None: in memory only, lost with the process).
+        ``clock`` is wall time, so that held-back times read back after a restart mean the same."""
         if not sinks:
             raise ValueError("the alerter needs at least one sink")
         self.sinks = list(sinks)
         self.delivery = delivery
         self.thresholds = thresholds
         self.cooldown = cooldown
+        self.held = held
         self.explorer_url = explorer_url
         self.counters = AlerterCounters()
         self.sent_by_sink: Counter[str] = Counter()
@@ -76,12 +84,15 @@ class Alerter:
 
     @classmethod
     def from_config(cls, config: AlerterConfig, redis: Redis, sinks: Sequence[Sink]) -> Alerter:
+        c = config.consumer
         delivery = Delivery(
             redis,
-            prefix=f"{config.consumer.stream}:alerted",
+            prefix=f"{c.stream}:alerted",
+            owner=c.consumer,
             attempts=config.sink_attempts,
             backoff_s=config.sink_backoff_ms / 1000,
             backoff_max_s=config.backoff_max_s,
+            outage_max_s=config.sink_outage_s,
             sent_ttl_s=config.sent_ttl_s,
             claim_ttl_s=config.claim_ttl_s,
         )
@@ -90,8 +101,24 @@ class Alerter:
             delivery=delivery,
             thresholds=config.thresholds,
             cooldown=Cooldown(config.cooldown_s, config.burst),
+            held=HeldStore(redis, f"{c.stream}:held:{c.group}:{c.consumer}"),
             explorer_url=config.explorer_url,
         )
+
+    def stop(self) -> None:
+        """At shutdown: stop waiting for sinks that are down (what is unsent stays pending or held in Redis)."""
+        self.delivery.stop()
+
+    async def restore_held(self) -> int:
+        """Hold again what a previous run of this consumer name held back and had not summarised yet."""
+        if self.held is None:
+            return 0
+        alerts = await self.held.load()
+        for key, alert in alerts:
+            self.cooldown.hold(alert.coin, alert.value_usd, alert.at, key)
+        if alerts:
+            log.info("restored %d held-back alerts of a previous run; their summary follows", len(alerts))
+        return len(alerts)
 
     async def handle(self, event: Event) -> None:
         """The runner's handler: raises :class:`AlertNotDelivered` / :class:`AlertInFlight` to leave it pending."""
@@ -102,6 +129,9 @@ class Alerter:
             self.counters.below_threshold += 1
             return
         key = event.key
+        if self.cooldown.holds(key):  # a redelivery: record it again, in case the first write was lost
+            await self._record_held(event)
+            return
         unsent = await self.delivery.unsent(key, self.sinks)
         if not unsent:
             self.counters.already_sent += 1
@@ -109,8 +139,9 @@ class Alerter:
             return
         await self.send_due_summaries()
         if key not in self._admitted and len(unsent) == len(self.sinks):
-            if not self.cooldown.admit(event.coin, event.value_usd, self._clock()):
+            if not self.cooldown.admit(event.coin, event.value_usd, self._clock(), key):
                 self.counters.held_back += 1
+                await self._record_held(event)
                 return
             self._remember(key)
         message = format_alert(event, self.explorer_url)
@@ -145,22 +176,38 @@ class Alerter:
         for held in self.cooldown.drain() if final else self.cooldown.due(now):
             await self._send_summary(held, now)
 
+    async def _record_held(self, event: LiquidationEvent) -> None:
+        """Before the entry is acknowledged: the held-back alert is on record in Redis (see :mod:`.held`)."""
+        if self.held is not None:
+            await self.held.add(event.key, event.coin, event.value_usd, self._clock())
+
     async def _send_summary(self, held: HeldBack, now: float) -> None:
+        """Send, then forget what it summarised; if a sink failed, hold it all again for the next try."""
         message = format_summary(held.coin, held.count, held.value_usd, held.largest_usd, held.seconds(now))
         results = await asyncio.gather(
             *(self.delivery.send(sink, message) for sink in self.sinks), return_exceptions=True
         )
+        failed = [r for r in results if isinstance(r, AlertNotDelivered)]
         for result in results:
-            if isinstance(result, AlertNotDelivered):
-                log.error(
-                    "summary of %d held-back %s liquidations not delivered: %s",
-                    held.count,
-                    printable(held.coin),
-                    result,
-                )
-            elif isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not isinstance(result, AlertNotDelivered):
+                self.cooldown.restore(held)
                 raise result
+        if failed:
+            self.cooldown.restore(held)
+            log.error(
+                "summary of %d held-back %s liquidations not delivered (%s); kept for the next try%s",
+                held.count,
+                printable(held.coin),
+                "; ".join(str(f) for f in failed),
+                " (in Redis, for the next start)" if self.held is not None else "",
+            )
+            return
         self.counters.summaries += 1
+        if self.held is not None:
+            try:
+                await self.held.forget(held)
+            except RedisError as exc:
+                log.warning("summary sent, but its held-back alerts could not be forgotten (%s): it may repeat", exc)
 
     async def run_summaries(self, runner: Runner, interval_s: float = 1.0) -> None:
         """Send due summaries every ``interval_s`` until the runner stops; then whatever is still held back."""
@@ -169,7 +216,10 @@ class Alerter:
                 await self.send_due_summaries()
             except Exception:
                 log.exception("sending cooldown summaries failed; trying again in %.0f s", interval_s)
-        await self.send_due_summaries(final=True)
+        try:
+            await self.send_due_summaries(final=True)
+        except RedisError as exc:
+            log.error("the last summaries could not be sent (%s); what is held back stays in Redis", exc)
 
     def _remember(self, key: str) -> None:
         self._admitted[key] = None

@@ -17,6 +17,7 @@ import aiohttp
 from consumers.alerter.config import AlerterConfig, SinkName
 from consumers.alerter.format import Message
 from consumers.errors import SinkError
+from consumers.humanize import printable
 from consumers.options import Secret
 
 _EXCERPT = 200
@@ -77,18 +78,26 @@ class HttpSink:
         return message.payload or {"text": message.text}
 
     async def send(self, message: Message) -> None:
+        """Redirects are not followed: a 307 would re-post the alert (and any token in it) to whatever origin the
+        answer names, and a 302 would turn into a GET without the alert that still looks like success."""
+        url = self._url.reveal()
         try:
-            async with self._session.post(self._url.reveal(), json=self.body(message), timeout=self._timeout) as resp:
+            async with self._session.post(
+                url, json=self.body(message), timeout=self._timeout, allow_redirects=False
+            ) as resp:
                 if 200 <= resp.status < 300:
                     await resp.read()
                     return
                 raw = await resp.read()
                 detail = scrub(raw[:_EXCERPT].decode(errors="replace"), self._secrets)
                 retry_after = _retry_after(resp.headers.get("Retry-After"), raw)
+                location = resp.headers.get("Location")
         except aiohttp.ClientError as exc:
             raise SinkError(self.name, scrub(f"{type(exc).__name__}: {exc}", self._secrets)) from None
         except TimeoutError:
             raise SinkError(self.name, f"no answer within {self._timeout.total:g} s") from None
+        if 300 <= resp.status < 400:
+            raise SinkError(self.name, redirect_detail(resp.status, location, self._secrets))
         permanent = 400 <= resp.status < 500 and resp.status not in (408, 429)
         raise SinkError(
             self.name, f"answered HTTP {resp.status}: {detail.strip()}", retry_after=retry_after, permanent=permanent
@@ -130,6 +139,18 @@ class SlackSink(HttpSink):
 
     def body(self, message: Message) -> dict[str, Any]:
         return {"text": message.text}
+
+
+def redirect_detail(status: int, location: str | None, secrets: Sequence[str]) -> str:
+    """What to tell the operator about a redirect: where it points (scrubbed, it may echo the token) and the fix.
+
+    Not permanent: the alert is fine, the sink's URL is not; the entry waits until the URL is corrected.
+    """
+    where = printable(scrub(location, secrets), limit=200) if location else "nowhere (no Location header)"
+    return (
+        f"answered HTTP {status} redirecting to {where}; redirects are not followed: "
+        "set the sink's URL to where it redirects, if that is the service's own address"
+    )
 
 
 def _retry_after(header: str | None, body: bytes) -> float | None:

@@ -21,11 +21,11 @@ log = logging.getLogger("consumers.stats")
 async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
     """Aggregate until SIGTERM/SIGINT; then flush acknowledgements, print and publish a last report, return 0."""
     redis = connect(config.consumer)
+    service = StatsService(config, redis, out=out)
+    remove_handlers = install_signal_handlers(service.runner.stop)
     try:
-        service = StatsService(config, redis, out=out)
         tasks = TaskWatch()
         async with serve_metrics(service.runner, config.consumer.observability, StatsCollector(service), tasks=tasks):
-            remove_handlers = install_signal_handlers(service.runner.stop)
             log.info(
                 "aggregating; reporting every %g s to stdout and %r; %s",
                 config.interval_s,
@@ -42,10 +42,10 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
             finally:
                 service.runner.stop()
                 await tasks.join()
-                remove_handlers()
             await service.final_report()
     finally:
         await redis.aclose()
+        remove_handlers()  # last: a second signal during the final report must not kill it
     return EXIT_OK
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from consumers.humanize import usd_compact, utc
+from consumers.humanize import printable, usd_compact, utc
 
 
 def _usd(value: str | None) -> str:
@@ -18,7 +18,11 @@ def _side(tallies: dict[str, Any], side: str) -> str:
 
 
 def render_table(snapshot: dict[str, Any], *, top: int = 10) -> str:
-    """A dozen lines: the view, windows and all-time totals by side, top coins, largest, other types, runner."""
+    """A dozen lines: the view, windows and all-time totals by side, top coins, largest, other types, runner.
+
+    Coin names and hashes are the exchange's text: escaped like in logs and alerts, so a coin name cannot move the
+    cursor, recolour the terminal or forge a line of the table.
+    """
     totals = snapshot["totals"]
     view = snapshot["view"]
     when = utc(snapshot["generated_at"])
@@ -34,17 +38,21 @@ def render_table(snapshot: dict[str, Any], *, top: int = 10) -> str:
         )
     coins = list(totals["by_coin"].items())[:top]
     if coins:
-        lines.append("top coins: " + "  ".join(f"{c} {t['count']:,} {_usd(t['value_usd'])}" for c, t in coins))
+        lines.append(
+            "top coins: " + "  ".join(f"{printable(c)} {t['count']:,} {_usd(t['value_usd'])}" for c, t in coins)
+        )
     largest = totals["largest"]
     if largest:
         lines.append(
-            f"largest: {largest['coin']} {largest['liquidation_side']} {_usd(largest['value_usd'])} "
-            f"at {utc(largest['timestamp'])} tx {largest['tx_hash']}"
+            f"largest: {printable(largest['coin'])} {largest['liquidation_side']} {_usd(largest['value_usd'])} "
+            f"at {utc(largest['timestamp'])} tx {printable(largest['tx_hash'])}"
         )
     if totals["other"]:
         lines.append(
             "other types: "
-            + "  ".join(f"{kind} {t['count']:,} {_usd(t['value_usd'])}" for kind, t in totals["other"].items())
+            + "  ".join(
+                f"{printable(kind)} {t['count']:,} {_usd(t['value_usd'])}" for kind, t in totals["other"].items()
+            )
         )
     runner = snapshot.get("runner") or {}
     if runner:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 import time
@@ -40,8 +41,19 @@ _OUR_VARIABLES = (
 class Proc:
     """One subprocess, with its stdout and stderr in ``<logdir>/<name>.out`` and ``.err``."""
 
-    def __init__(self, name: str, module: str, env: Mapping[str, str], logdir: Path, args: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: str,
+        env: Mapping[str, str],
+        logdir: Path,
+        args: Iterable[str] = (),
+        *,
+        open_files: int | None = None,
+    ) -> None:
         self.name = name
+        self.open_files = open_files
+        """A soft limit on open files (RLIMIT_NOFILE) for the process, as a small container has."""
         self.module = module
         self.args = list(args)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARIABLES)}
@@ -67,10 +79,16 @@ class Proc:
             env=self.env,
             stdout=out,
             stderr=err,
+            preexec_fn=self._limit if self.open_files is not None else None,
         )
         self.started_at = time.monotonic()
         self.meant = ""
         return self
+
+    def _limit(self) -> None:
+        assert self.open_files is not None
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, hard))
 
     @property
     def pid(self) -> int:
