@@ -33,7 +33,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
@@ -333,7 +333,7 @@ class WebSocketFeed:
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, payload: bytes) -> None:
         await ws.send_str(payload.decode())
 
-    async def events(self) -> AsyncIterator[FeedEvent]:
+    async def events(self) -> AsyncGenerator[FeedEvent, None]:
         """Data messages and notices, for ever; stop by leaving the ``async for`` (the connection is closed)."""
         http = self._http or aiohttp.ClientSession()
         try:
@@ -389,7 +389,7 @@ class WebSocketFeed:
                     continue
                 now = self._clock()
                 if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                    reason = f"closed by the server (code {ws.close_code})"
+                    reason = f"closed by the server, code {ws.close_code}"
                     break
                 if frame.type is aiohttp.WSMsgType.ERROR:
                     reason = self._redact(f"connection error: {frame.data!r}")

@@ -123,6 +123,8 @@ class FakeFeeds:
         self.connections: list[_Connection] = []
         self.upgrades: list[tuple[str, dict[str, str]]] = []
         """(path, query) of every connection attempt, accepted or not, in order."""
+        self.upgrade_times: list[float] = []
+        """When each attempt arrived, on the fake's ``clock``."""
         self.accepted = 0
         self.refused = 0
         self.received: list[Any] = []
@@ -261,6 +263,7 @@ class FakeFeeds:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         dialect = _PATHS[request.path]
         self.upgrades.append((request.path, dict(request.query)))
+        self.upgrade_times.append(self.clock())
         if self._refusing():
             self.refused += 1
             return web.Response(status=self._refuse_status, text="refusing connections")
