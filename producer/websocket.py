@@ -121,6 +121,11 @@ class FeedSettings:
                 f"the feed's ping interval ({self.ping_after}s) must be positive and below its silence limit "
                 f"({self.silence_limit}s)"
             )
+        if not 0 < self.backoff_base <= self.backoff_cap:
+            raise ConfigError(
+                f"the feed's reconnect delay ({self.backoff_base}s) must be positive and at most its cap "
+                f"({self.backoff_cap}s)"
+            )
         if self.connects_per_minute < 1 or self.connect_timeout <= 0:
             raise ConfigError("the feed needs at least one connection a minute and a positive connect timeout")
 

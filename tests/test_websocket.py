@@ -157,6 +157,7 @@ def test_a_session_id_replaces_the_previous_one_in_the_url() -> None:
         ({"url": "wss://api.hydromancer.xyz/ws"}, "no ?token=: add your API key"),
         ({"subscriptions": ()}, "nothing to subscribe to"),
         ({"ping_after": 70.0}, "below its silence limit"),
+        ({"backoff_base": 5.0, "backoff_cap": 1.0}, "at most its cap"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_in_one_line(changes: dict[str, Any], message: str) -> None:
@@ -436,3 +437,53 @@ async def test_the_backoff_grows_while_attempts_keep_failing() -> None:
                 if isinstance(event, Connected):
                     break
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+async def test_a_connection_that_dies_without_a_close_frame_is_replaced_and_resubscribed() -> None:
+    async with FakeFeeds() as fake:
+        reader = Reader(WebSocketFeed(settings(fake.public_url, "public", user_fills(MAKER))))
+        try:
+            await reader.wait_for(lambda r: len(r.of(UserFills)) == 1)
+            await fake.drop_all(abrupt=True)  # a crash: the TCP connection just goes
+            await reader.wait_for(lambda r: len(r.of(Connected)) == 2 and len(r.of(UserFills)) == 2)
+        finally:
+            await reader.stop()
+    assert len(reader.of(Disconnected)) == 1 and reader.feed.stats.reconnects == 1
+
+
+async def test_a_working_connection_resets_the_backoff_and_health_follows_the_outage() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+        await asyncio.sleep(0)
+
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    async with FakeFeeds(clock=lambda: now[0]) as fake:
+        fake.refuse(times=3, status=502)
+        feed = WebSocketFeed(
+            settings(
+                fake.public_url, "public", user_fills(MAKER), backoff_base=0.5, backoff_cap=8.0, unhealthy_after=2.0
+            ),
+            clock=lambda: now[0],
+            sleep=sleep,
+            rng=Top(),
+        )
+        reader = Reader(feed)
+        try:
+            await reader.wait_for(lambda r: len(r.of(UserFills)) == 1)
+            assert sleeps == [0.5, 1.0, 2.0]  # 3.5 s down: longer than unhealthy_after, but connected now
+            assert feed.is_healthy()
+            fake.refuse(times=1000, status=502)
+            await fake.drop_all()
+            await reader.wait_for(lambda r: len(r.of(Disconnected)) == 1)
+            assert feed.is_healthy(now[0] + 1.0) and not feed.is_healthy(now[0] + 60.0)
+            await reader.wait_for(lambda r: len(sleeps) >= 5)
+        finally:
+            await reader.stop()
+    assert sleeps[3:5] == [0.5, 1.0]  # back to the base after the snapshot (not 4.0); refusals grow it again
