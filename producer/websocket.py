@@ -368,12 +368,12 @@ class WebSocketFeed:
         last_received, last_ping = opened, None
         expected, malformed, announced = 1, 0, False
         reason = "closed"
-        if settings.dialect != "hydromancer":  # Hydromancer first says whether it restored our session
-            for subscription in settings.subscriptions:
-                await self._send(ws, encode_subscribe(settings.dialect, subscription))
-            announced = True
-            yield self._announce(opened, resumed=False)
         try:
+            if settings.dialect != "hydromancer":  # Hydromancer first says whether it restored our session
+                for subscription in settings.subscriptions:
+                    await self._send(ws, encode_subscribe(settings.dialect, subscription))
+                announced = True
+                yield self._announce(opened, resumed=False)
             while True:
                 now = self._clock()
                 action, wait = heartbeat(
