@@ -12,16 +12,15 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tests.conftest import free_port
+from tests.faults import servers
 
 
 @dataclass(frozen=True)
@@ -131,11 +130,8 @@ class RedisProcess:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def _argv(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; .ci/run installs it")
         argv = [
-            binary,
+            servers.binary("redis-server"),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -174,20 +170,15 @@ class RedisProcess:
         """Start (or restart) the server and wait until it answers PING; returns the seconds that took."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("redis-server is already running")
-        started = time.monotonic()
         proc = self._spawn()
         client = self.client(socket_connect_timeout=0.5)
         try:
-            while True:
-                try:
-                    if await client.ping():
-                        return time.monotonic() - started
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                    pass  # not listening yet, or still loading the AOF (BusyLoadingError is a ConnectionError)
-                if proc.poll() is not None or time.monotonic() - started > within:
-                    self.kill()
-                    pytest.fail(f"redis-server on port {self.port} did not start:\n{self.log_tail()}")
-                await asyncio.sleep(0.05)
+            return await servers.wait_answering(
+                client, proc, within=within, what=f"redis-server on port {self.port}", log=self.workdir / "redis.log"
+            )
+        except servers.ServerDidNotStart as error:
+            self.kill()
+            pytest.fail(str(error))
         finally:
             await client.aclose()
 
@@ -227,7 +218,4 @@ class RedisProcess:
         self.kill()
 
     def log_tail(self, lines: int = 20) -> str:
-        path = self.workdir / "redis.log"
-        if not path.exists():
-            return "(no redis.log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return servers.log_tail(self.workdir / "redis.log", lines)
