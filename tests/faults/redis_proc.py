@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -97,10 +98,18 @@ class RedisProcess:
         fsync: str = "always",
         password: str | None = None,
         tls: TlsFiles | None = None,
+        port: int | None = None,
+        config_file: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
+        """``port``, ``config_file`` and ``extra`` are for the cluster and Sentinel set-ups, which choose their
+        nodes' ports and modes: a config file comes first (``redis-server FILE --sentinel``, a file Sentinel
+        rewrites), right after it ``extra``; without a file ``extra`` comes last (``--cluster-enabled yes``)."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.config_file = config_file
+        self.extra = tuple(extra)
         self.aof = aof
         self.fsync = fsync
         self.password = password
@@ -130,8 +139,10 @@ class RedisProcess:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def _argv(self) -> list[str]:
-        argv = [
-            servers.binary("redis-server"),
+        argv = [servers.binary("redis-server")]
+        if self.config_file is not None:
+            argv += [str(self.config_file), *self.extra]
+        argv += [
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -164,6 +175,8 @@ class RedisProcess:
             argv += ["--port", str(self.port)]
         if self.password is not None:
             argv += ["--requirepass", self.password]
+        if self.config_file is None:
+            argv += self.extra
         return argv
 
     async def start(self, within: float = 20.0) -> float:
@@ -178,6 +191,8 @@ class RedisProcess:
             )
         except servers.ServerDidNotStart as error:
             self.kill()
+            if error.lost_port_race:
+                raise  # whoever chose the port may choose another
             pytest.fail(str(error))
         finally:
             await client.aclose()
