@@ -17,6 +17,7 @@ Every process is SIGKILLed on exit, whatever happened; the ``redis_cluster`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -464,11 +465,18 @@ class Sentinels:
     def addresses(self) -> list[tuple[str, int]]:
         return [(HOST, sentinel.port) for sentinel in self.sentinels]
 
-    def client(self, **kwargs: object) -> Sentinel:
-        """A ``redis.asyncio.sentinel.Sentinel``; ``.master_for(SENTINEL_MASTER)`` follows failovers."""
+    @contextlib.asynccontextmanager
+    async def client(self, **kwargs: object) -> AsyncIterator[Sentinel]:
+        """A ``redis.asyncio.sentinel.Sentinel``; ``.master_for(SENTINEL_MASTER)`` follows failovers. Its
+        connections to the sentinels are closed on exit (redis-py's ``Sentinel`` has no ``aclose``)."""
         options: dict[str, object] = {"socket_timeout": 2, "socket_connect_timeout": 1}
         options.update(kwargs)
-        return Sentinel(self.addresses, **options)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        sentinel = Sentinel(self.addresses, **options)  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        try:
+            yield sentinel
+        finally:
+            for connection in sentinel.sentinels:
+                await connection.aclose()
 
     def node(self, port: int) -> RedisProcess:
         return next(node for node in self.data if node.port == port)
