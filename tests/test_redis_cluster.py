@@ -15,6 +15,7 @@ from typing import cast
 import pytest
 import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from tests.faults import servers
 from tests.faults.invariants import RawEntry, raw_entries, wait_for
@@ -31,6 +32,7 @@ from tests.faults.redis_cluster import (
     sentinel_master_state,
     skip_without_redis_binaries,
     slot_map,
+    slot_of,
 )
 
 NODES = """\
@@ -54,6 +56,7 @@ def test_cluster_nodes_lines_are_read_into_roles_slots_and_masters() -> None:
     assert views[4].failing and not views[3].failing
     assert slot_map(views) == ((0, 5460, 30001), (5461, 10922, 30002), (10923, 16383, 30003))
     assert covers_every_slot(slot_map(views))
+    assert slot_of("{liq}:stream") == slot_of("{liq}:dedup:x") == slot_of(key_slot(b"liq"))
     assert owner_port(slot_map(views), 5461) == 30002
     assert replication_map(views) == ((30004, 30001),)  # the failing replica does not count
 

@@ -67,9 +67,12 @@ def key_bytes(key: str | bytes) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
 
-def slot_of(key: str | bytes) -> int:
-    """The key's cluster slot (its hash tag's, if it has one)."""
-    return key_slot(key_bytes(key))
+Where = str | bytes | int
+"""A key (its slot is its hash tag's, if it has one) or a slot number."""
+
+
+def slot_of(where: Where) -> int:
+    return where if isinstance(where, int) else key_slot(key_bytes(where))
 
 
 # --- what a node says about the cluster (pure) -----------------------------------------------------------------
@@ -362,7 +365,7 @@ class Cluster:
             lambda: self._settled_now(owner), within=within, what=f"{what} to settle", detail=lambda: self._state
         )
 
-    async def owner(self, key: str | bytes) -> RedisProcess:
+    async def owner(self, key: Where) -> RedisProcess:
         """The master that serves the key's slot now."""
         slots = slot_map(await self.views(self.live[0]))
         port = owner_port(slots, slot_of(key))
@@ -378,7 +381,7 @@ class Cluster:
 
     # --- faults ----------------------------------------------------------------------------------------------
 
-    async def failover(self, key: str | bytes, within: float = 30.0) -> float:
+    async def failover(self, key: Where, within: float = 30.0) -> float:
         """``CLUSTER FAILOVER`` on the replica of the key's master (coordinated: no write is lost); returns the
         seconds until the replica serves the slot, the old master replicates it and every node agrees."""
         await self.settled(what="the cluster before the failover")
@@ -389,7 +392,7 @@ class Cluster:
         await self.settled(within=within, what="the failover", owner=(slot_of(key), replica.port))
         return time.monotonic() - started
 
-    async def kill_master(self, key: str | bytes, within: float = 60.0) -> tuple[RedisProcess, float]:
+    async def kill_master(self, key: Where, within: float = 60.0) -> tuple[RedisProcess, float]:
         """SIGKILL the key's master; returns it (for :meth:`restart`) and the seconds until the cluster had
         promoted its replica and settled without it."""
         await self.settled(what="the cluster before the kill")
