@@ -24,6 +24,9 @@ from producer.simulation.fake_exchange import FakeHyperliquid
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Fixtures with modules of their own: a Redis Cluster and a Sentinel set-up per test module, the slot guard.
+pytest_plugins = ["tests.faults.redis_cluster", "tests.slot_guard"]
+
 # Machines here are shared and noisy: a property test's example may take long for reasons of its own, which says
 # nothing about the property. No per-example deadline; the pytest timeout still bounds a test.
 hypothesis.settings.register_profile("shared-machines", deadline=None)

@@ -7,6 +7,10 @@ seconds) that RELIABILITY.md quotes.
 
 - :mod:`tests.faults.redis_proc`: a private ``redis-server`` (AOF, password, ACL user, TLS) that a test can
   SIGKILL, freeze and restart on the same port.
+- :mod:`tests.faults.redis_cluster`: a Redis Cluster (3 masters, 3 replicas) and a Sentinel set-up of a test's
+  own, with ``CLUSTER FAILOVER`` / ``SENTINEL FAILOVER`` and kill-the-master helpers that wait until it settled.
+- :mod:`tests.faults.servers`: what every one of those servers needs (the binary, free ports, the wait until it
+  answers).
 - :mod:`tests.faults.procs`: ``python -m producer`` / ``consumers.stats`` / ``consumers.alerter`` as subprocesses
   with their logs in files, killed or stopped on purpose, and checked for exits nobody asked for.
 - :mod:`tests.faults.feed`: liquidations the fake exchange shows bit by bit, with the ground truth of what it has

@@ -12,16 +12,16 @@ import contextlib
 import shutil
 import signal
 import subprocess
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from tests.conftest import free_port
+from tests.faults import servers
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,18 @@ class RedisProcess:
         fsync: str = "always",
         password: str | None = None,
         tls: TlsFiles | None = None,
+        port: int | None = None,
+        config_file: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
+        """``port``, ``config_file`` and ``extra`` are for the cluster and Sentinel set-ups, which choose their
+        nodes' ports and modes: a config file comes first (``redis-server FILE --sentinel``, a file Sentinel
+        rewrites), right after it ``extra``; without a file ``extra`` comes last (``--cluster-enabled yes``)."""
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.config_file = config_file
+        self.extra = tuple(extra)
         self.aof = aof
         self.fsync = fsync
         self.password = password
@@ -131,11 +139,10 @@ class RedisProcess:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     def _argv(self) -> list[str]:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; .ci/run installs it")
-        argv = [
-            binary,
+        argv = [servers.binary("redis-server")]
+        if self.config_file is not None:
+            argv += [str(self.config_file), *self.extra]
+        argv += [
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -168,26 +175,25 @@ class RedisProcess:
             argv += ["--port", str(self.port)]
         if self.password is not None:
             argv += ["--requirepass", self.password]
+        if self.config_file is None:
+            argv += self.extra
         return argv
 
     async def start(self, within: float = 20.0) -> float:
         """Start (or restart) the server and wait until it answers PING; returns the seconds that took."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("redis-server is already running")
-        started = time.monotonic()
         proc = self._spawn()
         client = self.client(socket_connect_timeout=0.5)
         try:
-            while True:
-                try:
-                    if await client.ping():
-                        return time.monotonic() - started
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-                    pass  # not listening yet, or still loading the AOF (BusyLoadingError is a ConnectionError)
-                if proc.poll() is not None or time.monotonic() - started > within:
-                    self.kill()
-                    pytest.fail(f"redis-server on port {self.port} did not start:\n{self.log_tail()}")
-                await asyncio.sleep(0.05)
+            return await servers.wait_answering(
+                client, proc, within=within, what=f"redis-server on port {self.port}", log=self.workdir / "redis.log"
+            )
+        except servers.ServerDidNotStart as error:
+            self.kill()
+            if error.lost_port_race:
+                raise  # whoever chose the port may choose another
+            pytest.fail(str(error))
         finally:
             await client.aclose()
 
@@ -227,7 +233,4 @@ class RedisProcess:
         self.kill()
 
     def log_tail(self, lines: int = 20) -> str:
-        path = self.workdir / "redis.log"
-        if not path.exists():
-            return "(no redis.log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return servers.log_tail(self.workdir / "redis.log", lines)
