@@ -43,7 +43,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -444,7 +444,7 @@ class Runner:
     # --- deciding, handling, acknowledging and dead-lettering ------------------------------------------------
 
     async def _process(self, entries: Sequence[Entry], deliveries: dict[str, int] | None) -> bool:
-        """Decode, sort out what is not for the handler, handle the rest, flush; False if a handler call failed.
+        """Do what :func:`decide` says for each entry, handle the events, flush; False if a handler call failed.
 
         ``deliveries`` is None for first deliveries (read with ``>``), which need no delivery-count check.
         """
@@ -478,6 +478,8 @@ class Runner:
                     self._acks.append(entry_id)
                     self.counters.deleted += 1
                     log.warning("entry %s was trimmed from the stream while pending; acknowledged", id_text(entry_id))
+                case _:
+                    assert_never(decision)
         ok = await self._handle(events, ids) if events else True
         await self._flush()
         return ok
