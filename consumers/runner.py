@@ -111,6 +111,8 @@ class Runner:
     :func:`consumers.metrics.serve_metrics` serves them.
     """
 
+    # --- settings --------------------------------------------------------------------------------------------
+
     def __init__(
         self,
         redis: Redis,
