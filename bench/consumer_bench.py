@@ -71,7 +71,7 @@ async def throughput(redis: Redis, stream: str, n: int, *, count: int, batch: bo
         runner = Runner(redis, stream=stream, group=group, consumer="bench", batch_handler=many, settings=settings)
     else:
         runner = Runner(redis, stream=stream, group=group, consumer="bench", handler=each, settings=settings)
-    await runner.ensure_group()
+    await runner.consumer_group.ensure()
     started = time.perf_counter()
     task = asyncio.create_task(runner.run())
     await asyncio.wait_for(done.wait(), 120)
@@ -118,7 +118,7 @@ async def latency(redis: Redis, url: str, stream: str, rate: int, seconds: float
         handler=handle,
         settings=RunnerSettings(block_ms=1_000, count=100, claim_idle_ms=600_000, group_start="$"),
     )
-    await runner.ensure_group()
+    await runner.consumer_group.ensure()
     task = asyncio.create_task(runner.run())
     producer = multiprocessing.get_context("spawn").Process(target=produce, args=(url, stream, rate, seconds))
     producer.start()

@@ -74,7 +74,7 @@ class LagCache:
 
     async def refresh(self) -> None:
         try:
-            self.value = await self.runner.lag()
+            self.value = await self.runner.consumer_group.lag()
         except RedisError as exc:
             self.value = None
             log.debug("could not read the lag of group %r: %s", self.runner.group, exc)

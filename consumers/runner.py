@@ -20,11 +20,13 @@ What it guarantees, and how:
   or that was delivered more than ``max_deliveries`` times is copied to the dead-letter stream with ``reason``,
   ``original_id``, ``group`` and ``consumer``, then acknowledged. An event *type* this reader does not know
   (a newer producer's) is acknowledged and counted as ``unknown_type``: it is not broken, just not for us.
-  Entries trimmed from the stream while pending are acknowledged and counted as ``deleted``.
+  Entries trimmed from the stream while pending are acknowledged and counted as ``deleted``. Which of these an
+  entry is, :func:`consumers.decision.decide` says, without Redis.
 * **Trimming past the group is said, counted and accounted for.** Entries ``MAXLEN`` trimmed before the group
   read them cannot be delivered; at start and every claim cycle the runner compares the group with the stream
-  (:func:`consumers.lag.assess`), logs the loss with its id range, counts it as ``lost_to_trimming`` and sets the
-  group's ``entries-read`` so that Redis's lag (and ours) counts only entries that can still come.
+  (:meth:`consumers.groups.ConsumerGroup.check_trimmed`), logs the loss with its id range, counts it as
+  ``lost_to_trimming`` and sets the group's ``entries-read`` so that Redis's lag (and ours) counts only entries
+  that can still come.
 * **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :func:`install_signal_handlers`) interrupts a
   blocked read at once, lets the handler call in progress finish, hands the rest of the batch back (it stays
   pending for a live consumer to claim, or for this name's next start), flushes acknowledgements and returns.
@@ -41,25 +43,18 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
 from consumers.connection import check_socket_timeout, redis_unavailable
-from consumers.entries import (
-    Entry,
-    EntryId,
-    as_text,
-    dead_letter_fields,
-    id_text,
-    id_tuple,
-    read_reply_entries,
-)
-from consumers.errors import ConfigError, ConsumerError
-from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
-from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
+from consumers.decision import DeadLetter, Handle, Skipped, Trimmed, UnknownType, decide
+from consumers.entries import Entry, EntryId, as_text, dead_letter_fields, id_text, read_reply_entries
+from consumers.errors import ConfigError
+from consumers.groups import ConsumerGroup
+from schemas import Event
 
 log = logging.getLogger("consumers.runner")
 
@@ -72,24 +67,6 @@ BatchHandler = Callable[[list[Event]], Awaitable[None]]
 """Handles the decodable events of one read at once; raising leaves all of them pending."""
 
 _UNKNOWN_KINDS_LOGGED = 64
-
-ACCOUNT_FOR_TRIMMED = """
--- KEYS[1] stream; ARGV[1] group, ARGV[2] its last-delivered id and ARGV[3] its entries-read as assessed,
--- ARGV[4] the entries-read that accounts for what was trimmed. Applied only if the group has not moved since,
--- so a loss is accounted for once, by one consumer, and a group is never moved back.
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local f = {}
-  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-  if f['name'] == ARGV[1] then
-    if f['last-delivered-id'] == ARGV[2] and tostring(f['entries-read']) == ARGV[3] then
-      redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], ARGV[2], 'ENTRIESREAD', ARGV[4])
-      return 1
-    end
-    return 0
-  end
-end
-return 0
-"""
 
 
 @dataclass
@@ -134,6 +111,8 @@ class Runner:
     :func:`consumers.metrics.serve_metrics` serves them.
     """
 
+    # --- settings --------------------------------------------------------------------------------------------
+
     def __init__(
         self,
         redis: Redis,
@@ -159,6 +138,10 @@ class Runner:
         self.dead_letter_stream = self.settings.dead_letter_for(stream)
         self.skip_through = skip_through
         self.counters = RunnerCounters()
+        self.consumer_group = ConsumerGroup(
+            redis, stream=stream, name=group, settings=self.settings, on_lost=self._count_lost
+        )
+        """Group introspection (lag, consumers, the trimming check) for this runner's group."""
         self._handler = handler
         self._batch_handler = batch_handler
         self._stop = asyncio.Event()
@@ -171,8 +154,6 @@ class Runner:
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
         self._outage_started = 0.0
-        self._account_for_trimmed = redis.register_script(ACCOUNT_FOR_TRIMMED)
-        self._trim_checks = True
         self.last_read_ok: float | None = None
         """``time.monotonic()`` of the last read of the stream that Redis answered (an empty answer counts)."""
         self._read_listeners: list[Callable[[], None]] = []
@@ -230,145 +211,14 @@ class Runner:
             await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
 
-    # --- group information -----------------------------------------------------------------------------------
-
-    async def ensure_group(self) -> bool:
-        """Create the group (and the stream) if missing; True if this call created it."""
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id=self.settings.group_start, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise
-        where = "the stream's first retained entry" if self.settings.group_start == "0" else "new entries"
-        log.info("created group %r on %r, starting from %s", self.group, self.stream, where)
-        return True
-
-    async def group_info(self) -> dict[str, Any] | None:
-        """This group's line of XINFO GROUPS (``name``, ``consumers``, ``pending``, ``last-delivered-id``, ``lag``)."""
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            raise
-        for info in groups:
-            if as_text(info.get("name")) == self.group:
-                return dict(info)
-        return None
-
-    async def lag(self) -> int | None:
-        """Entries in the stream not yet delivered to the group; None when Redis cannot tell (after deletions).
-
-        Entries trimmed before the group read them are not among them: they are accounted for on the way
-        (:meth:`check_trimmed`) and counted as ``lost_to_trimming``.
-        """
-        if self._trim_checks:
-            assessment = await self.check_trimmed()
-            if self._trim_checks:  # still on: not denied by an ACL just now
-                return None if assessment is None else assessment.lag
-        info = await self.group_info()
-        return None if info is None else GroupInfo.from_reply(info).lag
-
-    async def check_trimmed(self) -> Assessment | None:
-        """Find entries trimmed before the group read them; say, count and account for them. None: no group yet.
-
-        An ACL that denies XINFO STREAM or XGROUP SETID turns the check off with one warning; Redis's lag is
-        reported as it is then.
-        """
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xinfo_stream(self.stream)
-                pipe.xinfo_groups(self.stream)
-                stream_reply, groups = await pipe.execute()
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower():
-                return None
-            if isinstance(exc, NoPermissionError):
-                self._no_trim_checks(exc)
-                return None
-            raise
-        line = next((g for g in groups if as_text(g.get("name")) == self.group), None)
-        if line is None:
-            return None
-        group = GroupInfo.from_reply(line)
-        assessment = assess(StreamInfo.from_reply(stream_reply), group)
-        if assessment.entries_read is None:
-            return assessment
-        try:
-            applied = await self._account_for_trimmed(
-                keys=[self.stream],
-                args=[self.group, group.last_delivered_id, str(group.entries_read), assessment.entries_read],
-            )
-        except ResponseError as exc:
-            if isinstance(exc, NoPermissionError) or "can't run this command" in str(exc):  # denied inside the script
-                self._no_trim_checks(exc)
-                return assessment
-            raise
-        if applied:  # else the group moved meanwhile, or another consumer of it accounted for the loss
-            self.counters.lost_to_trimming += assessment.lost
-            where = (
-                f"between {assessment.gap[0]} and {assessment.gap[1]}"
-                if assessment.gap is not None
-                else f"before {group.last_delivered_id}"
-            )
-            log.warning(
-                "%d entries of %r were trimmed (MAXLEN) before group %r read them, %s: they are lost to this group; "
-                "raise the producer's --maxlen / LIQ_STREAM_MAXLEN above what the slowest group can fall behind",
-                assessment.lost,
-                self.stream,
-                self.group,
-                where,
-            )
-        return assessment
-
-    async def _check_trimmed_in_loop(self) -> None:
-        """The check, where a reply it does not expect must not stop consuming: it turns itself off instead."""
-        if not self._trim_checks:
-            return
-        try:
-            await self.check_trimmed()
-        except ResponseError as exc:
-            if redis_unavailable(exc):
-                raise
-            self._no_trim_checks(exc)
-
-    def _no_trim_checks(self, exc: ResponseError) -> None:
-        self._trim_checks = False
-        log.warning(
-            "cannot check group %r for entries trimmed before it read them (%s); if an ACL denies it, allow "
-            "+xinfo|stream and +xgroup|setid to this user",
-            self.group,
-            exc,
-        )
-
-    async def last_delivered_id(self) -> str:
-        """The id of the last entry delivered to any consumer of the group (``0-0`` before the first)."""
-        info = await self.group_info()
-        if info is None:
-            raise ConsumerError(f"group {self.group!r} does not exist on {self.stream!r}: call ensure_group() first")
-        return as_text(info["last-delivered-id"])
-
-    async def active_consumers(self) -> list[str]:
-        """Consumers of the group seen recently: the ones that share the work now.
-
-        "Recently" is ``claim_idle_ms`` (after which their work would be taken over anyway), but at least three
-        read blocks, since a consumer blocked in a read is seen only when the read starts.
-        """
-        try:
-            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
-        except ResponseError as exc:
-            if "no such key" in str(exc).lower() or "NOGROUP" in str(exc):
-                return []
-            raise
-        recent = max(self.settings.claim_idle_ms, 3 * self.settings.block_ms)
-        return [as_text(c["name"]) for c in consumers if int(c.get("idle", 0)) < recent]
-
     async def metrics(self) -> dict[str, int | None]:
         """The counters plus the group's lag, for a metrics endpoint."""
         values: dict[str, int | None] = dict(self.counters.as_dict())
-        values["lag"] = await self.lag()
+        values["lag"] = await self.consumer_group.lag()
         return values
+
+    def _count_lost(self, lost: int) -> None:
+        self.counters.lost_to_trimming += lost
 
     # --- the loop --------------------------------------------------------------------------------------------
 
@@ -448,7 +298,7 @@ class Runner:
     async def _step(self, stop_waiter: asyncio.Future[Any]) -> None:
         await self._flush()
         if self._group_missing:
-            await self.ensure_group()
+            await self.consumer_group.ensure()
             self._group_missing = False
             await self._check_trimmed_in_loop()  # before the first read: reading on past a gap hides where it was
         now = time.monotonic()
@@ -463,6 +313,19 @@ class Runner:
         entries = await self._read_new(now, stop_waiter)
         if entries and not await self._process(entries, None):
             self._schedule_retry()
+
+    async def _check_trimmed_in_loop(self) -> None:
+        """The check, where a reply it does not expect must not stop consuming: it turns itself off instead."""
+        if not self.consumer_group.trim_checks:
+            return
+        try:
+            await self.consumer_group.check_trimmed()
+        except ResponseError as exc:
+            if redis_unavailable(exc):
+                raise
+            self.consumer_group.stop_trim_checks(exc)
+
+    # --- reading ---------------------------------------------------------------------------------------------
 
     async def _read_new(self, now: float, stop_waiter: asyncio.Future[Any]) -> list[Entry]:
         count = self.settings.count
@@ -523,6 +386,8 @@ class Runner:
             self._drain_at = time.monotonic() + self._retry_delay
             log.info("failed entries stay pending; handing them over again in %.1f s", self._retry_delay)
 
+    # --- claiming --------------------------------------------------------------------------------------------
+
     async def _claim(self) -> None:
         """Take over entries idle past ``claim_idle_ms`` from any consumer of the group, ours included."""
         cursor: EntryId = "0-0"
@@ -578,49 +443,45 @@ class Runner:
                 counts[id_text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
+    # --- deciding, handling, acknowledging and dead-lettering ------------------------------------------------
+
     async def _process(self, entries: Sequence[Entry], deliveries: dict[str, int] | None) -> bool:
-        """Decode, sort out what is not for the handler, handle the rest, flush; False if a handler call failed.
+        """Do what :func:`decide` says for each entry, handle the events, flush; False if a handler call failed.
 
         ``deliveries`` is None for first deliveries (read with ``>``), which need no delivery-count check.
         """
         events: list[Event] = []
         ids: list[EntryId] = []
-        skip = id_tuple(self.skip_through) if self.skip_through is not None else None
-        limit = self.settings.max_deliveries
         for entry_id, fields in entries:
-            if not fields:
-                self._acks.append(entry_id)
-                self.counters.deleted += 1
-                log.warning("entry %s was trimmed from the stream while pending; acknowledged", id_text(entry_id))
-                continue
-            if skip is not None and id_tuple(entry_id) <= skip:
-                self._acks.append(entry_id)
-                self.counters.skipped += 1
-                continue
-            if deliveries is not None:
-                delivered = deliveries.get(id_text(entry_id), 1)
-                if delivered > limit:
-                    self._dead_letter(
-                        entry_id, fields, f"max_deliveries: delivered {delivered} times, more than the limit of {limit}"
-                    )
-                    continue
-                if delivered > 1:
-                    self.counters.retried += 1
-            try:
-                event = decode_entry(fields)
-            except UnknownEventType as exc:
-                self._acks.append(entry_id)
-                self.counters.unknown_type += 1
-                self._log_unknown(exc.kind, entry_id)
-                continue
-            except UnsupportedVersion as exc:
-                self._dead_letter(entry_id, fields, f"unsupported_version: {exc}")
-                continue
-            except MalformedEntry as exc:
-                self._dead_letter(entry_id, fields, f"malformed: {exc}")
-                continue
-            events.append(event)
-            ids.append(entry_id)
+            delivered = None if deliveries is None else deliveries.get(id_text(entry_id), 1)
+            decision = decide(
+                entry_id,
+                fields,
+                delivered=delivered,
+                max_deliveries=self.settings.max_deliveries,
+                skip_through=self.skip_through,
+            )
+            if isinstance(decision, Handle | DeadLetter | UnknownType) and decision.redelivered:
+                self.counters.retried += 1
+            match decision:
+                case Handle(event=event):
+                    events.append(event)
+                    ids.append(entry_id)
+                case DeadLetter(reason=reason):
+                    self._dead_letter(entry_id, fields, reason)
+                case UnknownType(kind=kind):
+                    self._acks.append(entry_id)
+                    self.counters.unknown_type += 1
+                    self._log_unknown(kind, entry_id)
+                case Skipped():
+                    self._acks.append(entry_id)
+                    self.counters.skipped += 1
+                case Trimmed():
+                    self._acks.append(entry_id)
+                    self.counters.deleted += 1
+                    log.warning("entry %s was trimmed from the stream while pending; acknowledged", id_text(entry_id))
+                case _:
+                    assert_never(decision)
         ok = await self._handle(events, ids) if events else True
         await self._flush()
         return ok
@@ -698,6 +559,8 @@ class Runner:
             self._acks = acks + self._acks
             self._letters = letters + self._letters
             raise
+
+    # --- stopping --------------------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
         for attempt in range(3):

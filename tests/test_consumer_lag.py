@@ -96,13 +96,15 @@ async def test_entries_trimmed_past_a_stopped_group_are_said_counted_and_leave_t
     await stop(r2, task)
 
     assert r2.counters.lost_to_trimming == 1350
-    assert await r2.lag() == 0
+    assert await r2.consumer_group.lag() == 0
     (warning,) = [m for m in caplog.messages if "trimmed (MAXLEN) before group 'g' read them" in m]
     assert warning.startswith("1350 entries") and " between " in warning
     (group,) = await redis.xinfo_groups(stream)
     assert group["lag"] == 0, "Redis's own lag is true again"
     r3 = Runner(redis, stream=stream, group="g", consumer="c3", handler=seen, settings=FAST)
-    assert await r3.check_trimmed() == Assessment(lag=0), "a loss is counted once, not again by the next consumer"
+    assert await r3.consumer_group.check_trimmed() == Assessment(lag=0), (
+        "a loss is counted once, not again by the next consumer"
+    )
 
 
 def test_the_loss_is_served_as_a_metric(redis_client: Redis) -> None:
@@ -132,7 +134,7 @@ async def test_an_acl_without_the_check_commands_warns_once_and_keeps_consuming(
         for event in events:
             await admin.xadd("s", encode_entry(event))  # type: ignore[arg-type]
         await wait_until(lambda: len(seen.keys) == 3, message="events handled without the check")
-        assert await r.lag() == 0, "Redis's own lag, unchecked"
+        assert await r.consumer_group.lag() == 0, "Redis's own lag, unchecked"
         await stop(r, task)
     finally:
         await client.aclose()

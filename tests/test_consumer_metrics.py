@@ -152,7 +152,7 @@ async def test_alerter_metrics_move_as_entries_are_alerted_held_back_and_dead_le
     await redis.xadd(stream, {"type": "funding", "v": "1", "key": "k", "data": "{}"})
     alerter = Alerter.from_config(config, redis, [StdoutSink(out)])
     runner = Runner.from_config(redis, config.consumer, handler=alerter.handle)
-    await runner.ensure_group()
+    await runner.consumer_group.ensure()
     labels = {"stream": stream, "group": "alerter", "consumer": "c1"}
     try:
         async with serve_metrics(

@@ -357,8 +357,8 @@ async def test_a_failed_batch_stays_pending_and_is_retried_whole(redis: Redis, s
 async def test_lag_and_metrics(redis: Redis, stream: str) -> None:
     await publish(redis, stream, [make_event() for _ in range(5)])
     r = runner(redis, stream, Recorder())
-    await r.ensure_group()
-    assert await r.lag() == 5
+    await r.consumer_group.ensure()
+    assert await r.consumer_group.lag() == 5
     task = asyncio.create_task(r.run())
     await wait_until(lambda: r.counters.processed == 5, message="five events handled")
     metrics = await r.metrics()

@@ -102,13 +102,13 @@ class StatsService:
 
     async def begin(self) -> None:
         """Create the group if missing and note how many entries it was delivered so far; before the first read."""
-        await self.runner.ensure_group()
-        self._group_read_at_start = entries_read(await self.runner.group_info() or {})
+        await self.runner.consumer_group.ensure()
+        self._group_read_at_start = entries_read(await self.runner.consumer_group.info() or {})
 
     async def rebuild(self) -> int:
         """Count the retained history up to the group's last-delivered id; make the runner skip what it counted."""
         await self.begin()
-        boundary = await self.runner.last_delivered_id()
+        boundary = await self.runner.consumer_group.last_delivered_id()
         self.runner.skip_through = boundary
         if boundary == "0-0":
             log.info("group %r has delivered nothing yet: no history to rebuild from", self.config.consumer.group)
@@ -142,8 +142,8 @@ class StatsService:
     async def snapshot(self) -> dict[str, Any]:
         """What the table shows and other services read: totals, the view (full or partial), the runner's state."""
         now_ms = int(self._clock() * 1000)
-        consumers = max(1, len(await self.runner.active_consumers()))
-        info = await self.runner.group_info() or {}
+        consumers = max(1, len(await self.runner.consumer_group.active_consumers()))
+        info = await self.runner.consumer_group.info() or {}
         now_read, start_read = entries_read(info), self._group_read_at_start
         counters = self.runner.counters
         view = describe_view(
