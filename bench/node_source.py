@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from producer.node_source import NodeSource, NodeWindow
+from producer.sources.node import NodeSource, NodeWindow
 
 GOAL = 200_000
 START_MS = 1_760_130_900_000

@@ -29,8 +29,8 @@ from consumers.options import (
 )
 from producer.client import MAINNET_API_URL
 from producer.errors import ConfigError
-from producer.node_files import DEFAULT_MAX_LINE, OnDamage
 from producer.publisher import key_namespace
+from producer.sources.node_files import DEFAULT_MAX_LINE, OnDamage
 
 SourceName = Literal["fills", "trades", "node"]
 

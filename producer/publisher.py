@@ -17,36 +17,40 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import msgspec
 from redis.asyncio import Redis
 
 from producer.errors import ConfigError
-from schemas import SCHEMA_VERSION, Event, event_type
+from schemas import Event
+from schemas.stream import ENTRY_FIELDS, entry_values
 
 log = logging.getLogger("producer.publisher")
 
 PUBLISH_SCRIPT = """
--- KEYS[1] stream, KEYS[2] checkpoint hash, KEYS[3..] one dedup key per event (prefix .. event key), then, if
--- ARGV[6] is 1, the same events' dedup keys under the names before the upgrade, which count as published too
--- ARGV[1] dedup ttl (s), ARGV[2] maxlen, ARGV[3] schema version, ARGV[4] dedup prefix length,
--- ARGV[5] n checkpoint fields, ARGV[6] legacy keys given (0/1), then n field/value pairs, then per event: type, data
-local ttl, maxlen, version = ARGV[1], ARGV[2], ARGV[3]
-local skip, ncp, legacy = tonumber(ARGV[4]) + 1, tonumber(ARGV[5]), ARGV[6] == '1'
-local first = 7 + 2 * ncp
+-- KEYS[1] stream, KEYS[2] checkpoint hash, KEYS[3..] one dedup key per event, then, if ARGV[4] is 1, the same
+-- events' dedup keys under the names before the upgrade, which count as published too
+-- ARGV[1] dedup ttl (s), ARGV[2] maxlen, ARGV[3] n checkpoint fields, ARGV[4] legacy keys given (0/1),
+-- ARGV[5] f entry fields, then the f field names, then n field/value pairs, then per event its f values
+local ttl, maxlen, ncp, legacy = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local f = tonumber(ARGV[5])
+local cp = 6 + f
+local first = cp + 2 * ncp
 local n = #KEYS - 2
 if legacy then n = n / 2 end
+local entry = {}
 local ids = {}
 for i = 1, n do
-  local key, a = KEYS[2 + i], first + (i - 1) * 2
+  local key, a = KEYS[2 + i], first + (i - 1) * f
   if (not legacy or redis.call('EXISTS', KEYS[2 + n + i]) == 0) and redis.call('SET', key, '1', 'NX', 'EX', ttl) then
-    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'type', ARGV[a], 'v', version, 'key', string.sub(key, skip), 'data', ARGV[a + 1])
+    for j = 1, f do
+      entry[2 * j - 1], entry[2 * j] = ARGV[5 + j], ARGV[a + j - 1]
+    end
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(entry))
   else
     ids[#ids + 1] = false
   end
 end
 if ncp > 0 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 7, 6 + 2 * ncp))
+  redis.call('HSET', KEYS[2], unpack(ARGV, cp, first - 1))
 end
 return ids
 """
@@ -168,7 +172,6 @@ class Publisher:
         self.legacy_checkpoint_key = None if legacy is None else legacy + "checkpoint"
         self._script = redis.register_script(PUBLISH_SCRIPT)
         self._take_over = redis.register_script(TAKE_OVER_SCRIPT)
-        self._encoder = msgspec.json.Encoder()
 
     async def publish(self, events: Sequence[Event], checkpoint: Mapping[str, str] | None = None) -> PublishResult:
         """Publish ``events`` and then record ``checkpoint`` (with the last batch, so it never runs ahead).
@@ -198,22 +201,23 @@ class Publisher:
     def _script_arguments(
         self, batch: Sequence[Event], checkpoint: Mapping[str, str]
     ) -> tuple[list[str], list[str | bytes | int]]:
-        # Per event only the dedup key, the type and the JSON travel: the script derives the entry's "key" field
-        # from the dedup key and takes the version once, which keeps client-side packing (the bottleneck) short.
+        # The script names no entry field: it is given schemas.stream's names once and each event's values, so the
+        # entry has one definition whichever side writes it, and per event only its values travel (client-side
+        # packing is the bottleneck).
         keys = [self.stream, self.checkpoint_key]
         args: list[str | bytes | int] = [
             self.dedup_ttl,
             self.maxlen,
-            SCHEMA_VERSION,
-            len(self.dedup_prefix),
             len(checkpoint),
             0 if self.legacy_dedup_prefix is None else 1,
+            len(ENTRY_FIELDS),
+            *ENTRY_FIELDS,
         ]
         for name, value in checkpoint.items():
             args += [name, value]
         for event in batch:
             keys.append(self.dedup_prefix + event.key)
-            args += [event_type(event), self._encoder.encode(event)]
+            args += entry_values(event)
         if self.legacy_dedup_prefix is not None:
             keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args

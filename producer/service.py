@@ -24,11 +24,10 @@ from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
-from producer.node_source import NodeSource, NodeWindow
 from producer.outbox import Outbox, RecentKeys
 from producer.publisher import Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
-from producer.sources import FillsSource, Source, TradesSource
+from producer.sources import build_source
 from schemas import Event, LiquidationEvent, event_type
 
 log = logging.getLogger("producer")
@@ -85,21 +84,6 @@ def once_failure(summary: PollSummary, *, redis_reachable: bool) -> str | None:
     if not redis_reachable:
         return "Redis was unreachable: the poll's positions were not recorded; exiting 1"
     return None
-
-
-def build_source(config: ProducerConfig, client: HyperliquidClient) -> Source:
-    if config.source == "trades":
-        return TradesSource(client, config.coins, liquidators=config.liquidators)
-    if config.source == "node":
-        window = NodeWindow(start_ms=config.node_from, end_ms=config.node_until, follow=config.node_follow)
-        return NodeSource(
-            config.node_paths,
-            window,
-            max_bytes_per_poll=config.node_read_bytes,
-            max_line=config.node_max_line,
-            on_damage=config.node_damaged,
-        )
-    return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
 
 
 class Producer:

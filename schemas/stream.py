@@ -29,6 +29,10 @@ Fields = Mapping[Any, bytes | str]
 The names are ``Any`` because a mapping's key type is invariant: ``Mapping[bytes | str, ...]`` would refuse the
 ``dict[bytes, bytes]`` a client returns and the ``dict[str, bytes]`` of :func:`encode_entry`."""
 
+ENTRY_FIELDS = ("type", "v", "key", "data")
+"""The entry's field names, in the order they are written (the table above)."""
+
+_VERSION = str(SCHEMA_VERSION).encode()
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 
@@ -57,17 +61,22 @@ def event_problem(event: Event) -> str | None:
     return None
 
 
+def entry_values(event: Event) -> tuple[bytes, bytes, bytes, bytes]:
+    """The values of the stream entry's :data:`ENTRY_FIELDS`, in that order, without :func:`event_problem`'s check.
+
+    The one place the layout is written: :func:`encode_entry` pairs them with the names, and the producer's publish
+    script is given the names once and these values per event, so it names no field of its own (the producer
+    checks its events when it builds them).
+    """
+    return event_type(event).encode(), _VERSION, event.key.encode(), _encoder.encode(event)
+
+
 def encode_entry(event: Event) -> dict[str, bytes]:
     """The stream entry's fields for one event; raises :class:`UnpublishableEvent` for one no reader could use."""
     problem = event_problem(event)
     if problem is not None:
         raise UnpublishableEvent(event.key, problem)
-    return {
-        "type": event_type(event).encode(),
-        "v": str(SCHEMA_VERSION).encode(),
-        "key": event.key.encode(),
-        "data": _encoder.encode(event),
-    }
+    return dict(zip(ENTRY_FIELDS, entry_values(event), strict=True))
 
 
 def _field(fields: Fields, name: str) -> bytes:

@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from consumers.testing import make_event
-from producer.node_source import NodeSource
 from producer.simulation.node_writer import blocks_from, cascade, write_hours
+from producer.sources.node import NodeSource
 from schemas import Event, encode_entry
 from tests.conftest import free_port
 from tests.faults.feed import Feed

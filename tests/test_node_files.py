@@ -9,7 +9,8 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from producer.node_files import (
+from producer.simulation.sample import SAMPLE_PATH
+from producer.sources.node_files import (
     DamagedFile,
     HourFile,
     LineReader,
@@ -18,7 +19,6 @@ from producer.node_files import (
     hour_from_layout,
     split_future,
 )
-from producer.simulation.sample import SAMPLE_PATH
 
 SAMPLE_HOUR = "20251010/21"
 

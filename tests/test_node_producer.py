@@ -13,11 +13,11 @@ import redis.asyncio as aioredis
 
 from consumers.testing import wait_until
 from producer.config import ProducerConfig
-from producer.node_files import find_hour_files
-from producer.node_source import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
 from producer.publisher import checkpoint_key
 from producer.service import Producer
 from producer.simulation.node_writer import adl_truth, blocks_from, cascade, write_hours
+from producer.sources.node import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
+from producer.sources.node_files import find_hour_files
 from tests.conftest import REDIS_URL, terminate
 from tests.test_cli import start_producer
 from tests.test_node_source import assert_node_truth

@@ -11,15 +11,6 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from producer.node_files import HourFile, LineReader, find_hour_files
-from producer.node_source import (
-    CHECKPOINT_HOUR,
-    CHECKPOINT_OFFSET,
-    NodeFileDamaged,
-    NodeSource,
-    NodeWindow,
-    is_catch_up,
-)
 from producer.simulation.node_writer import (
     Block,
     adl_truth,
@@ -32,6 +23,15 @@ from producer.simulation.node_writer import (
 )
 from producer.simulation.sample import SAMPLE_PATH, build_sample
 from producer.simulation.scenarios import Scenario, demo_scenario
+from producer.sources.node import (
+    CHECKPOINT_HOUR,
+    CHECKPOINT_OFFSET,
+    NodeFileDamaged,
+    NodeSource,
+    NodeWindow,
+    is_catch_up,
+)
+from producer.sources.node_files import HourFile, LineReader, find_hour_files
 from schemas import AdlEvent, Event, LiquidationEvent
 from tests.faults.poison import NOT_DECIMALS, fill_with
 

@@ -19,7 +19,7 @@ from producer.client import HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import MalformedResponse
 from producer.exchange_types import Fill, LiquidationInfo
-from producer.node_source import NodeSource
+from producer.sources.node import NodeSource
 from schemas import (
     AdlEvent,
     EntryError,

@@ -9,9 +9,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from consumers.testing import make_event
 from producer.config import load_config
 from producer.errors import ConfigError
 from producer.publisher import (
+    PUBLISH_SCRIPT,
     Publisher,
     UnslottableStreamName,
     checkpoint_key,
@@ -20,9 +22,11 @@ from producer.publisher import (
     hash_tag,
     key_namespace,
 )
-from schemas import LiquidationEvent, decode_entry
+from schemas import Event, LiquidationEvent, decode_entry, encode_entry
+from schemas.stream import ENTRY_FIELDS
 from tests.conftest import REDIS_URL
 from tests.faults.invariants import raw_entries
+from tests.test_schemas import make_adl
 
 
 def events(n: int, start: int = 0) -> list[LiquidationEvent]:
@@ -200,12 +204,34 @@ async def test_nothing_to_publish_touches_nothing(redis_client: aioredis.Redis, 
 
 
 async def test_entries_written_by_the_script_match_the_contract(redis_client: aioredis.Redis, stream: str) -> None:
-    from schemas import encode_entry
-
     batch = events(3)
     await Publisher(redis_client, stream).publish(batch)
     entries = raw_entries(await redis_client.xrange(stream))
     assert [fields for _, fields in entries] == [{k.encode(): v for k, v in encode_entry(e).items()} for e in batch]
+
+
+@pytest.mark.parametrize("tagged", [False, True], ids=["plain stream", "stream with a hash tag"])
+async def test_an_entry_the_script_writes_reads_back_as_encode_entrys(
+    redis_client: aioredis.Redis, prefix: str, tagged: bool
+) -> None:
+    # A subscriber must not be able to tell a published entry from one encode_entry made: same fields, same
+    # order, same event, for every event type.
+    published, written = (f"{{{prefix}}}:{name}" if tagged else f"{prefix}:{name}" for name in ("pub", "enc"))
+    batch: list[Event] = [make_event(), make_adl(), *events(2)]
+    result = await Publisher(redis_client, published).publish(batch, {"fills:0xabc": "1"})
+    assert len(result.published) == len(batch)
+    for event in batch:
+        await redis_client.xadd(written, encode_entry(event))  # type: ignore[arg-type]
+    by_script = [fields for _, fields in raw_entries(await redis_client.xrange(published))]
+    by_encode_entry = [fields for _, fields in raw_entries(await redis_client.xrange(written))]
+    assert [list(f.items()) for f in by_script] == [list(f.items()) for f in by_encode_entry]
+    assert [list(f) for f in by_script] == [[name.encode() for name in ENTRY_FIELDS]] * len(batch)
+    assert [decode_entry(f) for f in by_script] == [decode_entry(f) for f in by_encode_entry] == batch
+
+
+def test_the_publish_script_takes_the_entry_layout_from_the_schema() -> None:
+    # One definition of the entry: a field the script named itself could drift from encode_entry's.
+    assert [name for name in ENTRY_FIELDS if f"'{name}'" in PUBLISH_SCRIPT] == []
 
 
 @pytest.mark.parametrize(

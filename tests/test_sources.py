@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import pytest
 
 from producer.client import HyperliquidClient, RetryPolicy
+from producer.config import ProducerConfig
 from producer.exchange_types import Fill
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_MAKERS, ScenarioBuilder
-from producer.sources import CLOCK_SKEW_MS, FillsSource, TradesSource, read_from, split_future
+from producer.sources import NodeSource, build_source
+from producer.sources.fills import CLOCK_SKEW_MS, FillsSource, read_from, split_future
+from producer.sources.trades import TradesSource
 
 DAY_MS = 24 * 3600 * 1000
 NOW_MS = 1_760_000_000_000
@@ -83,3 +87,17 @@ async def test_a_poll_where_every_read_failed_says_the_exchange_is_unreachable(f
     assert out.unreachable and len(out.errors) == 2
     assert not half.unreachable
     assert trades.unreachable
+
+
+async def test_the_configured_source_is_built_with_its_settings(tmp_path: Path) -> None:
+    client = HyperliquidClient("http://127.0.0.1:9", timeout=1)
+    try:
+        fills = build_source(ProducerConfig(watchlist=("0xABC",), lookback=90), client)
+        assert isinstance(fills, FillsSource) and fills.watchlist == ["0xabc"] and fills.lookback_ms == 90_000
+        trades = build_source(ProducerConfig(source="trades", coins=("ETH",)), client)
+        assert isinstance(trades, TradesSource) and trades.coins == ["ETH"]
+        node = build_source(ProducerConfig(source="node", node_paths=(tmp_path,), node_follow=False), client)
+        assert isinstance(node, NodeSource) and node.paths == [tmp_path] and node.window.follow is False
+        node.close()
+    finally:
+        await client.close()

@@ -1,26 +1,20 @@
-"""Where liquidations are looked for. Each source polls the exchange and hands fills or trades to the detector.
-
-``fills`` asks ``userFillsByTime`` for each watched address, from a per-address watermark that is checkpointed in
-Redis with the events it produced, so a restarted producer resumes where the last publish left it. It sees the
-liquidations that touched a watched address: every backstop liquidation when the liquidator vaults are watched,
-and the market liquidations that the watched makers absorbed.
-
-``trades`` is the seed's method, kept for compatibility: the last public trades per coin, taking a trade with a
-liquidator vault on one side for a liquidation. Public trades carry no liquidation marker, so it is a heuristic.
+"""The ``fills`` source: ``userFillsByTime`` for each watched address, from a per-address watermark that is
+checkpointed in Redis with the events it produced, so a restarted producer resumes where the last publish left it.
+It sees the liquidations that touched a watched address: every backstop liquidation when the liquidator vaults are
+watched, and the market liquidations that the watched makers absorbed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
-from producer.detector import detect_from_fills, detect_from_trades
+from producer.detector import detect_from_fills
 from producer.errors import ExchangeError
-from producer.exchange_types import Fill, Trade
+from producer.exchange_types import Fill
 from producer.outbox import RecentKeys
+from producer.sources.base import PollResult
 from schemas import Event
 
 log = logging.getLogger(__name__)
@@ -31,40 +25,6 @@ CLOCK_SKEW_MS = 60_000
 """How far ahead of our clock a fill's time may be and still be believed: the exchange's clock and ours drift a
 little. A fill stamped further ahead cannot be real yet; taken at its word it would move the address's
 watermark into the future, and the address would not be read again until then."""
-
-
-@dataclass
-class PollResult:
-    events: list[Event] = field(default_factory=list)
-    checkpoint: dict[str, str] = field(default_factory=dict)
-    """Source positions to record with the events (address watermarks); empty for sources without one."""
-    items: int = 0
-    """Fills or trades read."""
-    errors: list[str] = field(default_factory=list)
-    unreachable: bool = False
-    """Every read of the poll failed: the exchange is out, which an empty poll of a quiet market is not."""
-    skipped: int = 0
-    """Items left out because they cannot be right (fills stamped beyond the clock's skew allowance)."""
-    more: bool = False
-    """The source stopped early with more to read: poll again without waiting."""
-    finished: bool = False
-    """The source has nothing more to give (a replay reached its end): the process may stop."""
-    catching_up: bool = False
-    """The events are old news (a replay, a backlog): logged as a summary, not one line each."""
-    problem: str | None = None
-    """Why the source cannot do its job at all right now (nothing to read where it was pointed); unhealthy."""
-
-
-class Source(Protocol):
-    name: str
-
-    def restore(self, checkpoint: Mapping[str, str]) -> None:
-        """Resume from positions recorded in Redis."""
-
-    async def poll(self, now_ms: int) -> PollResult: ...
-
-    def close(self) -> None:
-        """Release files or other resources the source holds (the HTTP client is closed by its owner)."""
 
 
 class FillsSource:
@@ -256,36 +216,3 @@ def read_from(watermark: int | None, now_ms: int, lookback_ms: int) -> int:
 def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[Fill]]:
     """The fills stamped at or before ``latest``, and those after it, which cannot have happened yet."""
     return [f for f in fills if f.time <= latest], [f for f in fills if f.time > latest]
-
-
-class TradesSource:
-    """Recent public trades per coin with a liquidator vault on one side (the seed's heuristic)."""
-
-    name = "trades"
-
-    def __init__(self, client: HyperliquidClient, coins: Sequence[str], *, liquidators: Sequence[str]) -> None:
-        self.client = client
-        self.coins = list(coins)
-        self.liquidators = frozenset(a.lower() for a in liquidators)
-
-    def restore(self, checkpoint: Mapping[str, str]) -> None:
-        """Nothing to resume: the exchange only serves the last few trades of a coin."""
-
-    def close(self) -> None:
-        pass
-
-    async def poll(self, now_ms: int) -> PollResult:
-        result = PollResult()
-        trades: list[Trade] = []
-        for coin in self.coins:
-            try:
-                batch = await self.client.recent_trades(coin)
-            except ExchangeError as exc:
-                log.warning("trades of %s: %s", coin, exc)
-                result.errors.append(f"{coin}: {exc}")
-                continue
-            trades.extend(batch)
-        result.items = len(trades)
-        result.unreachable = len(result.errors) == len(self.coins)
-        result.events = [*detect_from_trades(trades, liquidators=self.liquidators, detected_at=now_ms)]
-        return result

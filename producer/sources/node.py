@@ -22,7 +22,8 @@ import msgspec
 from producer.detector import detect_from_fills
 from producer.errors import ProducerError
 from producer.exchange_types import Fill
-from producer.node_files import (
+from producer.sources.base import PollResult
+from producer.sources.node_files import (
     DEFAULT_MAX_LINE,
     DamagedFile,
     HourFile,
@@ -32,7 +33,6 @@ from producer.node_files import (
     parse_hour_name,
     split_future,
 )
-from producer.sources import PollResult
 
 log = logging.getLogger(__name__)
 

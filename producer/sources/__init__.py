@@ -1,0 +1,45 @@
+"""Where liquidations are looked for: one module per source, each implementing :class:`LiquidationSource`.
+
+``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the seed's
+heuristic), ``node`` follows a node's fill files or replays the archive (see "What each source covers" in the
+README). The configuration names one; :func:`build_source` makes it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from producer.client import HyperliquidClient
+from producer.sources.base import LiquidationSource, PollResult
+from producer.sources.fills import FillsSource
+from producer.sources.node import NodeSource, NodeWindow
+from producer.sources.trades import TradesSource
+
+if TYPE_CHECKING:
+    # Only a type here: producer.config itself imports from this package (the node source's settings).
+    from producer.config import ProducerConfig
+
+__all__ = [
+    "FillsSource",
+    "LiquidationSource",
+    "NodeSource",
+    "NodeWindow",
+    "PollResult",
+    "TradesSource",
+    "build_source",
+]
+
+
+def build_source(config: ProducerConfig, client: HyperliquidClient) -> LiquidationSource:
+    if config.source == "trades":
+        return TradesSource(client, config.coins, liquidators=config.liquidators)
+    if config.source == "node":
+        window = NodeWindow(start_ms=config.node_from, end_ms=config.node_until, follow=config.node_follow)
+        return NodeSource(
+            config.node_paths,
+            window,
+            max_bytes_per_poll=config.node_read_bytes,
+            max_line=config.node_max_line,
+            on_damage=config.node_damaged,
+        )
+    return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))
