@@ -25,7 +25,7 @@ What it guarantees, and how:
   read them cannot be delivered; at start and every claim cycle the runner compares the group with the stream
   (:func:`consumers.lag.assess`), logs the loss with its id range, counts it as ``lost_to_trimming`` and sets the
   group's ``entries-read`` so that Redis's lag (and ours) counts only entries that can still come.
-* **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :func:`install_signal_handlers`) interrupts a
+* **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :mod:`plumbing.process`) interrupts a
   blocked read at once, lets the handler call in progress finish, hands the rest of the batch back (it stays
   pending for a live consumer to claim, or for this name's next start), flushes acknowledgements and returns.
   A consumer that leaves with nothing pending removes itself from the group, so the group lists live consumers.
@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -57,8 +56,9 @@ from consumers.entries import (
     id_tuple,
     read_reply_entries,
 )
-from consumers.errors import ConfigError, ConsumerError
+from consumers.errors import ConsumerError
 from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
+from plumbing.errors import ConfigError
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
 
 log = logging.getLogger("consumers.runner")
@@ -741,30 +741,3 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.result()
-
-
-def install_signal_handlers(stop: Callable[[], None], *more: Callable[[], None]) -> Callable[[], None]:
-    """Call ``stop`` (and ``more``) on SIGTERM and SIGINT; returns a function that removes the handlers.
-
-    A second signal does the same as the first (the stop is already under way): to kill a stuck process, use
-    SIGKILL; nothing is lost, its pending entries are claimed by a live consumer. Call the returned function last,
-    once the shutdown is done: from then on the signals are ignored, not restored to their default, so a signal
-    that lands while the interpreter exits cannot turn a clean exit into a death by signal.
-    """
-    loop = asyncio.get_running_loop()
-    callbacks = (stop, *more)
-
-    def on_signal(signum: int) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        for callback in callbacks:
-            callback()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-    def remove() -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-
-    return remove

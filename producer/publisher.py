@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import msgspec
 from redis.asyncio import Redis
 
-from producer.errors import ConfigError
+from plumbing.errors import ConfigError
 from schemas import SCHEMA_VERSION, Event, event_type
 
 log = logging.getLogger("producer.publisher")

@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from plumbing.errors import ConfigError
 from producer.config import load_config
-from producer.errors import ConfigError
 from producer.publisher import (
     Publisher,
     UnslottableStreamName,

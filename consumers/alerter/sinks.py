@@ -18,7 +18,7 @@ from consumers.alerter.config import AlerterConfig, SinkName
 from consumers.alerter.format import Message
 from consumers.errors import SinkError
 from consumers.humanize import printable
-from consumers.options import Secret
+from plumbing.options import Secret
 
 _EXCERPT = 200
 

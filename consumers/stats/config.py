@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.config import ConsumerConfig, consumer_config, runner_options
-from consumers.options import (
+from plumbing.options import (
     Option,
     boolean,
     environ,

@@ -22,11 +22,10 @@ from redis.exceptions import RedisError
 
 from consumers.connection import SOCKET_TIMEOUT_MARGIN_S, redis_unavailable
 from consumers.entries import id_text, read_reply_entries
-from consumers.options import redact_url
-from consumers.process import EXIT_OK, run_process
-from consumers.runner import install_signal_handlers
 from consumers.tail.config import NEW_ONLY, TailConfig, load_tail_config
 from consumers.tail.format import format_entry, table_header
+from plumbing.options import redact_url
+from plumbing.process import EXIT_OK, install_signal_handlers, run_process
 from schemas import MalformedEntry
 
 log = logging.getLogger("consumers.tail")
@@ -192,4 +191,4 @@ def _discard_output(out: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_process(lambda: load_tail_config(argv), lambda c: c.log_level, run_tail)
+    return run_process(lambda: load_tail_config(argv), lambda c: c.log_level, run_tail, logger="consumers")
