@@ -46,7 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
-from consumers.connection import check_socket_timeout, redis_unavailable
+from consumers.connection import check_socket_timeout
 from consumers.entries import (
     Entry,
     EntryId,
@@ -59,6 +59,7 @@ from consumers.entries import (
 from consumers.errors import ConsumerError
 from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
 from plumbing.errors import ConfigError
+from plumbing.redis_errors import redis_unavailable
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
 
 log = logging.getLogger("consumers.runner")

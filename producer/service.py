@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from consumers.connection import CREDENTIALS_REFUSED, redis_unavailable
-from consumers.humanize import printable
 from plumbing.observability import Progress
+from plumbing.redis_errors import CREDENTIALS_REFUSED, redis_unavailable
+from plumbing.text import printable
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import EvictionRisk, ProducerError

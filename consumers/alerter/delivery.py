@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from consumers.alerter.format import Message
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
-from consumers.humanize import printable
+from plumbing.text import printable
 
 log = logging.getLogger("consumers.alerter")
 

@@ -28,8 +28,8 @@ from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summa
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
-from consumers.humanize import printable
 from consumers.runner import Runner
+from plumbing.text import printable
 from schemas import Event, LiquidationEvent
 
 log = logging.getLogger("consumers.alerter")

@@ -20,12 +20,13 @@ from typing import Any, TextIO
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from consumers.connection import SOCKET_TIMEOUT_MARGIN_S, redis_unavailable
+from consumers.connection import SOCKET_TIMEOUT_MARGIN_S
 from consumers.entries import id_text, read_reply_entries
 from consumers.tail.config import NEW_ONLY, TailConfig, load_tail_config
 from consumers.tail.format import format_entry, table_header
 from plumbing.options import redact_url
 from plumbing.process import EXIT_OK, install_signal_handlers, run_process
+from plumbing.redis_errors import redis_unavailable
 from schemas import MalformedEntry
 
 log = logging.getLogger("consumers.tail")
