@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from plumbing.observability import Progress
+from plumbing.recent_keys import RecentKeys
 from plumbing.redis_errors import CREDENTIALS_REFUSED, redis_unavailable
 from plumbing.text import printable
 from producer.client import HyperliquidClient, RetryPolicy
@@ -24,7 +25,7 @@ from producer.config import ProducerConfig
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.node_source import NodeSource, NodeWindow
-from producer.outbox import Outbox, RecentKeys
+from producer.outbox import Outbox
 from producer.publisher import Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
 from producer.sources import FillsSource, Source, TradesSource

@@ -16,11 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from plumbing.recent_keys import RecentKeys
 from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
 from producer.detector import detect_from_fills, detect_from_trades
 from producer.errors import ExchangeError
 from producer.exchange_types import Fill, Trade
-from producer.outbox import RecentKeys
 from schemas import Event
 
 log = logging.getLogger(__name__)
