@@ -58,6 +58,7 @@ from consumers.entries import (
 )
 from consumers.errors import ConsumerError
 from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
+from plumbing.backoff import exponential
 from plumbing.errors import ConfigError
 from plumbing.redis_errors import redis_unavailable
 from schemas import Event, MalformedEntry, UnknownEventType, UnsupportedVersion, decode_entry
@@ -167,7 +168,8 @@ class Runner:
         self._letters: list[tuple[EntryId, dict[bytes | str, bytes | str]]] = []
         self._drain_at: float | None = 0.0
         self._next_claim = 0.0
-        self._retry_delay = self.settings.retry_delay_ms / 1000
+        self._retry_failures = 0
+        """Re-reads of our pending entries in a row that still failed: the exponent of the next wait."""
         self._backlog = False
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
@@ -392,7 +394,7 @@ class Runner:
 
     def _outage_delay(self, outages: int, exc: BaseException) -> float:
         """Backoff for the ``outages``-th failed attempt in a row; the log says it once per outage."""
-        delay: float = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
+        delay = exponential(outages, base=0.1, cap=self.settings.retry_delay_max_ms / 1000)
         if outages == 1:
             self._outage_started = time.monotonic()
             log.warning(
@@ -514,15 +516,20 @@ class Runner:
             log.info("re-read %d entries pending with %r", seen, self.consumer)
         self._drain_at = None
         if ok:
-            self._retry_delay = self.settings.retry_delay_ms / 1000
+            self._retry_failures = 0
         else:  # still failing: next time, wait twice as long
             self._schedule_retry()
-            self._retry_delay = min(self._retry_delay * 2, self.settings.retry_delay_max_ms / 1000)
+            self._retry_failures += 1
 
     def _schedule_retry(self) -> None:
         if self._drain_at is None:
-            self._drain_at = time.monotonic() + self._retry_delay
-            log.info("failed entries stay pending; handing them over again in %.1f s", self._retry_delay)
+            delay = exponential(
+                self._retry_failures,
+                base=self.settings.retry_delay_ms / 1000,
+                cap=self.settings.retry_delay_max_ms / 1000,
+            )
+            self._drain_at = time.monotonic() + delay
+            log.info("failed entries stay pending; handing them over again in %.1f s", delay)
 
     async def _claim(self) -> None:
         """Take over entries idle past ``claim_idle_ms`` from any consumer of the group, ours included."""
