@@ -78,7 +78,7 @@ class StatsConfig:
 
 
 def load_stats_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> StatsConfig:
-    """Flags over environment over defaults; raises :class:`~consumers.errors.ConfigError` naming the setting."""
+    """Flags over environment over defaults; raises :class:`~plumbing.errors.ConfigError` naming the setting."""
     args = parse_args(
         invoked_as("consumers.stats"),
         "Keep running totals of Hyperliquid liquidations from the Redis stream (overall, by coin, by side, "
