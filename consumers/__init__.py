@@ -17,13 +17,12 @@ from consumers.config import (
     runner_options,
 )
 from consumers.connection import check_socket_timeout, connect
-from consumers.errors import ConfigError, ConsumerError, SocketTimeoutTooShort, WindowTooLong
-from consumers.runner import BatchHandler, Handler, Runner, RunnerCounters, install_signal_handlers
+from consumers.errors import ConsumerError, SocketTimeoutTooShort, WindowTooLong
+from consumers.runner import BatchHandler, Handler, Runner, RunnerCounters
 from consumers.totals import Totals
 
 __all__ = [
     "BatchHandler",
-    "ConfigError",
     "ConsumerConfig",
     "ConsumerError",
     "GroupStart",
@@ -38,7 +37,6 @@ __all__ = [
     "check_socket_timeout",
     "connect",
     "consumer_config",
-    "install_signal_handlers",
     "load_consumer_config",
     "runner_options",
 ]

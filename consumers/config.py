@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from consumers.errors import ConfigError
-from consumers.options import (
+from plumbing.errors import ConfigError
+from plumbing.options import (
     Option,
     environ,
     hostname_pid,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
-class ConsumerError(Exception):
-    """Base class of everything the consumers raise on purpose."""
+from plumbing.errors import ConfigError, ProcessError
 
 
-class ConfigError(ConsumerError, ValueError):
-    """A setting is missing or malformed; the message names the flag and the environment variable."""
+class ConsumerError(ProcessError):
+    """Base class of everything the consumers raise on purpose at run time (a bad setting is a ConfigError)."""
 
 
 class SocketTimeoutTooShort(ConfigError):
@@ -62,16 +60,3 @@ class AlertInFlight(ConsumerError):
     Raised so that the entry stays pending: it is retried after the other delivery has either finished (then the
     alert is not sent again) or its claim has expired (then this one sends it).
     """
-
-
-class MetricsUnavailable(ConsumerError):
-    """The metrics server could not listen where it was told to (port taken, address not on this host)."""
-
-    def __init__(self, host: str, port: int, reason: OSError) -> None:
-        super().__init__(
-            f"cannot serve metrics on {host}:{port} ({reason.strerror or reason}): choose a free port with "
-            "--metrics-port / METRICS_PORT, an address of this host with --metrics-host / METRICS_HOST, or 0 to "
-            "serve no metrics"
-        )
-        self.host = host
-        self.port = port

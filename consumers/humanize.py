@@ -50,14 +50,3 @@ def utc(timestamp_ms: int) -> str:
         return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (ValueError, OverflowError, OSError):  # before year 1 or after 9999: no date to show
         return f"{timestamp_ms} ms"
-
-
-def printable(text: str, limit: int = 80) -> str:
-    """Text from the exchange made safe for one line of a log, a terminal or an alert.
-
-    Control characters (newlines that would forge a log record, escape sequences that would drive a terminal)
-    become ``?``; text longer than ``limit`` is cut with an ellipsis, so a hostile coin name cannot flood a line.
-    """
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

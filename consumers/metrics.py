@@ -3,7 +3,7 @@
 The runner already counts what it does (:class:`~consumers.runner.RunnerCounters`): a collector reads those
 counters at scrape time instead of counting everything a second time. The group's lag costs a Redis round trip
 (XINFO GROUPS), and a scrape must answer at once even while Redis is away, so a background task refreshes it and
-the scrape reads the cached value. Health is :class:`~consumers.observability.Progress`, fed by every read of the
+the scrape reads the cached value. Health is :class:`~plumbing.observability.Progress`, fed by every read of the
 stream that Redis answered: ``/healthz`` turns 503 when Redis has been away, or the loop wedged, for longer than
 ``HEALTH_STALE_AFTER``.
 
@@ -28,9 +28,8 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from consumers.config import ObservabilitySettings
-from consumers.errors import MetricsUnavailable
-from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
 from consumers.runner import Runner
+from plumbing.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
 
 log = logging.getLogger("consumers.metrics")
 
@@ -148,11 +147,7 @@ async def serve_metrics(
     server = ObservabilityServer(
         registry, all_healthy(health, own.health), host=settings.metrics_host, port=settings.metrics_port
     )
-    try:
-        await server.start()
-    except OSError as exc:
-        await server.stop()
-        raise MetricsUnavailable(settings.metrics_host, settings.metrics_port, exc) from exc
+    await server.start()
     own.start(lag.run(), "lag refresher")
     try:
         yield server

@@ -27,7 +27,7 @@ What it guarantees, and how:
   (:meth:`consumers.groups.ConsumerGroup.check_trimmed`), logs the loss with its id range, counts it as
   ``lost_to_trimming`` and sets the group's ``entries-read`` so that Redis's lag (and ours) counts only entries
   that can still come.
-* **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :func:`install_signal_handlers`) interrupts a
+* **Clean stop.** :meth:`Runner.stop` (wired to SIGTERM/SIGINT by :mod:`plumbing.process`) interrupts a
   blocked read at once, lets the handler call in progress finish, hands the rest of the batch back (it stays
   pending for a live consumer to claim, or for this name's next start), flushes acknowledgements and returns.
   A consumer that leaves with nothing pending removes itself from the group, so the group lists live consumers.
@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -49,11 +48,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
-from consumers.connection import check_socket_timeout, redis_unavailable
+from consumers.connection import check_socket_timeout
 from consumers.decision import DeadLetter, Handle, Skipped, Trimmed, UnknownType, decide
 from consumers.entries import Entry, EntryId, as_text, dead_letter_fields, id_text, read_reply_entries
-from consumers.errors import ConfigError
 from consumers.groups import ConsumerGroup
+from plumbing.backoff import exponential
+from plumbing.errors import ConfigError
+from plumbing.redis_errors import redis_unavailable
 from schemas import Event
 
 log = logging.getLogger("consumers.runner")
@@ -149,7 +150,8 @@ class Runner:
         self._letters: list[tuple[EntryId, dict[bytes | str, bytes | str]]] = []
         self._drain_at: float | None = 0.0
         self._next_claim = 0.0
-        self._retry_delay = self.settings.retry_delay_ms / 1000
+        self._retry_failures = 0
+        """Re-reads of our pending entries in a row that still failed: the exponent of the next wait."""
         self._backlog = False
         self._group_missing = True  # created (if need be) by the first step, which waits out a Redis outage
         self._unknown_kinds: set[str] = set()
@@ -241,7 +243,7 @@ class Runner:
 
     def _outage_delay(self, outages: int, exc: BaseException) -> float:
         """Backoff for the ``outages``-th failed attempt in a row; the log says it once per outage."""
-        delay: float = min(self.settings.retry_delay_max_ms / 1000, 0.1 * 2 ** min(outages, 10))
+        delay = exponential(outages, base=0.1, cap=self.settings.retry_delay_max_ms / 1000)
         if outages == 1:
             self._outage_started = time.monotonic()
             log.warning(
@@ -376,15 +378,20 @@ class Runner:
             log.info("re-read %d entries pending with %r", seen, self.consumer)
         self._drain_at = None
         if ok:
-            self._retry_delay = self.settings.retry_delay_ms / 1000
+            self._retry_failures = 0
         else:  # still failing: next time, wait twice as long
             self._schedule_retry()
-            self._retry_delay = min(self._retry_delay * 2, self.settings.retry_delay_max_ms / 1000)
+            self._retry_failures += 1
 
     def _schedule_retry(self) -> None:
         if self._drain_at is None:
-            self._drain_at = time.monotonic() + self._retry_delay
-            log.info("failed entries stay pending; handing them over again in %.1f s", self._retry_delay)
+            delay = exponential(
+                self._retry_failures,
+                base=self.settings.retry_delay_ms / 1000,
+                cap=self.settings.retry_delay_max_ms / 1000,
+            )
+            self._drain_at = time.monotonic() + delay
+            log.info("failed entries stay pending; handing them over again in %.1f s", delay)
 
     # --- claiming --------------------------------------------------------------------------------------------
 
@@ -604,30 +611,3 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         with contextlib.suppress(Exception):
             task.result()
-
-
-def install_signal_handlers(stop: Callable[[], None], *more: Callable[[], None]) -> Callable[[], None]:
-    """Call ``stop`` (and ``more``) on SIGTERM and SIGINT; returns a function that removes the handlers.
-
-    A second signal does the same as the first (the stop is already under way): to kill a stuck process, use
-    SIGKILL; nothing is lost, its pending entries are claimed by a live consumer. Call the returned function last,
-    once the shutdown is done: from then on the signals are ignored, not restored to their default, so a signal
-    that lands while the interpreter exits cannot turn a clean exit into a death by signal.
-    """
-    loop = asyncio.get_running_loop()
-    callbacks = (stop, *more)
-
-    def on_signal(signum: int) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        for callback in callbacks:
-            callback()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-    def remove() -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-            signal.signal(sig, signal.SIG_IGN)
-
-    return remove

@@ -22,11 +22,11 @@ never enter the liquidation totals, and a new type needs no change here.
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
 from consumers.errors import WindowTooLong
+from plumbing.recent_keys import RecentKeys
 from schemas import Event, LiquidationEvent, event_type
 
 FINE_HORIZON_S = 3_600
@@ -182,8 +182,7 @@ class Totals:
         # One bucket more than the horizon: a window's oldest bucket is usually only partly inside it.
         self._fine = _Buckets(1_000, FINE_HORIZON_S + 1)
         self._coarse = _Buckets(60_000, HORIZON_S // 60 + 1)
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._recent_max = recent_keys
+        self._recent = RecentKeys(recent_keys)
         self.duplicates = 0
         """Events ignored because their key was seen recently."""
         self.first_timestamp: int | None = None
@@ -201,13 +200,9 @@ class Totals:
     def add(self, event: Event) -> bool:
         """Count one event; False (and nothing counted) if its key was among the recent ones."""
         key: str | None = getattr(event, "key", None)
-        if key is not None and self._recent_max:
-            if key in self._recent:
-                self.duplicates += 1
-                return False
-            self._recent[key] = None
-            if len(self._recent) > self._recent_max:
-                self._recent.popitem(last=False)
+        if key is not None and not self._recent.add(key):
+            self.duplicates += 1
+            return False
         timestamp: int = getattr(event, "timestamp", 0)
         if self.first_timestamp is None or timestamp < self.first_timestamp:
             self.first_timestamp = timestamp

@@ -20,10 +20,19 @@ _MAX_EXPONENT = 64
 """Past this the bound is the cap anyway; stops ``2 ** attempt`` growing without end in a long outage."""
 
 
+def exponential(attempt: int, *, base: float, cap: float) -> float:
+    """``min(cap, base * 2**attempt)`` for the ``attempt``-th consecutive failure (0-based).
+
+    The bound full jitter draws under, and the delay itself where one process retries one thing on a schedule a
+    reader can predict from the log (a sink's retries, waiting for our own Redis): there is no crowd of clients to
+    spread out.
+    """
+    return min(cap, base * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
+
+
 def full_jitter(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
     """A delay uniform in ``[0, min(cap, base * 2**attempt)]`` for the ``attempt``-th consecutive failure (0-based)."""
-    bound = min(cap, base * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
-    return rng.uniform(0.0, bound)
+    return rng.uniform(0.0, exponential(attempt, base=base, cap=cap))
 
 
 @dataclass

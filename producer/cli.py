@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 
-from consumers.observability import ObservabilityServer
-from consumers.options import redact_url
+from plumbing.observability import ObservabilityServer
+from plumbing.options import redact_url
+from plumbing.process import install_signal_handlers, run_process
 from producer.config import ProducerConfig, load_config
-from producer.errors import ConfigError, ProducerError
-from producer.service import Producer, install_signal_handlers
+from producer.service import Producer
 
 log = logging.getLogger("producer")
 
@@ -26,30 +24,6 @@ def source_scope(config: ProducerConfig) -> str:
 
 
 async def _main(config: ProducerConfig) -> int:
-    producer = Producer(config)
-    install_signal_handlers(producer)
-    server = None
-    if config.metrics_port:
-        server = ObservabilityServer(
-            producer.metrics.registry, producer.progress.health, host=config.metrics_host, port=config.metrics_port
-        )
-        await server.start()
-    try:
-        return await producer.run()
-    finally:
-        if server is not None:
-            await server.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        config = load_config(argv)
-    except ProducerError as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
-        return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
     log.info(
         "publishing to stream %r at %s from source %r (%s), every %.1fs%s",
         config.stream,
@@ -59,11 +33,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.poll_interval,
         " once" if config.once else "",
     )
+    producer = Producer(config)
+    remove_handlers = install_signal_handlers(producer.stop)
+    server = None
     try:
-        return asyncio.run(_main(config))
-    except ConfigError as exc:  # a setting found wrong only once Redis answered (its eviction policy)
-        log.error("%s", exc)
-        return 2
-    except ProducerError as exc:
-        log.error("%s", exc)
-        return 1
+        if config.metrics_port:
+            server = ObservabilityServer(
+                producer.metrics.registry, producer.progress.health, host=config.metrics_host, port=config.metrics_port
+            )
+            await server.start()
+        return await producer.run()
+    finally:
+        if server is not None:
+            await server.stop()
+        remove_handlers()  # last: a second signal during the shutdown must not kill it
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_process(lambda: load_config(argv), lambda c: c.log_level, _main, logger="producer")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
+from plumbing.backoff import full_jitter
 from producer.errors import ExchangeRejected, ExchangeUnavailable, MalformedResponse
 from producer.exchange_types import Fill, Trade
 from producer.ratelimit import BASE_WEIGHT, WeightBudget, response_weight
@@ -60,8 +61,8 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        return rng.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+        """Full jitter, the one backoff every process uses: uniform in [0, min(cap, base * 2**attempt)]."""
+        return full_jitter(attempt, base=self.base_delay, cap=self.max_delay, rng=rng)
 
 
 class _Transient(Exception):

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from consumers.errors import ConfigError as OptionError
-from consumers.options import (
+from plumbing.errors import ConfigError
+from plumbing.options import (
     Option,
     add_options,
     boolean,
@@ -28,7 +28,6 @@ from consumers.options import (
     resolve,
 )
 from producer.client import MAINNET_API_URL
-from producer.errors import ConfigError
 from producer.publisher import key_namespace
 from producer.sources.node_files import DEFAULT_MAX_LINE, OnDamage
 
@@ -397,10 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ProducerConfig:
     """Flags over environment over defaults; raises :class:`ConfigError` naming the flag and variable."""
     args = build_parser().parse_args(argv)
-    try:
-        values = resolve(args, environ(env), OPTIONS)
-    except OptionError as exc:
-        raise ConfigError(str(exc)) from None
+    values = resolve(args, environ(env), OPTIONS)
     values["once"] = args.once
     if values["source"] == "fills" and not values["watchlist"]:
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")

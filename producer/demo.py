@@ -34,8 +34,8 @@ from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers.errors import ConfigError
-from consumers.options import (
+from plumbing.errors import ConfigError
+from plumbing.options import (
     LineWrappingHelpFormatter,
     Option,
     add_options,

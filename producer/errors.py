@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-
-class ProducerError(Exception):
-    """Base class of everything the producer raises on purpose."""
+from plumbing.errors import ConfigError, ProcessError
 
 
-class ConfigError(ProducerError):
-    """A setting is missing or malformed; the message names the flag and the environment variable."""
+class ProducerError(ProcessError):
+    """Base class of everything the producer raises on purpose at run time (a bad setting is a ConfigError)."""
 
 
 class EvictionRisk(ConfigError):

@@ -1,4 +1,4 @@
-"""What the producer found but Redis has not taken yet, and what it has already handed over.
+"""What the producer found but Redis has not taken yet.
 
 While Redis is unreachable the poll loop keeps polling and queues events here, in order, each batch with the
 checkpoint that must be recorded with it. The outbox is bounded: at the cap the loop stops polling instead of
@@ -7,7 +7,7 @@ dropping events, which loses nothing because watermarks do not advance in Redis 
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 
 from schemas import Event
@@ -51,33 +51,3 @@ class Outbox:
     def pop(self) -> None:
         batch = self._batches.popleft()
         self._events -= len(batch.events)
-
-
-class RecentKeys:
-    """A bounded memory of event keys this process already queued, so re-reads do not pile up duplicates.
-
-    Redis's dedup keys are the guarantee; this only spares the outbox and the log the events a poll sees again
-    (the fills source re-reads its watermark's millisecond; the trades source sees the same last trades).
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
-
-    def fresh_peek(self, events: list[Event]) -> list[Event]:
-        """The events not seen before, without remembering them."""
-        return [event for event in events if event.key not in self._keys]
-
-    def fresh(self, events: list[Event]) -> list[Event]:
-        """The events not seen before, remembering them."""
-        out = []
-        for event in events:
-            key = event.key
-            if key in self._keys:
-                self._keys.move_to_end(key)
-                continue
-            self._keys[key] = None
-            out.append(event)
-        while len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
-        return out

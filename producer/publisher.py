@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from producer.errors import ConfigError
+from plumbing.errors import ConfigError
 from schemas import Event
 from schemas.stream import ENTRY_FIELDS, entry_values
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,14 +16,15 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from consumers.connection import CREDENTIALS_REFUSED, redis_unavailable
-from consumers.humanize import printable
-from consumers.observability import Progress
+from plumbing.observability import Progress
+from plumbing.recent_keys import RecentKeys
+from plumbing.redis_errors import CREDENTIALS_REFUSED, redis_unavailable
+from plumbing.text import printable
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
-from producer.outbox import Outbox, RecentKeys
+from producer.outbox import Outbox
 from producer.publisher import Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
 from producer.sources import build_source
@@ -363,9 +363,3 @@ class Producer:
             return 1
         log.info("stopped after %d polls", self.polls)
         return 0
-
-
-def install_signal_handlers(producer: Producer) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, producer.stop)

@@ -42,7 +42,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from plumbing.backoff import Backoff, SlidingWindow
-from producer.errors import ConfigError, ProducerError
+from plumbing.errors import ConfigError
+from producer.errors import ProducerError
 from producer.feed_messages import (
     ChannelError,
     Dialect,

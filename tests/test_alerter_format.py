@@ -78,7 +78,7 @@ def test_a_summary_is_one_line() -> None:
 
 
 def test_hostile_exchange_text_stays_on_one_line_and_short() -> None:
-    from consumers.humanize import printable
+    from plumbing.text import printable
 
     assert printable("BTC\n2026-01-01 00:00:00 ERROR forged\x1b[31m") == "BTC?2026-01-01 00:00:00 ERROR forged?[31m"
     assert printable("X" * 500) == "X" * 79 + "…"

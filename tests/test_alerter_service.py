@@ -18,8 +18,8 @@ from consumers.alerter import Alerter, Cooldown, Delivery, StdoutSink, TelegramS
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertNotDelivered
-from consumers.options import Secret
 from consumers.testing import FakeWebhooks, make_event, wait_until
+from plumbing.options import Secret
 from schemas import AdlEvent, Event, encode_entry
 from tests.faults.invariants import raw_entries
 

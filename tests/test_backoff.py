@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plumbing.backoff import Backoff, SlidingWindow, full_jitter
+from plumbing.backoff import Backoff, SlidingWindow, exponential, full_jitter
 
 
 class Top(random.Random):
@@ -21,6 +21,13 @@ class Top(random.Random):
 def test_delays_grow_exponentially_up_to_the_cap() -> None:
     backoff = Backoff(base=0.5, cap=8.0, rng=Top())
     assert [backoff.next_delay() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_the_fixed_schedule_doubles_up_to_the_cap_and_bounds_the_jitter() -> None:
+    """The sinks' retries, the runner's and the tail's waits for Redis: a schedule a reader can follow in the log."""
+    assert [exponential(n, base=0.1, cap=5.0) for n in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert exponential(10**9, base=0.1, cap=5.0) == 5.0
+    assert full_jitter(4, base=0.1, cap=5.0, rng=Top()) == exponential(4, base=0.1, cap=5.0)
 
 
 def test_full_jitter_spreads_delays_over_the_whole_range() -> None:

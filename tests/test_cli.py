@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -139,6 +140,20 @@ async def test_once_with_redis_unreachable_fails_loudly(
     assert code == 1
     assert "Redis unreachable" in out
     assert "not published" in out
+
+
+async def test_a_taken_metrics_port_is_one_line_naming_the_setting(fake_hl: FakeHyperliquid, stream: str) -> None:
+    """The same line the consumers give, not a traceback from deep inside asyncio."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**producer_env(fake_hl, stream), "METRICS_PORT": str(port), "METRICS_HOST": "127.0.0.1"}
+        code, out = await run_producer("--once", env=env)
+    assert code == 1, out
+    assert f"ERROR producer: cannot serve metrics on 127.0.0.1:{port} (" in out
+    assert "--metrics-port / METRICS_PORT" in out
+    assert "Traceback" not in out
 
 
 def test_an_empty_variable_counts_as_unset() -> None:

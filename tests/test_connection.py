@@ -20,7 +20,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers.connection import redis_unavailable
+from plumbing.redis_errors import redis_unavailable
 
 
 @pytest.mark.parametrize(

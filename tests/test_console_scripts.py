@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from consumers.alerter.config import load_alerter_config
-from consumers.options import invoked_as
 from consumers.stats.config import load_stats_config
 from consumers.tail.config import load_tail_config
+from plumbing.options import invoked_as
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

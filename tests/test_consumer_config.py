@@ -8,12 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from consumers import ConfigError, RunnerSettings, load_consumer_config
+from consumers import RunnerSettings, load_consumer_config
 from consumers.alerter.config import OPTIONS as ALERTER_OPTIONS
 from consumers.alerter.config import load_alerter_config
-from consumers.options import Secret, redact_url
 from consumers.stats.config import OPTIONS as STATS_OPTIONS
 from consumers.stats.config import load_stats_config
+from plumbing.errors import ConfigError
+from plumbing.options import Secret, redact_url
 
 
 def test_defaults() -> None:

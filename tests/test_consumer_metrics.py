@@ -17,16 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from consumers import ConfigError, ConsumerConfig, Runner, RunnerSettings, connect
+from consumers import ConsumerConfig, Runner, RunnerSettings, connect
 from consumers.alerter import StdoutSink
 from consumers.alerter.config import load_alerter_config
 from consumers.alerter.metrics import AlerterCollector
 from consumers.alerter.service import Alerter
 from consumers.config import ObservabilitySettings
-from consumers.errors import MetricsUnavailable
 from consumers.metrics import serve_metrics
 from consumers.stats.config import load_stats_config
 from consumers.testing import make_event, wait_until
+from plumbing.errors import ConfigError, MetricsUnavailable
 from schemas import AdlEvent, Event, encode_entry
 from tests.conftest import REDIS_URL, RedisServer, free_port
 

@@ -13,9 +13,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from consumers import ConfigError, ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
+from consumers import ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
 from consumers.entries import id_text
 from consumers.testing import make_event, wait_until
+from plumbing.errors import ConfigError
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.invariants import raw_entries
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.observability import ObservabilityServer, Progress, TaskWatch, all_healthy, parse_request_head
+from plumbing.observability import ObservabilityServer, Progress, TaskWatch, all_healthy, parse_request_head
 from producer.service import Producer
 from producer.simulation.fake_exchange import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
@@ -119,8 +119,8 @@ async def test_the_producer_process_serves_metrics_on_the_configured_port(
 
 
 def test_metrics_port_must_be_a_port() -> None:
+    from plumbing.errors import ConfigError
     from producer.config import load_config
-    from producer.errors import ConfigError
 
     with pytest.raises(ConfigError, match="METRICS_PORT"):
         load_config([], {**os.environ, "METRICS_PORT": "70000"})

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from consumers.testing import make_event
+from plumbing.errors import ConfigError
 from producer.config import load_config
-from producer.errors import ConfigError
 from producer.publisher import (
     PUBLISH_SCRIPT,
     Publisher,

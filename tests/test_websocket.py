@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from producer.errors import ConfigError
+from plumbing.errors import ConfigError
 from producer.feed_messages import (
     GoldRushLiquidationFills,
     HydromancerLiquidationFills,

@@ -15,9 +15,9 @@ from consumers.alerter.sinks import build_sinks
 from consumers.connection import connect
 from consumers.humanize import usd
 from consumers.metrics import serve_metrics
-from consumers.observability import TaskWatch
-from consumers.process import EXIT_OK, run_process
-from consumers.runner import Runner, install_signal_handlers
+from consumers.runner import Runner
+from plumbing.observability import TaskWatch
+from plumbing.process import EXIT_OK, install_signal_handlers, run_process
 
 log = logging.getLogger("consumers.alerter")
 
@@ -61,4 +61,6 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_process(lambda: load_alerter_config(argv), lambda c: c.consumer.log_level, run_alerter)
+    return run_process(
+        lambda: load_alerter_config(argv), lambda c: c.consumer.log_level, run_alerter, logger="consumers"
+    )

@@ -10,8 +10,8 @@ from typing import Literal, cast
 
 from consumers.alerter.format import EXPLORER_TX_URL
 from consumers.config import ConsumerConfig, consumer_config, runner_options
-from consumers.errors import ConfigError
-from consumers.options import (
+from plumbing.errors import ConfigError
+from plumbing.options import (
     Option,
     Secret,
     csv,
@@ -224,7 +224,7 @@ class Thresholds:
 
 @dataclass(frozen=True, kw_only=True)
 class AlerterConfig:
-    """Secrets are :class:`~consumers.options.Secret`: printing this object never shows them."""
+    """Secrets are :class:`~plumbing.options.Secret`: printing this object never shows them."""
 
     consumer: ConsumerConfig
     thresholds: Thresholds = field(default_factory=Thresholds)

@@ -36,7 +36,8 @@ from redis.exceptions import RedisError
 from consumers.alerter.format import Message
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
-from consumers.humanize import printable
+from plumbing.backoff import exponential
+from plumbing.text import printable
 
 log = logging.getLogger("consumers.alerter")
 
@@ -82,7 +83,7 @@ def left_by_previous_life(state: bytes | str, token: str, owner: str) -> bool:
 
 def next_wait(attempt: int, backoff_s: float, backoff_max_s: float, retry_after: float | None) -> float:
     """Seconds before attempt ``attempt`` (1-based, after the first): doubling, capped, or what the sink asked for."""
-    wait: float = min(backoff_s * 2 ** (attempt - 1), backoff_max_s)
+    wait = exponential(attempt - 1, base=backoff_s, cap=backoff_max_s)
     if retry_after is not None:
         wait = min(max(wait, retry_after), backoff_max_s * 2)
     return wait

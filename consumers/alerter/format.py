@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from consumers.humanize import amount, printable, usd, usd_compact, utc
+from consumers.humanize import amount, usd, usd_compact, utc
+from plumbing.text import printable
 from schemas import ZERO_HASH, LiquidationEvent
 
 EXPLORER_TX_URL = "https://app.hyperliquid.xyz/explorer/tx/"

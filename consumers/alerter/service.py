@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -28,8 +28,9 @@ from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summa
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
-from consumers.humanize import printable
 from consumers.runner import Runner
+from plumbing.recent_keys import RecentKeys
+from plumbing.text import printable
 from schemas import Event, LiquidationEvent
 
 log = logging.getLogger("consumers.alerter")
@@ -80,7 +81,7 @@ class Alerter:
         self.sent_by_sink: Counter[str] = Counter()
         """Alerts (not summaries) each sink took, for metrics; a sink that already had one is not counted again."""
         self._clock = clock
-        self._admitted: OrderedDict[str, None] = OrderedDict()
+        self._admitted = RecentKeys(_ADMITTED_MEMORY)
 
     @classmethod
     def from_config(cls, config: AlerterConfig, redis: Redis, sinks: Sequence[Sink]) -> Alerter:
@@ -222,6 +223,4 @@ class Alerter:
             log.error("the last summaries could not be sent (%s); what is held back stays in Redis", exc)
 
     def _remember(self, key: str) -> None:
-        self._admitted[key] = None
-        if len(self._admitted) > _ADMITTED_MEMORY:
-            self._admitted.popitem(last=False)
+        self._admitted.add(key)

@@ -17,8 +17,8 @@ import aiohttp
 from consumers.alerter.config import AlerterConfig, SinkName
 from consumers.alerter.format import Message
 from consumers.errors import SinkError
-from consumers.humanize import printable
-from consumers.options import Secret
+from plumbing.options import Secret
+from plumbing.text import printable
 
 _EXCERPT = 200
 

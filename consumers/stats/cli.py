@@ -8,12 +8,11 @@ from typing import TextIO
 
 from consumers.connection import connect
 from consumers.metrics import serve_metrics
-from consumers.observability import TaskWatch
-from consumers.process import EXIT_OK, run_process
-from consumers.runner import install_signal_handlers
 from consumers.stats.config import StatsConfig, load_stats_config
 from consumers.stats.metrics import StatsCollector
 from consumers.stats.service import StatsService
+from plumbing.observability import TaskWatch
+from plumbing.process import EXIT_OK, install_signal_handlers, run_process
 
 log = logging.getLogger("consumers.stats")
 
@@ -50,4 +49,4 @@ async def run_stats(config: StatsConfig, *, out: TextIO | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_process(lambda: load_stats_config(argv), lambda c: c.consumer.log_level, run_stats)
+    return run_process(lambda: load_stats_config(argv), lambda c: c.consumer.log_level, run_stats, logger="consumers")

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from consumers.config import ConsumerConfig, consumer_config, runner_options
-from consumers.options import (
+from plumbing.options import (
     Option,
     boolean,
     environ,
@@ -78,7 +78,7 @@ class StatsConfig:
 
 
 def load_stats_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> StatsConfig:
-    """Flags over environment over defaults; raises :class:`~consumers.errors.ConfigError` naming the setting."""
+    """Flags over environment over defaults; raises :class:`~plumbing.errors.ConfigError` naming the setting."""
     args = parse_args(
         invoked_as("consumers.stats"),
         "Keep running totals of Hyperliquid liquidations from the Redis stream (overall, by coin, by side, "

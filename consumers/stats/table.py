@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from consumers.humanize import printable, usd_compact, utc
+from consumers.humanize import usd_compact, utc
+from plumbing.text import printable
 
 
 def _usd(value: str | None) -> str:

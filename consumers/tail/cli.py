@@ -20,13 +20,14 @@ from typing import Any, TextIO
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from consumers.connection import SOCKET_TIMEOUT_MARGIN_S, redis_unavailable
+from consumers.connection import SOCKET_TIMEOUT_MARGIN_S
 from consumers.entries import id_text, read_reply_entries
-from consumers.options import redact_url
-from consumers.process import EXIT_OK, run_process
-from consumers.runner import install_signal_handlers
 from consumers.tail.config import NEW_ONLY, TailConfig, load_tail_config
 from consumers.tail.format import format_entry, table_header
+from plumbing.backoff import exponential
+from plumbing.options import redact_url
+from plumbing.process import EXIT_OK, install_signal_handlers, run_process
+from plumbing.redis_errors import redis_unavailable
 from schemas import MalformedEntry
 
 log = logging.getLogger("consumers.tail")
@@ -105,7 +106,7 @@ async def _follow(
             if not connected or not redis_unavailable(exc):
                 raise
             outages += 1
-            delay = min(MAX_RETRY_S, 0.1 * 2**outages)
+            delay = exponential(outages, base=0.1, cap=MAX_RETRY_S)
             log.warning("Redis unavailable (%s); reading on after %s in %.1f s", exc, after, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(stop_waiter), delay)
@@ -192,4 +193,4 @@ def _discard_output(out: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_process(lambda: load_tail_config(argv), lambda c: c.log_level, run_tail)
+    return run_process(lambda: load_tail_config(argv), lambda c: c.log_level, run_tail, logger="consumers")

@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 
 from consumers.entries import EntryId, Fields, as_text, id_text
-from consumers.humanize import amount, printable, usd, utc
+from consumers.humanize import amount, usd, utc
+from plumbing.text import printable
 from schemas import (
     AdlEvent,
     Event,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
+from plumbing.recent_keys import RecentKeys
 from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import ExchangeError
 from producer.exchange_types import Fill
-from producer.outbox import RecentKeys
 from producer.sources.base import PollResult
 from schemas import Event
 

@@ -23,6 +23,8 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from plumbing.errors import MetricsUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -171,8 +173,12 @@ class ObservabilityServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        """Serve; returns the bound port (useful with port 0)."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD_BYTES)
+        """Serve; returns the bound port (useful with port 0). A port taken or an address not on this host raises
+        :class:`MetricsUnavailable`, one line naming the settings to change, for every process alike."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_HEAD_BYTES)
+        except OSError as exc:
+            raise MetricsUnavailable(self.host, self.port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self.host, self.port)
         return self.port

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio.connection import parse_url
 
-from consumers.errors import ConfigError
+from plumbing.errors import ConfigError
 
 T = TypeVar("T")
 
