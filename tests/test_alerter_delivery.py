@@ -16,7 +16,7 @@ from consumers.alerter.format import Message, format_alert
 from consumers.alerter.sinks import DiscordSink, SlackSink, StdoutSink, TelegramSink, WebhookSink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
 from consumers.options import Secret
-from consumers.testing import FakeWebhooks, make_event, wait_until
+from tests.helpers import FakeWebhooks, make_event, wait_until
 
 TOKEN = "123456:SECRET-token"
 

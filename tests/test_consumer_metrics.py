@@ -26,9 +26,8 @@ from consumers.config import ObservabilitySettings
 from consumers.errors import MetricsUnavailable
 from consumers.metrics import serve_metrics
 from consumers.stats.config import load_stats_config
-from consumers.testing import make_event, wait_until
 from schemas import AdlEvent, Event, encode_entry
-from tests.conftest import REDIS_URL, RedisServer, free_port
+from tests.helpers import REDIS_URL, RedisServer, free_port, make_event, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,28 +19,9 @@ from producer.publisher import (
     hash_tag,
     key_namespace,
 )
-from schemas import LiquidationEvent, decode_entry
-from tests.conftest import REDIS_URL
+from schemas import decode_entry
 from tests.faults.invariants import raw_entries
-
-
-def events(n: int, start: int = 0) -> list[LiquidationEvent]:
-    return [
-        LiquidationEvent(
-            tx_hash=f"0x{i:064x}",
-            coin="BTC",
-            liquidation_side="long",
-            price=Decimal("64142.0"),
-            size=Decimal("0.00052"),
-            value_usd=Decimal("33.35384"),
-            liquidated_user="0x" + "ab" * 20,
-            timestamp=1_787_047_599_030 + i,
-            method="market",
-            tids=(i,),
-            fills=1,
-        )
-        for i in range(start, start + n)
-    ]
+from tests.helpers import REDIS_URL, events
 
 
 @pytest.mark.parametrize(

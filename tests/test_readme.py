@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from consumers.testing import make_event
 from producer.config import OPTIONS, PROTOCOL_VAULTS
 from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.scenarios import HLP_LIQUIDATOR, ScenarioBuilder
 from schemas import AdlEvent, LiquidationEvent, encode_entry
-from tests.conftest import REDIS_URL, free_port, terminate
+from tests.helpers import REDIS_URL, free_port, make_event, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

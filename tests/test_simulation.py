@@ -49,6 +49,7 @@ from producer.simulation.scenarios import (
     ScenarioBuilder,
     demo_scenario,
 )
+from tests.support.truth import visible_from
 
 ADDRESS_RE = re.compile(r"^0x[0-9a-f]{40}$")
 HASH_RE = re.compile(r"^0x[0-9a-f]{64}$")
@@ -543,7 +544,7 @@ def test_adl_fills_carry_a_liquidation_object_but_are_not_truth() -> None:
     assert fill["dir"] == ADL_DIR and fill["side"] == "B" and fill["startPosition"] == "-28.53"
     assert fill["liquidation"]["liquidatedUser"] == HLP_LIQUIDATOR and fill["liquidation"]["method"] == "backstop"
     assert scenario.liquidations == [] and scenario.adl_fill_count == 1
-    assert scenario.visible_from([ALICE]) == []
+    assert visible_from(scenario, [ALICE]) == []
 
 
 def test_one_hash_with_several_users_and_coins() -> None:
@@ -576,17 +577,17 @@ def test_visible_from_restricts_to_watched_legs() -> None:
     )
     scenario = builder.build()
 
-    (only_second,) = scenario.visible_from([makers[1].upper().replace("0X", "0x")])
+    (only_second,) = visible_from(scenario, [makers[1].upper().replace("0X", "0x")])
     (second_fill,) = scenario.fills[makers[1]]
     assert only_second.tids == frozenset({second_fill["tid"]})
     assert only_second.size == Decimal("0.25") and only_second.value_usd == Decimal("15999.75")
     assert (only_second.key, only_second.side, only_second.method) == (liq.key, "long", "market")
 
-    (two,) = scenario.visible_from(makers[:2])
+    (two,) = visible_from(scenario, makers[:2])
     assert two.size == Decimal("0.35") and len(two.tids) == 2
-    assert scenario.visible_from([liq.liquidated_user]) == [liq]
-    assert scenario.visible_from([*makers, liq.liquidated_user]) == [liq]
-    assert scenario.visible_from([ALICE]) == []
+    assert visible_from(scenario, [liq.liquidated_user]) == [liq]
+    assert visible_from(scenario, [*makers, liq.liquidated_user]) == [liq]
+    assert visible_from(scenario, [ALICE]) == []
 
 
 def test_ordinary_fills_look_real_and_are_never_liquidations() -> None:
@@ -640,10 +641,10 @@ def test_demo_scenario_has_the_promised_mix() -> None:
     for liq in liqs:
         by_hash.setdefault(liq.tx_hash, set()).add((liq.coin, liq.liquidated_user))
     assert any(len({c for c, _ in v}) >= 2 and len({u for _, u in v}) >= 2 for v in by_hash.values())
-    visible = scenario.visible_from(DEMO_WATCHLIST)
+    visible = visible_from(scenario, DEMO_WATCHLIST)
     assert 0 < len(visible) < len(liqs)  # one liquidation is seen by no watched address
     assert any(v.tids < scenario.by_key()[v.key].tids for v in visible)  # partially seen ones
-    assert sum(liq.method == "market" for liq in scenario.visible_from(DEMO_MAKERS)) >= 5
+    assert sum(liq.method == "market" for liq in visible_from(scenario, DEMO_MAKERS)) >= 5
     assert any(f["hash"] == ZERO_HASH for m in DEMO_MAKERS for f in scenario.fills[m])
     for coin in ("BTC", "ETH", "SOL"):
         assert len(scenario.trades[coin]) > 10
@@ -660,4 +661,4 @@ async def test_demo_served_and_paged_matches_visible_truth(session: aiohttp.Clie
         served = {address: await all_fills(session, fake, address) for address in DEMO_WATCHLIST}
         assert len(fake.requests_of("userFillsByTime")) >= len(DEMO_WATCHLIST) + 2  # the busy address paged
     assert served[DEMO_BUSY] == scenario.fills[DEMO_BUSY]
-    assert_matches_truth(derive(served), scenario.visible_from(DEMO_WATCHLIST))
+    assert_matches_truth(derive(served), visible_from(scenario, DEMO_WATCHLIST))

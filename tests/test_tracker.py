@@ -13,6 +13,7 @@ from producer.errors import ExchangeUnavailable
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, HLP_LIQUIDATOR, ScenarioBuilder, demo_scenario
 from producer.tracker import RECENT_LIMIT, LiquidationTracker
+from tests.support.truth import visible_from
 
 
 def tracker_for(fake: FakeHyperliquid, **kwargs: object) -> LiquidationTracker:
@@ -42,7 +43,7 @@ async def test_fills_source_and_coin_filter(fake_hl: FakeHyperliquid) -> None:
     fake_hl.load(scenario)
     async with tracker_for(fake_hl, source="fills", watchlist=DEMO_WATCHLIST, lookback_seconds=1e9) as tracker:
         events = await tracker.scan_recent_liquidations(["BTC"])
-        truth = [t for t in scenario.visible_from(DEMO_WATCHLIST) if t.coin == "BTC"]
+        truth = [t for t in visible_from(scenario, DEMO_WATCHLIST) if t.coin == "BTC"]
         assert sorted((e.tx_hash, e.liquidated_user) for e in events) == sorted(
             (t.tx_hash, t.liquidated_user) for t in truth
         )

@@ -15,8 +15,8 @@ from consumers.alerter.config import load_alerter_config
 from consumers.options import non_negative_decimal, redact_url, redis_url
 from producer.config import load_config
 from producer.errors import ConfigError as ProducerConfigError
-from tests.conftest import RedisServer, free_port
 from tests.faults.procs import Proc
+from tests.helpers import RedisServer, free_port
 
 SCHEMES = "must start with redis://, rediss:// (TLS) or unix:// (a socket path)"
 SCHEMES_PATTERN = re.escape(SCHEMES)
