@@ -6,9 +6,10 @@ depends on what it reads: a node sees everything, a watchlist only the trades of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 from producer.simulation.scenarios import ADL_DIR, ExpectedLiquidation, Scenario, ScenarioBuilder
 from schemas import AdlEvent, Event, LiquidationEvent
@@ -123,3 +124,39 @@ def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
         assert event.mark_price == Decimal(t.mark_price)
     adl = [(e.tx_hash, e.coin, e.deleveraged_user) for e in events if isinstance(e, AdlEvent)]
     assert len(adl) == len(set(adl)) and set(adl) == adl_truth(scenario)
+
+
+def derive(fills_by_address: Mapping[str, Iterable[dict[str, Any]]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Reference consumer, from the documented rules only: liquidation events keyed (hash, coin, liquidated user)."""
+    events: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for address, fills in fills_by_address.items():
+        for fill in fills:
+            liq = fill.get("liquidation")
+            if liq is None or fill["dir"] == ADL_DIR:
+                continue
+            own = address == liq["liquidatedUser"]
+            is_long = (fill["side"] == "A") if own else (fill["side"] == "B")
+            event = events.setdefault(
+                (fill["hash"], fill["coin"], liq["liquidatedUser"]),
+                {"side": set(), "method": set(), "time": set(), "trades": {}},
+            )
+            event["side"].add("long" if is_long else "short")
+            event["method"].add(liq["method"])
+            event["time"].add(fill["time"])
+            event["trades"][fill["tid"]] = (Decimal(fill["px"]), Decimal(fill["sz"]))
+    return events
+
+
+def assert_derived_matches_truth(
+    derived: dict[tuple[str, str, str], dict[str, Any]], truth: list[ExpectedLiquidation]
+) -> None:
+    """What :func:`derive` found is the truth: same keys, sides, methods, times, trades and exact sums."""
+    assert set(derived) == {liq.key for liq in truth}
+    for liq in truth:
+        event = derived[liq.key]
+        assert event["side"] == {liq.side}, liq.key
+        assert event["method"] == {liq.method}, liq.key
+        assert event["time"] == {liq.timestamp}, liq.key
+        assert set(event["trades"]) == liq.tids, liq.key
+        assert sum((sz for _, sz in event["trades"].values()), Decimal(0)) == liq.size
+        assert sum((px * sz for px, sz in event["trades"].values()), Decimal(0)) == liq.value_usd
