@@ -5,8 +5,9 @@ Redis with the events it produced, so a restarted producer resumes where the las
 liquidations that touched a watched address: every backstop liquidation when the liquidator vaults are watched,
 and the market liquidations that the watched makers absorbed.
 
-``trades`` is the seed's method, kept for compatibility: the last public trades per coin, taking a trade with a
-liquidator vault on one side for a liquidation. Public trades carry no liquidation marker, so it is a heuristic.
+``trades`` is the original tracker's method, kept for compatibility: the last public trades per coin, taking a
+trade with a liquidator vault on one side for a liquidation. Public trades carry no liquidation marker, so it is a
+heuristic.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class FillsSource:
         self.lookback_ms = lookback_ms
         self.max_hold_polls = max_hold_polls
         self.watermarks: dict[str, int] = {}
-        """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
+        """Per address, where the next read starts (inclusive): the time of the newest fill read, never past now,
+        and pulled back to the earliest liquidation still waiting for confirmation or for an unreadable address."""
         self.failures: dict[str, int] = {}
         """Per address, the polls in a row that could not read it."""
         self._sighted: set[str] = set()
@@ -259,7 +261,7 @@ def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[F
 
 
 class TradesSource:
-    """Recent public trades per coin with a liquidator vault on one side (the seed's heuristic)."""
+    """Recent public trades per coin with a liquidator vault on one side (the original tracker's heuristic)."""
 
     name = "trades"
 

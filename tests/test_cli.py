@@ -138,6 +138,8 @@ async def test_help_lists_the_default_watchlist_once_and_groups_options_by_sourc
     assert all(flag in sections["node source"] for flag in ("--node-path", "--node-from", "--node-follow"))
     assert "--watchlist" in sections["fills source (the default)"]
     assert max(len(line) for line in out.splitlines()) <= 80
+    # The trades source is described by what it is, not by a name from the project's history.
+    assert re.search(r"original\s+tracker's\s+heuristic", sections["trades source"]) and "seed" not in out
 
 
 def test_the_start_up_line_names_what_the_source_reads() -> None:
