@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 from redis.utils import HIREDIS_AVAILABLE
 
 from consumers import Runner, RunnerSettings
-from consumers.testing import delete_prefix, make_event
 from schemas import Event, encode_entry
+from tests.helpers import delete_prefix, make_event
 
 GOAL = 100_000
 

@@ -15,8 +15,8 @@ times the coins active in each, however long the process runs and however many e
 buckets it overlaps, so a window of up to an hour may reach up to a second further back than asked, a longer one up
 to a minute. Buckets more than 24 hours behind the newest event are dropped.
 
-Events that are not liquidations (auto-deleveraging, later) are counted apart, by type, under ``other``: they
-never enter the liquidation totals, and a new type needs no change here.
+Events that are not liquidations (auto-deleveraging, and any type added later) are counted apart, by type, under
+``other``: they never enter the liquidation totals, and a new type needs no change here.
 """
 
 from __future__ import annotations

@@ -195,13 +195,6 @@ def positive_int(value: str) -> int:
     return number
 
 
-def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be a whole number, 0 or more")
-    return number
-
-
 def port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:

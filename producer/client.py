@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAINNET_API_URL = "https://api.hyperliquid.xyz"
-TESTNET_API_URL = "https://api.hyperliquid-testnet.xyz"
 MAX_FILLS_PER_ANSWER = 2000
 _ITEMS_LOGGED = 3
 """Malformed items logged one by one per answer; the rest are counted in one line."""
@@ -42,7 +41,7 @@ class FillsPage:
 
 @dataclass
 class ClientStats:
-    """Counters a user reads in the poll summary (and, later, in metrics)."""
+    """Counters of the client's requests, served as the producer's ``hl_producer_api_*`` metrics."""
 
     requests: int = 0
     retries: int = 0

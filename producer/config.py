@@ -152,7 +152,8 @@ OPTIONS: tuple[Option, ...] = (
         "HL_SOURCE",
         _source,
         "fills",
-        "fills: watched addresses' fills; trades: the seed's recentTrades heuristic; node: a node's fill files.",
+        "fills: watched addresses' fills; trades: the original tracker's recentTrades heuristic; "
+        "node: a node's fill files.",
     ),
     Option(
         "watchlist",
@@ -352,7 +353,7 @@ class ProducerConfig:
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
     ("where liquidations are looked for", None, ("source", "poll_interval")),
     ("fills source (the default)", "Polls userFillsByTime for each watched address.", ("watchlist", "lookback")),
-    ("trades source", "Polls recentTrades for each coin (the seed's heuristic).", ("coins",)),
+    ("trades source", "Polls recentTrades for each coin (the original tracker's heuristic).", ("coins",)),
     (
         "node source",
         "Follows a node's fill files or the archive; calls no API.",

@@ -51,8 +51,7 @@ from plumbing.options import (
 )
 from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
-from producer.simulation.node_writer import hour_path
-from producer.simulation.sample import load_blocks
+from producer.simulation.sample import hour_path, load_blocks
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
 
 EXIT_FAILED = 1

@@ -166,7 +166,8 @@ def detect_from_fills(
 def detect_from_trades(
     trades: Iterable[Trade], *, liquidators: frozenset[str], detected_at: int
 ) -> list[LiquidationEvent]:
-    """The seed's heuristic: a public trade with a liquidator vault on one side is taken for a backstop liquidation.
+    """The original tracker's heuristic: a public trade with a liquidator vault on one side is taken for a backstop
+    liquidation.
 
     Public trades carry no liquidation marker, so this both misses (market liquidations never touch a vault) and
     invents (a vault unwinding inventory it took over looks the same). The other party is reported as the

@@ -27,7 +27,3 @@ class ExchangeRejected(ExchangeError):
 
 class MalformedResponse(ExchangeError):
     """The answer was not the JSON shape the API documents; it is logged and counted, never published."""
-
-
-class PublishError(ProducerError):
-    """Redis did not take a batch; the batch is kept and retried."""

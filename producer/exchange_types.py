@@ -75,7 +75,3 @@ class Trade(msgspec.Struct, frozen=True):
     tid: int
     users: tuple[str, str]
     """Buyer first, then seller."""
-
-
-FILLS_TYPE = list[Fill]
-TRADES_TYPE = list[Trade]

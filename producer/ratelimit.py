@@ -34,8 +34,6 @@ class WeightBudget:
         self._clock = clock
         self._tokens = self.capacity
         self._updated = clock()
-        self.waited_seconds = 0.0
-        """Total time requests were held back; the poll loop reports it."""
         self.spent = 0.0
         """Total weight taken, base and items: what the poll loop sizes its interval on. A source that never calls
         the exchange (the node's files) spends none, however much it reads."""
@@ -69,7 +67,6 @@ class WeightBudget:
     async def acquire(self, weight: float = BASE_WEIGHT) -> None:
         delay = self.reserve(weight)
         if delay > 0:
-            self.waited_seconds += delay
             await asyncio.sleep(delay)
 
     def seconds_for(self, weight: float) -> float:

@@ -1,7 +1,7 @@
-"""The seed's library API, kept for code that imported it: liquidations in-process, without Redis.
+"""The original tracker's library API, kept for code that imported it: liquidations in-process, without Redis.
 
-Same names and defaults as the seed (mainnet, coins BTC/ETH/SOL, 10 s interval, recent-trades scanning), on top of
-the producer's sources and detector, without the seed's defects: failures raise instead of returning empty
+Same names and defaults as that first tracker (mainnet, coins BTC/ETH/SOL, 10 s interval, recent-trades scanning),
+on top of the producer's sources and detector, without its defects: failures raise instead of returning empty
 lists, memory is bounded however long it runs, money is exact, and the liquidated side is the position's.
 """
 
@@ -74,7 +74,7 @@ class LiquidationTracker:
             result = await self._fills.poll(now_ms)
             attempted = len(self._fills.watchlist)
         self._check(result, attempted)
-        # The seed's API is about liquidations; ADL events stay in the stream producer's domain.
+        # The original tracker's API is about liquidations; ADL events stay in the stream producer's domain.
         by_coin = coins is not None and self.source_name == "fills"
         wanted = [e for e in result.events if isinstance(e, LiquidationEvent) and (not by_coin or e.coin in coin_list)]
         # Totals remembers recent keys, so a liquidation a later poll sees again is neither counted nor returned.

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,10 +12,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from consumers.testing import FakeWebhooks
 from producer.simulation.fake_exchange import FakeHyperliquid
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.helpers import REDIS_URL, FakeWebhooks, RedisServer
 
 # Fixtures with modules of their own: a Redis Cluster and a Sentinel set-up per test module, the slot guard.
 pytest_plugins = ["tests.faults.redis_cluster", "tests.slot_guard"]
@@ -31,25 +22,6 @@ pytest_plugins = ["tests.faults.redis_cluster", "tests.slot_guard"]
 # nothing about the property. No per-example deadline; the pytest timeout still bounds a test.
 hypothesis.settings.register_profile("shared-machines", deadline=None)
 hypothesis.settings.load_profile("shared-machines")
-
-
-async def terminate(proc: asyncio.subprocess.Process, within: float = 15) -> tuple[bytes, bytes]:
-    """SIGTERM a process and collect what it printed; a process that will not stop is killed (and fails the test
-    on its exit code), so no test leaves one behind."""
-    try:
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-        return out or b"", err or b""
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -74,59 +46,6 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(REDIS_URL)
     yield client
     await client.aclose()
-
-
-class RedisServer:
-    """A redis-server of the test's own, on a free port, that the test may kill and restart."""
-
-    def __init__(self, workdir: Path, *extra: str, password: str | None = None) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.password = password
-        self.extra = (*extra, "--requirepass", password) if password else extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; .ci/run installs it")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2).ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        self.kill()
-        pytest.fail(f"redis-server on port {self.port} did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture

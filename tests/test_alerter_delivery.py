@@ -15,8 +15,8 @@ from consumers.alerter.delivery import Delivery, claim_value, left_by_previous_l
 from consumers.alerter.format import Message, format_alert
 from consumers.alerter.sinks import DiscordSink, SlackSink, StdoutSink, TelegramSink, WebhookSink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
-from consumers.testing import FakeWebhooks, make_event, wait_until
 from plumbing.options import Secret
+from tests.helpers import FakeWebhooks, make_event, wait_until
 
 TOKEN = "123456:SECRET-token"
 

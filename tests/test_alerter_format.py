@@ -7,9 +7,9 @@ from decimal import Decimal
 
 from consumers.alerter.format import explorer_link, format_alert, format_summary
 from consumers.humanize import amount, usd, usd_compact, utc
-from consumers.testing import make_event
 from schemas import ZERO_HASH
 from tests.faults.poison import HUGE_AMOUNTS
+from tests.helpers import make_event
 
 TX = "0x" + "ab12" * 16
 

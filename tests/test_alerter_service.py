@@ -18,10 +18,10 @@ from consumers.alerter import Alerter, Cooldown, Delivery, StdoutSink, TelegramS
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertNotDelivered
-from consumers.testing import FakeWebhooks, make_event, wait_until
 from plumbing.options import Secret
 from schemas import AdlEvent, Event, encode_entry
 from tests.faults.invariants import raw_entries
+from tests.helpers import FakeWebhooks, make_event, wait_until
 
 TOKEN = "987654:SECRET-bot-token"
 RUNNER = RunnerSettings(block_ms=100, count=10, claim_idle_ms=5_000, retry_delay_ms=50, group_start="0")

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import redis.asyncio
 
-from consumers.testing import wait_until
 from producer.config import OPTIONS
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
-from tests.conftest import REDIS_URL, RedisServer, terminate
-from tests.test_service import adl_truth, assert_matches_truth, stream_events, stream_liquidations
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import (
+    RedisServer,
+    producer_env,
+    start_producer,
+    stream_events,
+    stream_liquidations,
+    terminate,
+    wait_until,
+)
+from tests.support.truth import adl_truth, assert_matches_truth, visible_from
 
 
 async def run_producer(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -27,33 +30,6 @@ async def run_producer(*args: str, env: dict[str, str] | None = None) -> tuple[i
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
-
-
-async def start_producer(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "REDIS_URL"))}
-    full_env.update(env or {})
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "producer",
-        *args,
-        cwd=ROOT,
-        env=full_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "HL_API_URL": fake.url,
-        "LIQ_STREAM": stream,
-        "HL_WATCHLIST": ",".join(DEMO_WATCHLIST),
-        "HL_LOOKBACK": str(10 * 365 * 86400),
-        "HL_WEIGHT_PER_MINUTE": "100000",
-        "HL_POLL_INTERVAL": "0.2",
-    }
 
 
 @pytest.fixture
@@ -85,7 +61,7 @@ async def test_once_publishes_and_a_rerun_adds_nothing(
     env = producer_env(fake_hl, stream)
     code, out = await run_producer("--once", env=env)
     assert code == 0, out
-    truth = scenario.visible_from(DEMO_WATCHLIST)
+    truth = visible_from(scenario, DEMO_WATCHLIST)
     assert_matches_truth(await stream_events(stream), truth)
     assert out.count(" liquidation ") == len(truth)  # one log line per published liquidation
     adl = len(adl_truth(scenario, DEMO_WATCHLIST))
@@ -102,7 +78,7 @@ async def test_flags_override_the_environment(fake_hl: FakeHyperliquid, scenario
     env = producer_env(fake_hl, f"{stream}:ignored")
     code, out = await run_producer("--once", "--stream", stream, env=env)
     assert code == 0, out
-    assert len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+    assert len(await stream_liquidations(stream)) == len(visible_from(scenario, DEMO_WATCHLIST))
     assert await stream_events(f"{stream}:ignored") == []
 
 
@@ -112,14 +88,14 @@ async def test_two_processes_side_by_side_publish_each_once(
     env = producer_env(fake_hl, stream)
     results = await asyncio.gather(run_producer("--once", env=env), run_producer("--once", env=env))
     assert [code for code, _ in results] == [0, 0]
-    assert_matches_truth(await stream_events(stream), scenario.visible_from(DEMO_WATCHLIST))
+    assert_matches_truth(await stream_events(stream), visible_from(scenario, DEMO_WATCHLIST))
 
 
 async def test_sigterm_stops_a_running_producer_cleanly(
     fake_hl: FakeHyperliquid, scenario: Scenario, stream: str
 ) -> None:
     proc = await start_producer(env=producer_env(fake_hl, stream))
-    expected = len(scenario.visible_from(DEMO_WATCHLIST))
+    expected = len(visible_from(scenario, DEMO_WATCHLIST))
 
     async def published() -> bool:
         return len(await stream_liquidations(stream)) == expected
@@ -177,6 +153,8 @@ async def test_help_lists_the_default_watchlist_once_and_groups_options_by_sourc
     assert all(flag in sections["node source"] for flag in ("--node-path", "--node-from", "--node-follow"))
     assert "--watchlist" in sections["fills source (the default)"]
     assert max(len(line) for line in out.splitlines()) <= 80
+    # The trades source is described by what it is, not by a name from the project's history.
+    assert re.search(r"original\s+tracker's\s+heuristic", sections["trades source"]) and "seed" not in out
 
 
 def test_the_start_up_line_names_what_the_source_reads() -> None:
@@ -227,7 +205,7 @@ async def test_a_redis_that_may_evict_our_keys_is_refused_as_a_bad_setting(
     code, out = await run_producer("--once", env={**env, "REDIS_ALLOW_EVICTION": "1"})
     assert code == 0, out
     assert "exactly once is not guaranteed" in out
-    assert await admin.xlen("liq") == len(scenario.visible_from(DEMO_WATCHLIST)) + len(
+    assert await admin.xlen("liq") == len(visible_from(scenario, DEMO_WATCHLIST)) + len(
         adl_truth(scenario, DEMO_WATCHLIST)
     )
     await admin.aclose()

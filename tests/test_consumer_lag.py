@@ -12,9 +12,8 @@ from redis.asyncio import Redis
 from consumers import Runner, RunnerSettings
 from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
 from consumers.metrics import LagCache, RunnerCollector
-from consumers.testing import make_event, wait_until
 from schemas import encode_entry
-from tests.test_consumer_runner import Recorder, stop
+from tests.helpers import Recorder, make_event, stop, wait_until
 
 FAST = RunnerSettings(block_ms=100, count=1000, claim_idle_ms=300, retry_delay_ms=50, group_start="0")
 

@@ -25,10 +25,9 @@ from consumers.alerter.service import Alerter
 from consumers.config import ObservabilitySettings
 from consumers.metrics import serve_metrics
 from consumers.stats.config import load_stats_config
-from consumers.testing import make_event, wait_until
 from plumbing.errors import ConfigError, MetricsUnavailable
 from schemas import AdlEvent, Event, encode_entry
-from tests.conftest import REDIS_URL, RedisServer, free_port
+from tests.helpers import REDIS_URL, RedisServer, free_port, make_event, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

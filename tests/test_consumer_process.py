@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from consumers.entries import id_tuple
-from consumers.testing import make_event, wait_until
 from schemas import encode_entry
 from tests.faults.invariants import raw_entries
+from tests.helpers import make_event, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -15,10 +14,10 @@ from redis.exceptions import ResponseError
 
 from consumers import ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
 from consumers.entries import id_text
-from consumers.testing import make_event, wait_until
 from plumbing.errors import ConfigError
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.invariants import raw_entries
+from tests.helpers import Recorder, make_event, stop, wait_until
 
 FAST = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=50, group_start="0")
 
@@ -37,32 +36,9 @@ async def publish(redis: Redis, stream: str, events: list[LiquidationEvent]) -> 
     return [i.decode() for i in ids]
 
 
-class Recorder:
-    """A handler that records keys, optionally failing or hanging on chosen events."""
-
-    def __init__(self, *, fail: Callable[[Event, int], bool] | None = None, delay: float = 0.0) -> None:
-        self.keys: list[str] = []
-        self.calls: dict[str, int] = {}
-        self.fail = fail
-        self.delay = delay
-
-    async def __call__(self, event: Event) -> None:
-        n = self.calls[event.key] = self.calls.get(event.key, 0) + 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail is not None and self.fail(event, n):
-            raise RuntimeError(f"handler refuses {event.key} (call {n})")
-        self.keys.append(event.key)
-
-
 def runner(redis: Redis, stream: str, handler: Any, *, group: str = "g", consumer: str = "c1", **kw: Any) -> Runner:
     settings = kw.pop("settings", FAST)
     return Runner(redis, stream=stream, group=group, consumer=consumer, handler=handler, settings=settings, **kw)
-
-
-async def stop(r: Runner, task: asyncio.Task[None]) -> None:
-    r.stop()
-    await asyncio.wait_for(task, 5)
 
 
 async def group_pending(redis: Redis, stream: str, group: str = "g") -> int:

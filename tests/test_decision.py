@@ -6,8 +6,8 @@ import pytest
 
 from consumers.decision import DeadLetter, Decision, Handle, Skipped, Trimmed, UnknownType, decide
 from consumers.entries import EntryId, Fields
-from consumers.testing import make_event
 from schemas import SCHEMA_VERSION, encode_entry
+from tests.helpers import make_event
 
 LIMIT = 5
 

@@ -14,12 +14,11 @@ import lz4.frame
 import pytest
 from redis.asyncio import Redis
 
-from consumers.testing import wait_until
 from producer.demo import build_parser, key_patterns, load_demo_config
 from producer.simulation.sample import SAMPLE_PATH, build_sample, render
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
-from tests.conftest import REDIS_URL, terminate
-from tests.test_service import adl_truth
+from tests.helpers import REDIS_URL, terminate, wait_until
+from tests.support.truth import adl_truth, visible_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,13 +92,13 @@ async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     assert code == 0, out
     assert time.monotonic() - started < 30, "the fills demo should show its events within seconds"
     scenario = demo_scenario()
-    expected = len(scenario.visible_from(DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
+    expected = len(visible_from(scenario, DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
     assert "fake exchange API at http://127.0.0.1:" in out
     assert published(out) == expected
     # With its own default threshold the fills demo alerts, and its events are dated recently enough that the
     # rolling windows show them, as for the node demo.
     assert "[alerter] BTC long liquidated: $" in out
-    liquidations = len(scenario.visible_from(DEMO_WATCHLIST))
+    liquidations = len(visible_from(scenario, DEMO_WATCHLIST))
     assert f"[stats] 1h {liquidations:>15}" in out and f"[stats] all {liquidations:>14}" in out
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
@@ -144,7 +143,7 @@ def test_each_source_has_a_threshold_its_sample_reaches() -> None:
     assert load_demo_config([]).alert_threshold == Decimal(50_000)
     assert load_demo_config(["--source", "fills"]).alert_threshold == Decimal(10_000)
     assert load_demo_config(["--source", "fills", "--threshold-usd", "5"]).alert_threshold == Decimal(5)
-    largest = max(t.value_usd for t in demo_scenario().visible_from(DEMO_WATCHLIST))
+    largest = max(t.value_usd for t in visible_from(demo_scenario(), DEMO_WATCHLIST))
     assert largest > load_demo_config(["--source", "fills"]).alert_threshold
 
 

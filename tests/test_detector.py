@@ -11,37 +11,12 @@ import pytest
 from producer.detector import detect_from_fills, detect_from_trades, liquidated_side
 from producer.exchange_types import Fill, Trade
 from schemas import ZERO_HASH, AdlEvent, LiquidationEvent
+from tests.helpers import LIQUIDATED, TX, fill
 
-LIQUIDATED = "0xbb8b801eeddaa7061ae171041ec77516313f2921"
 MAKER_1 = "0x654086857e1fad6dcf05cf6695cce51ea3984268"
 MAKER_2 = "0xd0bd58f100b3a25aecc1b9ac900c6a6868acf729"
 HLP_LIQUIDATOR = "0x2e3d94f0562703b25c83308a05046ddaf9a8dd14"
-TX = "0xe6838c8a3dba3578e7fd044214d3e2020481006fd8bd544a8a4c37dcfcbe0f63"
 NOW = 1_787_000_000_000
-
-
-def fill(**overrides: Any) -> Fill:
-    """A maker's fill of a market liquidation, as the API returned it (xyz:CRWV sample), with overrides."""
-    raw: dict[str, Any] = {
-        "coin": "xyz:CRWV",
-        "px": "116.86",
-        "sz": "2.47",
-        "side": "A",
-        "time": 1786628572099,
-        "startPosition": "-143.54",
-        "dir": "Open Short",
-        "closedPnl": "0.0",
-        "hash": TX,
-        "oid": 515445455983,
-        "crossed": False,
-        "fee": "0.008659",
-        "tid": 711626751774561,
-        "liquidation": {"liquidatedUser": LIQUIDATED, "markPx": "116.84", "method": "market"},
-        "feeToken": "USDC",
-        "twapId": None,
-    }
-    raw.update(overrides)
-    return msgspec.json.decode(msgspec.json.encode(raw), type=Fill)
 
 
 def own_leg(**overrides: Any) -> Fill:

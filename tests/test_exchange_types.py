@@ -10,7 +10,7 @@ import pytest
 
 from producer.exchange_types import Fill, Trade
 from tests.faults.poison import NOT_DECIMALS, fill_with
-from tests.test_detector import fill
+from tests.helpers import fill
 
 RAW_FILL: dict[str, Any] = msgspec.to_builtins(fill())
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.faults.feed import Feed
 from tests.faults.invariants import Figures, assert_delivered, groups_caught_up, settle, wait_for, wait_published
 from tests.faults.procs import count_lines
 from tests.faults.rig import Rig
 from tests.faults.webhooks import HoldingWebhooks
-from tests.test_fault_exchange import scrape
+from tests.helpers import free_port, scrape
 
 GROUPS = ("alerter",)
 OUTAGE_S = 20.0

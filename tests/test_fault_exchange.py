@@ -35,35 +35,19 @@ from producer.simulation.fake_exchange import (
 )
 from producer.simulation.scenarios import DEMO_MAKERS, ScenarioBuilder
 from schemas import event_key
-from tests.conftest import free_port
 from tests.faults.chaos import for_user, huge_extra_field, huge_junk
 from tests.faults.feed import BUSY, HOSTILE_COINS, Expected, Feed
 from tests.faults.invariants import Figures, assert_delivered, audit_stream, settle, wait_for, wait_published
 from tests.faults.procs import Proc, count_lines
 from tests.faults.rig import Rig
+from tests.helpers import api_errors, free_port, scrape
 
 GROUPS = ("stats",)
-
-
-async def scrape(port: int) -> dict[str, float]:
-    """The producer's /metrics, as ``name{labels}`` -> value."""
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 async def health(port: int) -> int:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
         return resp.status
-
-
-def api_errors(metrics: dict[str, float], kind: str) -> int:
-    return int(metrics.get(f'hl_producer_api_errors_total{{kind="{kind}"}}', 0))
 
 
 async def run_exchange_faults(tmp_path: Path, *, rate_limit_s: float, junk_items: int) -> None:

@@ -17,13 +17,15 @@ import lz4.frame
 import pytest
 
 from producer.publisher import checkpoint_key
-from producer.simulation.node_writer import Block, block_time_ms, blocks_from, cascade, hour_path, line, write_hours
+from producer.simulation.sample import Block, blocks_from, hour_path, line
 from producer.simulation.scenarios import ADL_DIR, Scenario
 from schemas import event_key
 from tests.faults.feed import Expected
 from tests.faults.invariants import Figures, assert_delivered, wait_for, wait_published
 from tests.faults.procs import Proc, count_lines
 from tests.faults.rig import Rig
+from tests.support.node_writer import block_time_ms, write_hours
+from tests.support.truth import cascade
 
 GROUPS = ("stats",)
 PER_HOUR = 10

@@ -22,11 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from consumers.testing import make_event
-from producer.simulation.node_writer import blocks_from, cascade, write_hours
+from producer.simulation.sample import blocks_from
 from producer.sources.node import NodeSource
 from schemas import Event, encode_entry
-from tests.conftest import free_port
 from tests.faults.feed import Feed
 from tests.faults.invariants import (
     Figures,
@@ -43,8 +41,9 @@ from tests.faults.invariants import (
 from tests.faults.poison import HUGE_AMOUNTS, NOT_DECIMALS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, fill_with, with_field
 from tests.faults.procs import ROOT, count_lines
 from tests.faults.rig import Rig
-from tests.test_fault_exchange import api_errors, scrape
-from tests.test_node_source import REPLAY_ALL, drain
+from tests.helpers import REPLAY_ALL, api_errors, drain, free_port, make_event, scrape
+from tests.support.node_writer import write_hours
+from tests.support.truth import cascade
 
 GROUPS = ("stats", "alerter")
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import free_port
 from tests.faults.feed import Feed
 from tests.faults.invariants import Figures, assert_delivered, wait_for, wait_published, wait_stats
 from tests.faults.procs import Proc, count_lines
 from tests.faults.rig import Rig
-from tests.test_fault_exchange import scrape
+from tests.helpers import free_port, scrape
 
 OPEN_FILES = 128
 HALF_SENT = 200

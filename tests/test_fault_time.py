@@ -12,15 +12,15 @@ import re
 import time
 from pathlib import Path
 
-from producer.simulation.node_writer import blocks_from, write_hours
+from producer.simulation.sample import blocks_from
 from producer.simulation.scenarios import DEMO_MAKERS, Scenario, ScenarioBuilder
 from schemas import event_key
-from tests.conftest import free_port
 from tests.faults.feed import Expected
 from tests.faults.invariants import Figures, assert_delivered, wait_for, wait_published
 from tests.faults.procs import Proc, count_lines
 from tests.faults.rig import Rig
-from tests.test_fault_exchange import scrape
+from tests.helpers import free_port, scrape
+from tests.support.node_writer import write_hours
 
 GROUPS = ("stats",)
 DAY_MS = 24 * 3600 * 1000

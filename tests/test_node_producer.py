@@ -11,17 +11,15 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.testing import wait_until
 from producer.config import ProducerConfig
 from producer.publisher import checkpoint_key
 from producer.service import Producer
-from producer.simulation.node_writer import adl_truth, blocks_from, cascade, write_hours
+from producer.simulation.sample import blocks_from
 from producer.sources.node import CHECKPOINT_HOUR, CHECKPOINT_OFFSET
 from producer.sources.node_files import find_hour_files
-from tests.conftest import REDIS_URL, terminate
-from tests.test_cli import start_producer
-from tests.test_node_source import assert_node_truth
-from tests.test_service import stream_events
+from tests.helpers import REDIS_URL, start_producer, stream_events, terminate, wait_until
+from tests.support.node_writer import write_hours
+from tests.support.truth import adl_truth, assert_node_truth, cascade
 
 
 def node_config(root: Path, stream: str, **overrides: object) -> ProducerConfig:

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from decimal import Decimal
 from pathlib import Path
 
 import lz4.frame
 import pytest
 
-from producer.simulation.node_writer import (
-    Block,
-    adl_truth,
-    block_time_ms,
-    blocks_from,
-    cascade,
-    hour_path,
-    line,
-    write_hours,
-)
-from producer.simulation.sample import SAMPLE_PATH, build_sample
+from producer.simulation.sample import SAMPLE_PATH, Block, blocks_from, build_sample, hour_path, line
 from producer.simulation.scenarios import Scenario, demo_scenario
 from producer.sources.node import (
     CHECKPOINT_HOUR,
@@ -32,46 +20,11 @@ from producer.sources.node import (
     is_catch_up,
 )
 from producer.sources.node_files import HourFile, LineReader, find_hour_files
-from schemas import AdlEvent, Event, LiquidationEvent
+from schemas import Event, LiquidationEvent
 from tests.faults.poison import NOT_DECIMALS, fill_with
-
-REPLAY_ALL = NodeWindow(start_ms=0, follow=False)
-NOW_MS = int(time.time() * 1000)
-"""The clock the tests poll with: the scenarios' hours (October 2025) are in its past."""
-
-
-async def drain(source: NodeSource, now_ms: int = NOW_MS) -> tuple[list[Event], dict[str, str]]:
-    """Poll until the source has nothing more right now; the events and the last checkpoint."""
-    events: list[Event] = []
-    checkpoint: dict[str, str] = {}
-    for _ in range(10_000):
-        result = await source.poll(now_ms)
-        events.extend(result.events)
-        checkpoint.update(result.checkpoint)
-        if not result.more:
-            return events, checkpoint
-    raise AssertionError("the source never caught up")
-
-
-def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
-    """The node sees every liquidation, complete (own legs: every trade), once; and every ADL fill."""
-    liquidations = [e for e in events if isinstance(e, LiquidationEvent)]
-    keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in liquidations]
-    assert len(keys) == len(set(keys))
-    truth = {t.key: t for t in scenario.liquidations}
-    assert set(keys) == set(truth)
-    for event in liquidations:
-        t = truth[(event.tx_hash, event.coin, event.liquidated_user)]
-        assert (event.liquidation_side, event.method, event.size, event.value_usd) == (
-            t.side,
-            t.method,
-            t.size,
-            t.value_usd,
-        )
-        assert set(event.tids) == t.tids and event.observed_via == ("node",) and event.source == "node"
-        assert event.mark_price == Decimal(t.mark_price)
-    adl = [(e.tx_hash, e.coin, e.deleveraged_user) for e in events if isinstance(e, AdlEvent)]
-    assert len(adl) == len(set(adl)) and set(adl) == adl_truth(scenario)
+from tests.helpers import NOW_MS, REPLAY_ALL, drain
+from tests.support.node_writer import block_time_ms, write_hours
+from tests.support.truth import adl_truth, assert_node_truth, cascade
 
 
 def test_hour_files_are_found_in_every_layout(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ from plumbing.observability import ObservabilityServer, Progress, TaskWatch, all
 from producer.service import Producer
 from producer.simulation.fake_exchange import RATE_LIMITED, SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
-from tests.conftest import RedisServer, free_port
-from tests.test_cli import producer_env, start_producer
-from tests.test_service import config_for, make_producer
+from tests.helpers import RedisServer, config_for, free_port, make_producer, producer_env, start_producer
+from tests.support.truth import visible_from
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
@@ -60,7 +59,7 @@ async def test_scrape_counts_polls_events_errors_and_publishes(fake_hl: FakeHype
     finally:
         await server.stop()
         await producer.close()
-    expected = len(scenario.visible_from(DEMO_WATCHLIST))
+    expected = len(visible_from(scenario, DEMO_WATCHLIST))
     assert sample(text, "hl_producer_polls_total", '{source="fills"}') == 2
     assert sample(text, "hl_producer_events_published_total", '{type="liquidation"}') == expected
     assert sample(text, "hl_producer_api_errors_total", '{kind="rate_limited"}') == 1

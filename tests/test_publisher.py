@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from consumers.testing import make_event
 from plumbing.errors import ConfigError
 from producer.config import load_config
 from producer.publisher import (
@@ -22,30 +20,10 @@ from producer.publisher import (
     hash_tag,
     key_namespace,
 )
-from schemas import Event, LiquidationEvent, decode_entry, encode_entry
+from schemas import Event, decode_entry, encode_entry
 from schemas.stream import ENTRY_FIELDS
-from tests.conftest import REDIS_URL
 from tests.faults.invariants import raw_entries
-from tests.test_schemas import make_adl
-
-
-def events(n: int, start: int = 0) -> list[LiquidationEvent]:
-    return [
-        LiquidationEvent(
-            tx_hash=f"0x{i:064x}",
-            coin="BTC",
-            liquidation_side="long",
-            price=Decimal("64142.0"),
-            size=Decimal("0.00052"),
-            value_usd=Decimal("33.35384"),
-            liquidated_user="0x" + "ab" * 20,
-            timestamp=1_787_047_599_030 + i,
-            method="market",
-            tids=(i,),
-            fills=1,
-        )
-        for i in range(start, start + n)
-    ]
+from tests.helpers import REDIS_URL, events, make_adl, make_event
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from consumers.testing import make_event
 from producer.config import OPTIONS, PROTOCOL_VAULTS
 from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.scenarios import HLP_LIQUIDATOR, ScenarioBuilder
 from schemas import AdlEvent, LiquidationEvent, encode_entry
-from tests.conftest import REDIS_URL, free_port, terminate
+from tests.helpers import REDIS_URL, free_port, make_event, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -186,7 +185,7 @@ async def test_the_tracker_block_reports_a_liquidation_and_catches_the_exchange_
     try:
         seen = await read_until(proc, re.compile(r"^\{.*'count': 1\b", re.M))
     finally:
-        await terminate(proc)  # it monitors for ever, as the seed did
+        await terminate(proc)  # it monitors for ever, as the original tracker did
     scan = seen.splitlines()[0]
     assert scan.startswith("[LiquidationEvent(") and f"liquidated_user='{user}'" in scan
 
@@ -221,6 +220,12 @@ def test_the_metrics_snippet_waits_for_the_server_and_prints_the_lag(stream: str
         proc.wait()
     assert proc.returncode == 0, err
     assert re.search(rf'^hl_consumer_lag\{{.*stream="{re.escape(stream)}".*\}} 0\.0$', out, re.M), out
+
+
+def test_the_trades_source_and_the_tracker_are_described_without_project_history() -> None:
+    """ "The seed" meant the first version of this tracker, which a reader of the README never saw."""
+    assert "seed" not in README.lower()
+    assert "**the original tracker's method**" in README
 
 
 def test_the_readme_names_every_console_script() -> None:

@@ -23,6 +23,7 @@ from schemas import (
 )
 from schemas.jsonschema import SCHEMA_PATH, build_schema, normalise_descriptions, render
 from tests.faults.poison import HUGE_AMOUNTS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
+from tests.helpers import make_adl
 
 
 def make_event(**overrides: object) -> LiquidationEvent:
@@ -120,27 +121,6 @@ def test_json_schema_describes_every_field_with_decimal_strings() -> None:
         assert all("description" in p for n, p in props.items() if n != "type")
     assert schema["discriminator"]["propertyName"] == "type"
     assert schema["x-schema-version"] == SCHEMA_VERSION
-
-
-def make_adl(**overrides: object) -> AdlEvent:
-    fields: dict[str, object] = dict(
-        tx_hash="0x922ada1583e0175a93a4042d3a6101010100f1fb1ee3362c35f3856842e3f145",
-        coin="AVAX",
-        price=Decimal("22.075"),
-        size=Decimal("28.53"),
-        value_usd=Decimal("629.79975"),
-        timestamp=1760130964831,
-        mark_price=Decimal("22.025"),
-        tids=(771334864158847,),
-        fills=1,
-        source="node",
-        observed_via=("node",),
-        deleveraged_user="0xe92d2041199b18f611b137457f3acee8bedb22d3",
-        position_side="short",
-        liquidated_user="0x2e3d94f0562703b25c83308a05046ddaf9a8dd14",
-    )
-    fields.update(overrides)
-    return AdlEvent(**fields)  # type: ignore[arg-type]
 
 
 def legacy_v1_reader(fields: dict[bytes, bytes]) -> LiquidationEvent | None:

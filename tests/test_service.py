@@ -4,104 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from collections.abc import Iterable
-from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
 
-from producer.client import HyperliquidClient, RetryPolicy
-from producer.config import LIQUIDATOR_VAULTS, ProducerConfig
-from producer.service import Producer, RedisAccessDenied
+from producer.config import LIQUIDATOR_VAULTS
+from producer.service import RedisAccessDenied
 from producer.simulation.fake_exchange import SERVER_ERROR, TRUNCATED_JSON, FakeHyperliquid
 from producer.simulation.scenarios import (
     DEMO_BUSY,
     DEMO_WATCHLIST,
     HLP_LIQUIDATOR,
-    ExpectedLiquidation,
     Scenario,
     ScenarioBuilder,
     demo_scenario,
 )
-from schemas import AdlEvent, Event, LiquidationEvent, decode_entry
-from tests.conftest import REDIS_URL, RedisServer
-from tests.faults.invariants import raw_entries
-
-YEARS = 10 * 365 * 24 * 3600.0
-
-
-def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> ProducerConfig:
-    base = ProducerConfig(
-        redis_url=REDIS_URL,
-        api_url=fake.url,
-        watchlist=DEMO_WATCHLIST,
-        stream=stream,
-        lookback=YEARS,
-        poll_interval=0.05,
-        http_attempts=2,
-        weight_per_minute=1_000_000,
-    )
-    return replace(base, **overrides)  # type: ignore[arg-type]
-
-
-def make_producer(config: ProducerConfig) -> Producer:
-    client = HyperliquidClient(
-        config.api_url,
-        timeout=2,
-        retry=RetryPolicy(attempts=config.http_attempts, base_delay=0.01, max_delay=0.02),
-        rng=random.Random(1),
-    )
-    return Producer(config, client=client)
-
-
-async def stream_events(stream: str, url: str = REDIS_URL) -> list[Event]:
-    client = aioredis.Redis.from_url(url)
-    try:
-        return [decode_entry(fields) for _, fields in raw_entries(await client.xrange(stream))]
-    finally:
-        await client.aclose()
-
-
-async def stream_liquidations(stream: str, url: str = REDIS_URL) -> list[LiquidationEvent]:
-    return [e for e in await stream_events(stream, url) if isinstance(e, LiquidationEvent)]
-
-
-def adl_truth(scenario: Scenario, watchlist: Iterable[str]) -> set[tuple[str, str, str]]:
-    """(hash, coin, deleveraged user) of the ADL fills on watched addresses."""
-    return {
-        (f["hash"], f["coin"], address.lower())
-        for address in watchlist
-        for f in scenario.fills.get(address.lower(), ())
-        if f["dir"] == "Auto-Deleveraging"
-    }
-
-
-def assert_matches_truth(
-    all_events: list[Event], truth: list[ExpectedLiquidation], adl: set[tuple[str, str, str]] | None = None
-) -> None:
-    """Every expected liquidation exactly once, none invented, right sides and exact amounts (and ADL apart)."""
-    events = [e for e in all_events if isinstance(e, LiquidationEvent)]
-    if adl is not None:
-        adl_keys = [(e.tx_hash, e.coin, e.deleveraged_user) for e in all_events if isinstance(e, AdlEvent)]
-        assert len(adl_keys) == len(set(adl_keys)) and set(adl_keys) == adl
-    keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in events]
-    assert len(keys) == len(set(keys)), "a liquidation was published twice"
-    by_key = {(e.tx_hash, e.coin, e.liquidated_user): e for e in events}
-    expected = {t.key: t for t in truth}
-    assert set(by_key) == set(expected)
-    for key, t in expected.items():
-        e = by_key[key]
-        assert (e.liquidation_side, e.method, e.size, e.value_usd, set(e.tids), e.timestamp) == (
-            t.side,
-            t.method,
-            t.size,
-            t.value_usd,
-            set(t.tids),
-            t.timestamp,
-        ), key
-        assert e.mark_price == Decimal(t.mark_price)
+from schemas import LiquidationEvent
+from tests.helpers import RedisServer, config_for, make_producer, stream_events, stream_liquidations
+from tests.support.truth import adl_truth, assert_matches_truth, visible_from
 
 
 @pytest.fixture
@@ -121,7 +42,7 @@ async def test_one_poll_publishes_every_visible_liquidation_once(
         await producer.close()
     all_events = await stream_events(stream)
     events = [e for e in all_events if isinstance(e, LiquidationEvent)]
-    truth = scenario.visible_from(DEMO_WATCHLIST)
+    truth = visible_from(scenario, DEMO_WATCHLIST)
     adl = adl_truth(scenario, DEMO_WATCHLIST)
     assert len(adl) == scenario.adl_fill_count == 3
     assert_matches_truth(all_events, truth, adl)
@@ -175,7 +96,7 @@ async def test_two_producers_side_by_side_publish_each_liquidation_once(
     finally:
         for p in producers:
             await p.close()
-    truth = scenario.visible_from(DEMO_WATCHLIST)
+    truth = visible_from(scenario, DEMO_WATCHLIST)
     assert_matches_truth(await stream_events(stream), truth)
     expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
     assert sum(s.published for s in summaries) == expected
@@ -250,8 +171,8 @@ async def test_an_address_failing_for_too_long_no_longer_holds_the_others_back(
     assert "publishing without it" in caplog.text
     reachable = [
         t
-        for t in scenario.visible_from(DEMO_WATCHLIST)
-        if t.key not in {v.key for v in scenario.visible_from([HLP_LIQUIDATOR])}
+        for t in visible_from(scenario, DEMO_WATCHLIST)
+        if t.key not in {v.key for v in visible_from(scenario, [HLP_LIQUIDATOR])}
     ]
     published = {(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
     assert published == {t.key for t in reachable}
@@ -290,7 +211,7 @@ async def test_redis_going_away_holds_events_and_publishes_them_when_back(
     try:
         redis_server.kill()
         summary = await producer.poll_once()
-        truth = scenario.visible_from(DEMO_WATCHLIST)
+        truth = visible_from(scenario, DEMO_WATCHLIST)
         expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
         assert summary.published == 0 and summary.pending == expected
         assert "Redis unreachable" in caplog.text
@@ -356,7 +277,7 @@ async def test_run_stops_cleanly_when_asked(fake_hl: FakeHyperliquid, scenario: 
         await asyncio.sleep(0.02)
     producer.stop()
     assert await asyncio.wait_for(task, 5) == 0
-    assert len(await stream_liquidations(stream)) == len(scenario.visible_from(DEMO_WATCHLIST))
+    assert len(await stream_liquidations(stream)) == len(visible_from(scenario, DEMO_WATCHLIST))
 
 
 def test_once_fails_on_an_outage_or_an_unreachable_redis_but_not_on_a_quiet_poll() -> None:
@@ -389,7 +310,7 @@ async def test_redis_refusing_writes_holds_events_like_an_outage_and_publishes_e
             await admin.config_set("maxmemory", 1)  # anything in use is over it: every write is refused
         else:
             await admin.execute_command("REPLICAOF", "127.0.0.1", "1")  # type: ignore[no-untyped-call]  # no such master
-        truth = scenario.visible_from(DEMO_WATCHLIST)
+        truth = visible_from(scenario, DEMO_WATCHLIST)
         expected = len(truth) + len(adl_truth(scenario, DEMO_WATCHLIST))
         held = await producer.poll_once()
         assert held.published == 0 and held.pending == expected

@@ -9,9 +9,8 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from producer.publisher import Publisher
-from tests.conftest import REDIS_URL
+from tests.helpers import REDIS_URL, events
 from tests.slot_guard import CrossSlotError, check_command, check_pipeline, command_keys
-from tests.test_publisher import events
 
 # Two keys of different slots, and two of one slot (same hash tag).
 APART = ("a", "b")

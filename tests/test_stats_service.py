@@ -15,9 +15,9 @@ from redis.exceptions import ResponseError
 from consumers import ConsumerConfig, Runner, RunnerSettings
 from consumers.stats import StatsConfig, StatsService
 from consumers.stats.service import describe_view
-from consumers.testing import make_event, wait_until
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.poison import HUGE_AMOUNTS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
+from tests.helpers import make_event, wait_until
 
 SETTINGS = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=50)
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from consumers import Totals, WindowTooLong
-from consumers.testing import make_event
 from schemas import AdlEvent, LiquidationEvent
+from tests.helpers import make_event
 
 NOW = 1_790_000_000_000
 

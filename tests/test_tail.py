@@ -18,11 +18,10 @@ from redis.asyncio import Redis
 from consumers.tail.cli import follow, reader_gone, run_tail
 from consumers.tail.config import TailConfig, load_tail_config, read_after
 from consumers.tail.format import COLUMNS, format_entry, table_header
-from consumers.testing import make_event, wait_until
 from plumbing.errors import ConfigError
 from schemas import AdlEvent, LiquidationEvent, MalformedEntry, decode_entry, encode_entry
-from tests.conftest import REDIS_URL
 from tests.faults.poison import UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
+from tests.helpers import REDIS_URL, make_event, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TX = "0x" + "ab" * 32

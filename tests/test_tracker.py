@@ -1,4 +1,4 @@
-"""The seed's library API on the new machinery, against the fake exchange: no Redis involved."""
+"""The original tracker's library API on the new machinery, against the fake exchange: no Redis involved."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from producer.errors import ExchangeUnavailable
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST, HLP_LIQUIDATOR, ScenarioBuilder, demo_scenario
 from producer.tracker import RECENT_LIMIT, LiquidationTracker
+from tests.support.truth import visible_from
 
 
 def tracker_for(fake: FakeHyperliquid, **kwargs: object) -> LiquidationTracker:
@@ -20,7 +21,7 @@ def tracker_for(fake: FakeHyperliquid, **kwargs: object) -> LiquidationTracker:
     return LiquidationTracker(fake.url, client=client, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_scan_with_the_seeds_defaults_reads_btc_eth_sol_trades(fake_hl: FakeHyperliquid) -> None:
+async def test_scan_with_the_original_defaults_reads_btc_eth_sol_trades(fake_hl: FakeHyperliquid) -> None:
     builder = ScenarioBuilder(seed=5, start_ms=int(time.time() * 1000) - 60_000)
     user = builder.address()
     builder.trade("BTC", buyer=HLP_LIQUIDATOR, seller=user, px="64011.0", sz="0.0412")
@@ -32,7 +33,7 @@ async def test_scan_with_the_seeds_defaults_reads_btc_eth_sol_trades(fake_hl: Fa
         last_5_min = tracker.get_liquidations_by_timeframe(300)
     assert last_5_min["count"] == 1 and Decimal(last_5_min["value_usd"]) == Decimal("2637.2532")
     assert [r["coin"] for r in fake_hl.requests_of("recentTrades")] == ["BTC", "ETH", "SOL"] * 2
-    # The vault bought: it took over a long (the seed called this a short).
+    # The vault bought: it took over a long (the original tracker called this a short).
     assert (event.liquidation_side, event.liquidated_user, event.value_usd) == ("long", user, Decimal("2637.2532"))
     assert stats["count"] == 1 and stats["errors"] == 0
 
@@ -42,7 +43,7 @@ async def test_fills_source_and_coin_filter(fake_hl: FakeHyperliquid) -> None:
     fake_hl.load(scenario)
     async with tracker_for(fake_hl, source="fills", watchlist=DEMO_WATCHLIST, lookback_seconds=1e9) as tracker:
         events = await tracker.scan_recent_liquidations(["BTC"])
-        truth = [t for t in scenario.visible_from(DEMO_WATCHLIST) if t.coin == "BTC"]
+        truth = [t for t in visible_from(scenario, DEMO_WATCHLIST) if t.coin == "BTC"]
         assert sorted((e.tx_hash, e.liquidated_user) for e in events) == sorted(
             (t.tx_hash, t.liquidated_user) for t in truth
         )

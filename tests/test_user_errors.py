@@ -14,8 +14,8 @@ from consumers.alerter.config import load_alerter_config
 from plumbing.errors import ConfigError
 from plumbing.options import non_negative_decimal, redact_url, redis_url
 from producer.config import load_config
-from tests.conftest import RedisServer, free_port
 from tests.faults.procs import Proc
+from tests.helpers import RedisServer, free_port
 
 SCHEMES = "must start with redis://, rediss:// (TLS) or unix:// (a socket path)"
 SCHEMES_PATTERN = re.escape(SCHEMES)

@@ -1,2 +1,2 @@
-"""A simulated Hyperliquid for tests and the offline demo: a fake info API, scenarios with known truth, and a
-writer of node-format fill files. Nothing here talks to the real exchange."""
+"""A simulated Hyperliquid for the offline demo and the tests: a fake info API, fake WebSocket feeds, scenarios
+with known truth, and the demo's sample in the node's file format. Nothing here talks to the real exchange."""

@@ -2,7 +2,7 @@
 
 Why a real HTTP server rather than a mocked client: the producer's retry, timeout, paging and decoding code
 paths only run against real sockets, real status codes and real broken bodies. The fake serves the shapes and
-paging rules of mainnet (see the project brief / ``producer/simulation/scenarios.py``) and can inject faults on demand.
+paging rules of mainnet (see :mod:`producer.simulation.scenarios`) and can inject faults on demand.
 
 Usage in a test::
 

@@ -4,25 +4,64 @@ A deterministic build (``python -m producer.simulation.sample`` rewrites it; a t
 is stale): a calm start, then a burst of hundreds of liquidations within a couple of minutes across a dozen
 coins, market liquidations absorbed by several makers, backstop takeovers by the liquidator vaults, a transaction
 liquidating two users in two coins, ADL fills once the backstop is exhausted, and ordinary flow around it.
+
+The node's format lives here too, since the demo writes the sample in it: one JSON line per block,
+``{"local_time","block_time","block_number","events":[[user, fill],…]}``, in ``hourly/<YYYYMMDD>/<H>``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import lz4.frame
 import msgspec
 
-from producer.simulation.node_writer import blocks_from, line
 from producer.simulation.scenarios import HLP_LIQUIDATOR, LIQUIDATOR_2, Scenario, ScenarioBuilder
 
 SAMPLE_PATH = Path(__file__).with_name("data") / "cascade.jsonl.lz4"
 START_MS = 1_760_130_900_000  # 2025-10-10 21:15 UTC, when the real cascade began
 MAJORS = ("BTC", "ETH", "SOL")
 ALTS = ("AVAX", "HYPE", "xyz:CRWV", "DOGE", "SUI", "XRP", "LINK", "ARB", "TIA")
+
+
+Block = dict[str, Any]
+"""A node block as its JSON decodes: ``events`` holds ``[user, fill]`` pairs."""
+
+
+def blocks_from(scenario: Scenario, first_block: int = 758_800_641) -> list[Block]:
+    """Every fill of the scenario, each under its owner, grouped into one block per distinct time."""
+    by_time: dict[int, list[list[Any]]] = defaultdict(list)
+    for address, fills in scenario.fills.items():
+        for fill in fills:
+            by_time[fill["time"]].append([address, fill])
+    blocks = []
+    for number, (time_ms, events) in enumerate(sorted(by_time.items()), start=first_block):
+        stamp = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        blocks.append(
+            {
+                "local_time": stamp + "128",
+                "block_time": stamp + "000",
+                "block_number": number,
+                "events": sorted(events, key=lambda e: e[1]["tid"]),
+            }
+        )
+    return blocks
+
+
+def hour_path(root: Path, time_ms: int, *, compressed: bool = False) -> Path:
+    """Where the node (or the archive, compressed) keeps the hour of ``time_ms``."""
+    moment = datetime.fromtimestamp(time_ms / 1000, UTC)
+    return root / "hourly" / f"{moment:%Y%m%d}" / (f"{moment.hour}.lz4" if compressed else f"{moment.hour}")
+
+
+def line(block: Block) -> bytes:
+    return json.dumps(block, separators=(",", ":")).encode() + b"\n"
 
 
 def build_sample() -> Scenario:
@@ -64,7 +103,7 @@ def render(scenario: Scenario) -> bytes:
     return b"".join(line(block) for block in blocks_from(scenario))
 
 
-def load_blocks(path: Path = SAMPLE_PATH) -> Iterator[dict[str, Any]]:
+def load_blocks(path: Path = SAMPLE_PATH) -> Iterator[Block]:
     """The shipped blocks, oldest first, as dicts (the demo re-times them before writing)."""
     with lz4.frame.open(path, "rb") as handle:
         for raw in handle:

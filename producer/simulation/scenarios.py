@@ -2,9 +2,9 @@
 
 Everything here is pure (no I/O) and driven by ``random.Random(seed)``, so a test can build a scenario,
 serve it through :mod:`producer.simulation.fake_exchange`, run the producer against it and compare what the producer
-emitted with :attr:`Scenario.liquidations` (or :meth:`Scenario.visible_from` for a partial watchlist).
+emitted with :attr:`Scenario.liquidations` (the tests derive what a partial watchlist sees from the fills).
 
-Shapes, key order and value formats copy real mainnet answers (``/work/shared/hyperliquid/real-samples.json``):
+Shapes, key order and value formats copy answers recorded from mainnet:
 prices and sizes are decimal *strings* ("64142.0", "0.00052", "116.86", "28.33"), tids are ~1e14..1e15 integers,
 hashes are 0x + 64 hex, addresses lowercase 0x + 40 hex. Ground-truth sums use :class:`decimal.Decimal` only,
 so a producer that sums floats is caught by exact comparisons.
@@ -13,8 +13,7 @@ so a producer that sums floats is caught by exact comparisons.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -143,39 +142,6 @@ class Scenario:
     def by_key(self) -> dict[tuple[str, str, str], ExpectedLiquidation]:
         """Truth indexed by :attr:`ExpectedLiquidation.key`, for order-independent comparisons."""
         return {liq.key: liq for liq in self.liquidations}
-
-    def visible_from(self, watchlist: Iterable[str]) -> list[ExpectedLiquidation]:
-        """The truth as seen by a consumer that only polls ``watchlist``.
-
-        A liquidation is visible when at least one of its legs (the liquidated user's own fill or a
-        counterparty's fill) is on a watched address; its size/value/tids are then restricted to the trades
-        seen through watched addresses. Derived from the fills themselves, so it also cross-checks the builder.
-        """
-        watched = {address.lower() for address in watchlist}
-        truth = self.by_key()
-        seen: dict[tuple[str, str, str], dict[int, tuple[Decimal, Decimal]]] = {}
-        for address in watched:
-            for fill in self.fills.get(address, ()):
-                liq = fill.get("liquidation")
-                if liq is None or fill["dir"] == ADL_DIR:
-                    continue
-                key = (fill["hash"], fill["coin"], liq["liquidatedUser"])
-                if key in truth:
-                    seen.setdefault(key, {})[fill["tid"]] = (Decimal(fill["px"]), Decimal(fill["sz"]))
-        visible: list[ExpectedLiquidation] = []
-        for liq in self.liquidations:
-            trades = seen.get(liq.key)
-            if not trades:
-                continue
-            visible.append(
-                replace(
-                    liq,
-                    size=sum((sz for _, sz in trades.values()), Decimal(0)),
-                    value_usd=sum((px * sz for px, sz in trades.values()), Decimal(0)),
-                    tids=frozenset(trades),
-                )
-            )
-        return visible
 
 
 @dataclass

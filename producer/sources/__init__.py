@@ -1,6 +1,6 @@
 """Where liquidations are looked for: one module per source, each implementing :class:`LiquidationSource`.
 
-``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the seed's
+``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the original tracker's
 heuristic), ``node`` follows a node's fill files or replays the archive (see "What each source covers" in the
 README). The configuration names one; :func:`build_source` makes it.
 """

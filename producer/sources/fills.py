@@ -40,7 +40,8 @@ class FillsSource:
         self.lookback_ms = lookback_ms
         self.max_hold_polls = max_hold_polls
         self.watermarks: dict[str, int] = {}
-        """Per address, the time of the newest fill read; the next poll starts there (inclusive)."""
+        """Per address, where the next read starts (inclusive): the time of the newest fill read, never past now,
+        and pulled back to the earliest liquidation still waiting for confirmation or for an unreadable address."""
         self.failures: dict[str, int] = {}
         """Per address, the polls in a row that could not read it."""
         self._sighted: set[str] = set()

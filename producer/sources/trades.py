@@ -1,6 +1,6 @@
-"""The ``trades`` source, the seed's method kept for compatibility: the last public trades per coin, taking a
-trade with a liquidator vault on one side for a liquidation. Public trades carry no liquidation marker, so it is a
-heuristic.
+"""The ``trades`` source, the original tracker's method kept for compatibility: the last public trades per coin,
+taking a trade with a liquidator vault on one side for a liquidation. Public trades carry no liquidation marker,
+so it is a heuristic.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class TradesSource:
-    """Recent public trades per coin with a liquidator vault on one side (the seed's heuristic)."""
+    """Recent public trades per coin with a liquidator vault on one side (the original tracker's heuristic)."""
 
     name = "trades"
 

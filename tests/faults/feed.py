@@ -7,7 +7,7 @@ matters: the producer reads each address from its watermark on, and a real excha
 than the ones it already showed.
 
 The truth is what the producer must publish for the watchlist: every visible liquidation (summed over the
-watched legs, :meth:`Scenario.visible_from`) and every ADL fill of a watched address, keyed like the stream's
+watched legs, :func:`tests.support.truth.visible_from`) and every ADL fill of a watched address, keyed like the stream's
 ``key`` field.
 """
 
@@ -30,6 +30,7 @@ from producer.simulation.scenarios import (
     ScenarioBuilder,
 )
 from schemas import event_key
+from tests.support.truth import visible_from
 
 BUSY = "0x5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e"
 """A watched address with more than one page (2,000) of ordinary fills: the first poll must page."""
@@ -148,7 +149,7 @@ class Feed:
 
     def _truth(self) -> dict[str, Expected]:
         expected: dict[str, Expected] = {}
-        for liq in self.scenario.visible_from(self.watchlist):
+        for liq in visible_from(self.scenario, self.watchlist):
             key = event_key(liq.tx_hash, liq.coin, liq.liquidated_user, liq.timestamp)
             expected[key] = Expected(key, "liquidation", liq.timestamp, liq)
         for address in self.watchlist:

@@ -1,7 +1,7 @@
 """A ``redis-server`` of the scenario's own, on a free port, that a test may SIGKILL, freeze and restart.
 
 Why not the shared Redis on 6379: the scenarios kill Redis, change its password, add ACL users and turn TLS on;
-none of that may touch other tests. Why not ``tests.conftest.RedisServer``: it is synchronous (its readiness
+none of that may touch other tests. Why not ``tests.helpers.RedisServer``: it is synchronous (its readiness
 loop would block the event loop the fake exchange runs in) and knows neither AOF, ACLs nor TLS.
 """
 
@@ -20,8 +20,8 @@ from urllib.parse import quote
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import free_port
 from tests.faults import servers
+from tests.helpers import free_port
 
 
 @dataclass(frozen=True)
