@@ -13,25 +13,24 @@ from typing import Any, Literal
 
 from plumbing.errors import ConfigError
 from plumbing.options import (
+    DEFAULT_REDIS_URL,
+    LOG_LEVEL_OPTION,
     Option,
     environ,
     hostname_pid,
-    log_level,
     non_empty,
+    observability_options,
     parse_args,
-    port,
-    positive_float,
     positive_int,
     redact_url,
-    redis_url,
+    redis_url_option,
     resolve,
+    stream_option,
 )
+from schemas.stream import DEFAULT_STREAM
 
 GroupStart = Literal["0", "$"]
 """Where a group that does not exist yet starts: the stream's first retained entry ("0") or new entries ("$")."""
-
-DEFAULT_STREAM = "hyperliquid:liquidations"
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,42 +142,15 @@ def _group_start(value: str) -> GroupStart:
     raise ValueError("must be 0 (the stream's first retained entry) or $ (only new entries)")
 
 
-OBSERVABILITY_OPTIONS: tuple[Option, ...] = (
-    Option(
-        "metrics_port",
-        "--metrics-port",
-        "METRICS_PORT",
-        port,
-        "0",
-        "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
-    ),
-    Option(
-        "metrics_host", "--metrics-host", "METRICS_HOST", non_empty, "127.0.0.1", "Address the metrics server binds to."
-    ),
-    Option(
-        "health_stale_after",
-        "--health-stale-after",
-        "HEALTH_STALE_AFTER",
-        positive_float,
-        "120",
-        "/healthz answers 503 after this many seconds without a successful read of the stream.",
-    ),
-)
+OBSERVABILITY_OPTIONS = observability_options("a successful read of the stream")
 """Where a consumer process serves metrics and health; part of :func:`runner_options`."""
 
 
 def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tuple[Option, ...]:
     """The options every consumer process shares; ``default_group`` differs per process."""
     return (
-        Option(
-            "redis_url",
-            "--redis-url",
-            "REDIS_URL",
-            redis_url,
-            DEFAULT_REDIS_URL,
-            "Redis holding the stream; rediss:// for TLS, redis://user:password@host for ACLs.",
-        ),
-        Option("stream", "--stream", "LIQ_STREAM", non_empty, DEFAULT_STREAM, "Redis stream key to read."),
+        redis_url_option("Redis holding the stream"),
+        stream_option(DEFAULT_STREAM, "Redis stream key to read."),
         Option(
             "group",
             "--group",
@@ -246,7 +218,7 @@ def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tu
             "1000",
             "Milliseconds before a failed entry is retried; doubles while failures continue (max 30 s).",
         ),
-        Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+        LOG_LEVEL_OPTION,
         *OBSERVABILITY_OPTIONS,
     )
 

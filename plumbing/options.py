@@ -301,3 +301,57 @@ def redact_url(url: str) -> str:
         return url
     user = userinfo.partition(":")[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+# ----------------------------------------------------------------------------- options every process shares
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+def redis_url_option(purpose: str) -> Option:
+    """``REDIS_URL``, checked as a setting; ``purpose`` says what this process does with the Redis."""
+    return Option(
+        "redis_url",
+        "--redis-url",
+        "REDIS_URL",
+        redis_url,
+        DEFAULT_REDIS_URL,
+        f"{purpose}; rediss:// for TLS, redis://user:password@host for ACLs.",
+    )
+
+
+def stream_option(default: str, purpose: str) -> Option:
+    return Option("stream", "--stream", "LIQ_STREAM", non_empty, default, purpose)
+
+
+LOG_LEVEL_OPTION = Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.")
+
+
+def observability_options(healthy_while: str) -> tuple[Option, ...]:
+    """Where a process serves metrics and health; ``healthy_while`` says what keeps its ``/healthz`` at 200."""
+    return (
+        Option(
+            "metrics_port",
+            "--metrics-port",
+            "METRICS_PORT",
+            port,
+            "0",
+            "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
+        ),
+        Option(
+            "metrics_host",
+            "--metrics-host",
+            "METRICS_HOST",
+            non_empty,
+            "127.0.0.1",
+            "Address the metrics server binds to.",
+        ),
+        Option(
+            "health_stale_after",
+            "--health-stale-after",
+            "HEALTH_STALE_AFTER",
+            positive_float,
+            "120",
+            f"/healthz answers 503 after this many seconds without {healthy_while}.",
+        ),
+    )

@@ -15,21 +15,24 @@ from typing import Literal
 
 from plumbing.errors import ConfigError
 from plumbing.options import (
+    LOG_LEVEL_OPTION,
     Option,
     add_options,
     boolean,
     csv,
     environ,
     invoked_as,
-    log_level,
+    observability_options,
     positive_float,
     positive_int,
-    redis_url,
+    redis_url_option,
     resolve,
+    stream_option,
 )
 from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
 from producer.sources.node_files import DEFAULT_MAX_LINE, OnDamage
+from schemas.stream import DEFAULT_STREAM
 
 SourceName = Literal["fills", "trades", "node"]
 
@@ -122,22 +125,8 @@ def missing_node_path(paths: Sequence[Path]) -> str | None:
     return None
 
 
-def _port(value: str) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError("must be a port number, 0 to 65535")
-    return port
-
-
 OPTIONS: tuple[Option, ...] = (
-    Option(
-        "redis_url",
-        "--redis-url",
-        "REDIS_URL",
-        redis_url,
-        "redis://localhost:6379/0",
-        "Redis to publish to; rediss:// for TLS, redis://user:password@host for ACLs.",
-    ),
+    redis_url_option("Redis to publish to"),
     Option(
         "api_url",
         "--api-url",
@@ -264,7 +253,7 @@ OPTIONS: tuple[Option, ...] = (
         "skip",
         "A truncated or corrupt hour file: 'skip' reports it and goes on; 'stop' exits 1 there.",
     ),
-    Option("stream", "--stream", "LIQ_STREAM", str, "hyperliquid:liquidations", "Redis stream key."),
+    stream_option(DEFAULT_STREAM, "Redis stream key."),
     Option(
         "maxlen",
         "--maxlen",
@@ -297,24 +286,8 @@ OPTIONS: tuple[Option, ...] = (
         "false",
         "Run even if Redis's maxmemory-policy may evict our keys (then an event can be published twice or lost).",
     ),
-    Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-    Option(
-        "metrics_port",
-        "--metrics-port",
-        "METRICS_PORT",
-        _port,
-        "0",
-        "Serve Prometheus /metrics and /healthz on this port; 0 turns it off.",
-    ),
-    Option("metrics_host", "--metrics-host", "METRICS_HOST", str, "127.0.0.1", "Address the metrics server binds to."),
-    Option(
-        "health_stale_after",
-        "--health-stale-after",
-        "HEALTH_STALE_AFTER",
-        positive_float,
-        "120",
-        "/healthz fails after this many seconds without a successful poll and publish.",
-    ),
+    LOG_LEVEL_OPTION,
+    *observability_options("a successful poll and publish"),
 )
 
 
@@ -330,7 +303,7 @@ class ProducerConfig:
     weight_per_minute: float = 1000.0
     http_timeout: float = 10.0
     http_attempts: int = 5
-    stream: str = "hyperliquid:liquidations"
+    stream: str = DEFAULT_STREAM
     maxlen: int = 100_000
     dedup_ttl: int = 604_800
     max_pending: int = 100_000

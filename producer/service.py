@@ -186,12 +186,8 @@ class Producer:
         try:
             await self._check_eviction()
             checkpoint = await self.publisher.load_checkpoint()
-        except CREDENTIALS_REFUSED as exc:
-            raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
         except (redis.exceptions.RedisError, OSError) as exc:
-            if not redis_unavailable(exc):
-                raise
-            self._redis_down(exc)
+            self._redis_failed(exc)
             return
         self._redis_up()
         self.source.restore(checkpoint)
@@ -232,14 +228,8 @@ class Producer:
             started = time.perf_counter()
             try:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
-            except CREDENTIALS_REFUSED as exc:
-                raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
             except (redis.exceptions.RedisError, OSError) as exc:
-                if _NO_PERMISSION in str(exc):  # an ACL denies a command inside the publish script
-                    raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
-                if not redis_unavailable(exc):
-                    raise
-                self._redis_down(exc)
+                self._redis_failed(exc)
                 break
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
             self._redis_up()
@@ -256,14 +246,20 @@ class Producer:
     async def _check_redis(self) -> None:
         try:
             await self.redis.ping()
-        except CREDENTIALS_REFUSED as exc:
-            raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
         except (redis.exceptions.RedisError, OSError) as exc:
-            if not redis_unavailable(exc):
-                raise
-            self._redis_down(exc)
+            self._redis_failed(exc)
         else:
             self._redis_up()
+
+    def _redis_failed(self, exc: redis.exceptions.RedisError | OSError) -> None:
+        """What a failed Redis call means: refused credentials, or an ACL denying a command (inside the publish
+        script too), end the process; an outage or a Redis refusing writes is held and retried; anything else is a
+        bug and raised as it is."""
+        if isinstance(exc, CREDENTIALS_REFUSED) or _NO_PERMISSION in str(exc):
+            raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+        if not redis_unavailable(exc):
+            raise exc
+        self._redis_down(exc)
 
     def _redis_up(self) -> None:
         self._redis_answered_this_poll = True

@@ -36,6 +36,9 @@ _VERSION = str(SCHEMA_VERSION).encode()
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 
+DEFAULT_STREAM = "hyperliquid:liquidations"
+"""The stream every process uses unless told otherwise."""
+
 
 def event_type(event: Event) -> str:
     """The tag msgspec writes into ``data["type"]`` for this event."""

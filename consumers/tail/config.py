@@ -11,9 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from consumers.config import DEFAULT_REDIS_URL, DEFAULT_STREAM, runner_options
+from consumers.config import runner_options
 from plumbing.errors import ConfigError
-from plumbing.options import build_parser, environ, invoked_as, positive_int, resolve
+from plumbing.options import DEFAULT_REDIS_URL, build_parser, environ, invoked_as, positive_int, resolve
+from schemas.stream import DEFAULT_STREAM
 
 _SHARED = {opt.name: opt for opt in runner_options(default_group="tail")}
 OPTIONS = tuple(_SHARED[name] for name in ("redis_url", "stream", "log_level"))
