@@ -16,15 +16,13 @@ from plumbing.options import (
     DEFAULT_REDIS_URL,
     LOG_LEVEL_OPTION,
     Option,
-    environ,
     hostname_pid,
     non_empty,
     observability_options,
-    parse_args,
     positive_int,
+    read_options,
     redact_url,
     redis_url_option,
-    resolve,
     stream_option,
 )
 from schemas.stream import DEFAULT_STREAM
@@ -262,5 +260,4 @@ def load_consumer_config(
     """A downstream service's config from the shared variables and flags (``--help`` lists them); for services
     with settings of their own, add :func:`runner_options` to their table and call :func:`consumer_config`."""
     options = runner_options(default_group=default_group)
-    values = resolve(parse_args(prog or default_group, description, options, argv), environ(env), options)
-    return consumer_config(values)
+    return consumer_config(read_options(prog or default_group, description, options, argv, env))

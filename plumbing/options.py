@@ -174,10 +174,17 @@ def build_parser(prog: str, description: str, options: Sequence[Option]) -> argp
     return parser
 
 
-def parse_args(
-    prog: str, description: str, options: Sequence[Option], argv: Sequence[str] | None
-) -> argparse.Namespace:
-    return build_parser(prog, description, options).parse_args(argv)
+def read_options(
+    prog: str,
+    description: str,
+    options: Sequence[Option],
+    argv: Sequence[str] | None,
+    env: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Every option's value, flags over environment over defaults, each checked by its parser: the one way a
+    process reads its settings (raises :class:`~plumbing.errors.ConfigError` naming the flag and variable)."""
+    args = build_parser(prog, description, options).parse_args(argv)
+    return resolve(args, environ(env), options)
 
 
 def environ(env: Mapping[str, str] | None) -> Mapping[str, str]:

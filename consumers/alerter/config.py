@@ -15,14 +15,12 @@ from plumbing.options import (
     Option,
     Secret,
     csv,
-    environ,
     invoked_as,
     non_empty,
     non_negative_decimal,
-    parse_args,
     positive_float,
     positive_int,
-    resolve,
+    read_options,
     secret,
 )
 
@@ -267,14 +265,14 @@ class AlerterConfig:
 
 def load_alerter_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AlerterConfig:
     """Flags over environment over defaults; raises :class:`ConfigError` naming the flag and variable."""
-    args = parse_args(
+    values = read_options(
         invoked_as("consumers.alerter"),
         "Post large Hyperliquid liquidations from the Redis stream to people (stdout, webhook, Telegram, "
         "Discord, Slack), once per event, with a per-coin cooldown.",
         OPTIONS,
         argv,
+        env,
     )
-    values = resolve(args, environ(env), OPTIONS)
     return AlerterConfig(
         consumer=consumer_config(values),
         thresholds=Thresholds(values["threshold_usd"], values["coin_thresholds"]),

@@ -9,13 +9,11 @@ from consumers.config import ConsumerConfig, consumer_config, runner_options
 from plumbing.options import (
     Option,
     boolean,
-    environ,
     invoked_as,
     non_empty,
-    parse_args,
     positive_float,
     positive_int,
-    resolve,
+    read_options,
 )
 
 OPTIONS: tuple[Option, ...] = (
@@ -79,14 +77,14 @@ class StatsConfig:
 
 def load_stats_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> StatsConfig:
     """Flags over environment over defaults; raises :class:`~plumbing.errors.ConfigError` naming the setting."""
-    args = parse_args(
+    values = read_options(
         invoked_as("consumers.stats"),
         "Keep running totals of Hyperliquid liquidations from the Redis stream (overall, by coin, by side, "
         "5 min / 1 h / 24 h windows), print them and publish them to Redis as JSON.",
         OPTIONS,
         argv,
+        env,
     )
-    values = resolve(args, environ(env), OPTIONS)
     return StatsConfig(
         consumer=consumer_config(values),
         interval_s=values["interval_s"],
