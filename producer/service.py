@@ -169,7 +169,7 @@ class Producer:
             self.polls,
             self.source.name,
             summary.items,
-            _ITEMS[self.source.name],
+            _ITEMS.get(self.source.name, "items"),
             summary.found,
             summary.published,
             summary.duplicates,
@@ -323,16 +323,24 @@ class Producer:
                     break
                 weight = self._weight_spent() - spent_before
                 delay = max(0.0, self._interval(weight) - summary.seconds)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                await self._wait_for_source(delay)
             code = await self._shutdown()
             if code == 0 and self.config.once:
                 code = self._once_verdict(summary)
             return code
         finally:
             await self.close()
+
+    async def _wait_for_source(self, delay: float) -> None:
+        """Until the source may have more (at most ``delay``), or until stopped, whichever is first."""
+        waiting = asyncio.ensure_future(self.source.wait(delay))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        done, pending = await asyncio.wait({waiting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if waiting in done:
+            waiting.result()  # a source that fails while waiting (a refused key) fails the loop, as a poll would
 
     def _weight_spent(self) -> float:
         """Request weight spent so far, as the budget counted it; only requests to the exchange spend any."""

@@ -3,8 +3,10 @@ nothing because the exchange is out."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ from producer.exchange_types import Fill
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_MAKERS, ScenarioBuilder
 from producer.sources import NodeSource, build_source
+from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, FillsSource, read_from, split_future
 from producer.sources.trades import TradesSource
+from tests.helpers import config_for, make_producer, wait_until
 
 DAY_MS = 24 * 3600 * 1000
 NOW_MS = 1_760_000_000_000
@@ -101,3 +105,39 @@ async def test_the_configured_source_is_built_with_its_settings(tmp_path: Path) 
         node.close()
     finally:
         await client.close()
+
+
+async def test_the_loop_polls_again_as_soon_as_the_source_says_it_may_have_more(
+    fake_hl: FakeHyperliquid, stream: str
+) -> None:
+    """A source that is told of new data (a pushed message, a file that grew) wakes the loop at once instead of
+    the loop sleeping out its interval: what makes a source real time."""
+    woken = asyncio.Event()
+
+    class Told(LiquidationSource):
+        name = "told"
+        polls = 0
+
+        def restore(self, checkpoint: Mapping[str, str]) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        async def poll(self, now_ms: int) -> PollResult:
+            self.polls += 1
+            return PollResult()
+
+        async def wait(self, seconds: float) -> None:
+            await woken.wait()
+            woken.clear()
+
+    producer = make_producer(config_for(fake_hl, stream, poll_interval=3600.0))
+    told = Told()
+    producer.source = told
+    running = asyncio.ensure_future(producer.run())
+    await wait_until(lambda: told.polls == 1, message="the first poll")
+    woken.set()
+    await wait_until(lambda: told.polls == 2, within=5, message="a poll as soon as the source said so")
+    producer.stop()
+    assert await asyncio.wait_for(running, timeout=10) == 0

@@ -6,6 +6,7 @@ the events together with the source's positions, so a restart resumes exactly wh
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +37,8 @@ class PollResult:
 
 
 class LiquidationSource(Protocol):
+    """The interface every source implements. A source that subclasses it explicitly inherits :meth:`wait`."""
+
     name: str
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
@@ -45,3 +48,12 @@ class LiquidationSource(Protocol):
 
     def close(self) -> None:
         """Release files or other resources the source holds (the HTTP client is closed by its owner)."""
+
+    async def wait(self, seconds: float) -> None:
+        """Return when there may be something new to poll, after ``seconds`` at the latest.
+
+        The loop calls it between polls. A polling source cannot know sooner, so it sleeps the interval out; a
+        source that is told (a file that grew, a message pushed) returns as soon as it is, which is what makes it
+        real time.
+        """
+        await asyncio.sleep(seconds)

@@ -14,7 +14,7 @@ from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import ExchangeError
 from producer.exchange_types import Fill
-from producer.sources.base import PollResult
+from producer.sources.base import LiquidationSource, PollResult
 from schemas import Event
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ little. A fill stamped further ahead cannot be real yet; taken at its word it wo
 watermark into the future, and the address would not be read again until then."""
 
 
-class FillsSource:
+class FillsSource(LiquidationSource):
     """Fills of a watchlist of addresses, paged forward from per-address watermarks."""
 
     name = "fills"

@@ -22,7 +22,7 @@ import msgspec
 from producer.detector import detect_from_fills
 from producer.errors import ProducerError
 from producer.exchange_types import Fill
-from producer.sources.base import PollResult
+from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.node_files import (
     DEFAULT_MAX_LINE,
     DamagedFile,
@@ -138,7 +138,7 @@ def end_of_last_line(hour_file: HourFile, window: int = 1 << 16) -> int:
         return 0
 
 
-class NodeSource:
+class NodeSource(LiquidationSource):
     name = "node"
 
     def __init__(

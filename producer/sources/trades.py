@@ -12,12 +12,12 @@ from producer.client import HyperliquidClient
 from producer.detector import detect_from_trades
 from producer.errors import ExchangeError
 from producer.exchange_types import Trade
-from producer.sources.base import PollResult
+from producer.sources.base import LiquidationSource, PollResult
 
 log = logging.getLogger(__name__)
 
 
-class TradesSource:
+class TradesSource(LiquidationSource):
     """Recent public trades per coin with a liquidator vault on one side (the original tracker's heuristic)."""
 
     name = "trades"
