@@ -502,14 +502,32 @@ class ScenarioBuilder:
                     liquidation=liquidation,
                 ),
             )
-            if self.record_public_trades:
-                buyer, seller = (maker, user) if side == "long" else (user, maker)
-                self._add_trade(coin, self._trade_item(coin, user_letter, price, sz, when, tx_hash, tid, buyer, seller))
-            acc.size += sz
-            acc.value += notional
-            acc.tids.add(tid)
+            self._traded(acc, coin, side, user, maker, user_letter, price, sz, when, tx_hash, tid)
         self._positions[(user, coin)] = Decimal(0)
         return acc.freeze()
+
+    def _traded(
+        self,
+        acc: _Accumulator,
+        coin: str,
+        side: str,
+        user: str,
+        counterparty: str,
+        user_letter: str,
+        price: Decimal,
+        sz: Decimal,
+        when: int,
+        tx_hash: str,
+        tid: int,
+    ) -> None:
+        """The trade a liquidated user's leg and its counterparty's share: in the public trades (when recorded)
+        and in the truth's sums."""
+        if self.record_public_trades:
+            buyer, seller = (counterparty, user) if side == "long" else (user, counterparty)
+            self._add_trade(coin, self._trade_item(coin, user_letter, price, sz, when, tx_hash, tid, buyer, seller))
+        acc.size += sz
+        acc.value += price * sz
+        acc.tids.add(tid)
 
     def backstop_liquidation(
         self,
@@ -544,7 +562,6 @@ class ScenarioBuilder:
             tx_hash=tx_hash, coin=coin, user=user, side=side, method="backstop", time_ms=when, mark=mark_str
         )
         tid = self._tid()
-        notional = price * sz
         user_letter, vault_letter = ("A", "B") if side == "long" else ("B", "A")
         sign = Decimal(1) if side == "long" else Decimal(-1)
         self._add_own_leg(
@@ -584,12 +601,7 @@ class ScenarioBuilder:
                 liquidation=liquidation,
             ),
         )
-        if self.record_public_trades:
-            buyer, seller = (vault, user) if side == "long" else (user, vault)
-            self._add_trade(coin, self._trade_item(coin, user_letter, price, sz, when, tx_hash, tid, buyer, seller))
-        acc.size += sz
-        acc.value += notional
-        acc.tids.add(tid)
+        self._traded(acc, coin, side, user, vault, user_letter, price, sz, when, tx_hash, tid)
         return acc.freeze()
 
     def adl(
