@@ -48,7 +48,7 @@ LIVE_LAG_MS = 60_000
 """Events older than this when read are a catch-up (a replay, a backlog after a restart), not live news."""
 WATCH_TICK = 0.005
 """Seconds between two looks at the followed file while waiting: a block is read within about this long of its
-write, for a few stat calls per look (well under 1% of a core while idle)."""
+write, for three stat calls per look (about 1% of a core while the node is quiet; ``bench/latency_node.py``)."""
 
 Stamp = tuple[int, int, int, int] | None
 """What a path looks like to ``os.stat``: device, inode, size and mtime; None while it cannot be stat'ed."""
