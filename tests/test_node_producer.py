@@ -185,3 +185,39 @@ async def test_live_events_keep_their_line_each(tmp_path: Path, stream: str, cap
     finally:
         await producer.close()
     assert len(event_lines(caplog, "INFO")) == len(scenario.liquidations) + len(adl_truth(scenario))
+
+
+async def test_a_block_the_node_writes_is_published_at_once_not_at_the_next_interval(
+    tmp_path: Path, stream: str
+) -> None:
+    """With a 30 s interval, an append to the hour file and the next hour's file each reach the stream in seconds."""
+    this_hour = int(time.time() * 1000) // 3_600_000 * 3_600_000
+    first = cascade(5, start_ms=this_hour - 3_600_000 + 60_000)
+    appended = cascade(5, seed=8, start_ms=this_hour - 3_600_000 + 600_000)
+    next_hour = cascade(5, seed=9, start_ms=this_hour)
+    write_hours(tmp_path, blocks_from(first))
+    env = {
+        "REDIS_URL": REDIS_URL,
+        "HL_SOURCE": "node",
+        "HL_NODE_PATH": str(tmp_path),
+        "HL_NODE_FROM": "0",
+        "HL_POLL_INTERVAL": "30",
+        "LIQ_STREAM": stream,
+    }
+    proc = await start_producer(env=env)
+    expected = 0
+
+    async def all_published() -> bool:
+        return len(await stream_events(stream)) >= expected
+
+    try:
+        expected = len(first.liquidations) + len(adl_truth(first))
+        await wait_until(all_published, within=15, message="the first hour")
+        for scenario, what in ((appended, "the append to the hour file"), (next_hour, "the next hour's file")):
+            write_hours(tmp_path, blocks_from(scenario))
+            expected += len(scenario.liquidations) + len(adl_truth(scenario))
+            await wait_until(all_published, within=5, message=f"{what}, well within the 30 s interval")
+    finally:
+        out, _ = await terminate(proc)
+    assert proc.returncode == 0, out.decode()
+    assert [f.start_ms for f in find_hour_files([tmp_path])] == [this_hour - 3_600_000, this_hour]

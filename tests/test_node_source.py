@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 
 import lz4.frame
@@ -18,6 +20,7 @@ from producer.sources.node import (
     NodeSource,
     NodeWindow,
     is_catch_up,
+    watched_paths,
 )
 from producer.sources.node_files import HourFile, LineReader, find_hour_files
 from schemas import Event, LiquidationEvent
@@ -115,6 +118,68 @@ async def test_following_live_sees_appends_and_the_next_hour(tmp_path: Path) -> 
     expected = blocks_from(scenario)[10:]
     assert {e.key for e in appended + rotated} == _keys_of(expected, scenario)
     assert checkpoint[CHECKPOINT_HOUR] == find_hour_files([tmp_path])[-1].name
+
+
+def _first_and_later_hours(root: Path) -> tuple[list[Block], list[Block]]:
+    """Blocks of 2025-10-10 21:15 on, all in hour 21, and blocks of the hour after, 22:00 on."""
+    first_hour = blocks_from(cascade(100))
+    later = blocks_from(cascade(5, seed=8, start_ms=1_760_133_600_000))
+    assert {hour_path(root, block_time_ms(b)) for b in first_hour} == {root / "hourly/20251010/21"}
+    assert {hour_path(root, block_time_ms(b)) for b in later} == {root / "hourly/20251010/22"}
+    return first_hour, later
+
+
+async def _following(root: Path, blocks: list[Block]) -> NodeSource:
+    write_hours(root, blocks)
+    source = NodeSource([root], NodeWindow(start_ms=None, follow=True))
+    await drain(source)
+    return source
+
+
+async def test_waiting_ends_as_soon_as_the_followed_file_grows(tmp_path: Path) -> None:
+    first_hour, _ = _first_and_later_hours(tmp_path)
+    source = await _following(tmp_path, first_hour[:10])
+    waiting = asyncio.ensure_future(source.wait(30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # nothing new: it keeps waiting
+    write_hours(tmp_path, first_hour[10:20])
+    await asyncio.wait_for(waiting, 2)
+    assert (await drain(source))[0]
+    source.close()
+
+
+async def test_waiting_ends_as_soon_as_the_next_hour_file_appears(tmp_path: Path) -> None:
+    first_hour, later = _first_and_later_hours(tmp_path)
+    source = await _following(tmp_path, first_hour)
+    waiting = asyncio.ensure_future(source.wait(30))
+    await asyncio.sleep(0.05)
+    write_hours(tmp_path, later)
+    await asyncio.wait_for(waiting, 2)
+    source.close()
+
+
+async def test_a_block_written_after_the_poll_read_ends_the_next_wait_at_once(tmp_path: Path) -> None:
+    first_hour, _ = _first_and_later_hours(tmp_path)
+    source = await _following(tmp_path, first_hour[:10])
+    write_hours(tmp_path, first_hour[10:20])  # between the end of the poll and the start of the wait
+    await asyncio.wait_for(source.wait(30), 2)
+    source.close()
+
+
+async def test_a_quiet_node_waits_the_interval_out(tmp_path: Path) -> None:
+    first_hour, _ = _first_and_later_hours(tmp_path)
+    source = await _following(tmp_path, first_hour)
+    started = time.monotonic()
+    await source.wait(0.3)
+    assert time.monotonic() - started >= 0.25
+    source.close()
+
+
+def test_the_followed_file_its_directory_and_the_days_are_watched(tmp_path: Path) -> None:
+    hour = tmp_path / "hourly" / "20251010" / "21"
+    assert watched_paths(hour, [tmp_path]) == [hour, hour.parent, tmp_path / "hourly"]
+    assert watched_paths(tmp_path / "copied.jsonl", [tmp_path]) == [tmp_path / "copied.jsonl", tmp_path]
+    assert watched_paths(None, [tmp_path, hour]) == [tmp_path, hour]
 
 
 def _keys_of(blocks: list[Block], scenario: Scenario) -> set[str]:

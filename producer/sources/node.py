@@ -12,7 +12,9 @@ decoded; the others are decoded by msgspec straight into Structs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from producer.sources.node_files import (
     HourFinder,
     LineReader,
     OnDamage,
+    hour_from_layout,
     parse_hour_name,
     split_future,
 )
@@ -43,6 +46,12 @@ FUTURE_ALLOWANCE_MS = 15 * 60_000
 """Clock skew tolerated between the node and us before an hour file counts as dated in the future."""
 LIVE_LAG_MS = 60_000
 """Events older than this when read are a catch-up (a replay, a backlog after a restart), not live news."""
+WATCH_TICK = 0.005
+"""Seconds between two looks at the followed file while waiting: a block is read within about this long of its
+write, for three stat calls per look (about 1% of a core while the node is quiet; ``bench/latency_node.py``)."""
+
+Stamp = tuple[int, int, int, int] | None
+"""What a path looks like to ``os.stat``: device, inode, size and mtime; None while it cannot be stat'ed."""
 
 
 class NodeFileDamaged(ProducerError):
@@ -113,6 +122,30 @@ def damage_message(damage: DamagedFile, reader: LineReader, on_damage: OnDamage)
     return f"{where}. Skipping the rest of it (--node-damaged skip); replace the file to have it read again"
 
 
+def watched_paths(following: Path | None, roots: Sequence[Path]) -> list[Path]:
+    """The paths whose change means the next poll may find something: the file being followed (it grew, was
+    replaced or truncated), its directory (the next hour's file appeared) and, in the node's day layout, the
+    directory of days (the next day began). Before a file is followed, the configured paths (the first file).
+
+    A few stats, not a listing: looking every few milliseconds must cost nothing while the node is quiet.
+    """
+    if following is None:
+        return list(roots)
+    paths = [following, following.parent]
+    if hour_from_layout(following) is not None:
+        paths.append(following.parent.parent)
+    return paths
+
+
+def stamp(path: Path) -> Stamp:
+    """How ``path`` looks now; any change in it (a write, a rename over it, a new directory entry) is news."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
 def end_of_last_line(hour_file: HourFile, window: int = 1 << 16) -> int:
     """The offset just after the file's last newline: where live following starts without reading the file."""
     if hour_file.compressed:
@@ -172,6 +205,37 @@ class NodeSource(LiquidationSource):
         self._hour_fills = 0
         self._raw_decoder = msgspec.json.Decoder(_RawBlock)
         self._fill_decoder = msgspec.json.Decoder(Fill)
+        self._seen: tuple[list[Path], list[Stamp]] = ([], [])
+        """The watched paths and their stamps when the last poll began: what it saw, or will have seen, of them."""
+
+    def _look(self) -> None:
+        """Note how the watched paths look before this poll reads them: a later change is news to the next wait."""
+        watched = self._watched()
+        self._seen = (watched, [stamp(path) for path in watched])
+
+    def _watched(self) -> list[Path]:
+        return watched_paths(None if self.reader is None else self.reader.file.path, self.paths)
+
+    async def wait(self, seconds: float) -> None:
+        """Return as soon as the followed file or its directories change since the last poll began, or after
+        ``seconds``: a block the node writes is read within :data:`WATCH_TICK` of its write.
+
+        A short stat poll rather than inotify: no dependency, and it also sees writes on network and container
+        mounts, where inotify does not fire. The baseline is taken when the poll begins, not when the wait does,
+        so a block written while the poll was reading is never left waiting for the interval.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        paths, before = self._seen
+        if self.finished or self._fatal is not None:
+            await asyncio.sleep(seconds)
+            return
+        if paths != self._watched():
+            return  # the poll moved to another file: look at it at once
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(WATCH_TICK, remaining))
+            if [stamp(path) for path in paths] != before:
+                return
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         hour, offset = checkpoint.get(CHECKPOINT_HOUR), checkpoint.get(CHECKPOINT_OFFSET)
@@ -256,10 +320,11 @@ class NodeSource(LiquidationSource):
         if self.reader is None:
             self.reader = self._open_first(now_ms)
             result.problem = self.problem
-            if self.reader is None:
-                self.finished = not self.window.follow
-                result.finished = self.finished
-                return result
+        self._look()
+        if self.reader is None:
+            self.finished = not self.window.follow
+            result.finished = self.finished
+            return result
         observed: list[tuple[str, Fill]] = []
         read = 0
         blocks_before = self.blocks_read
