@@ -4,16 +4,20 @@ Redis; and its decisions (which blocks are complete, what a reconnect missed) di
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
+import msgspec
 import pytest
 
 from plumbing.options import Secret
 from producer.config import load_config
+from producer.exchange_types import Fill
 from producer.feed_messages import GoldRushLiquidationFills, HydromancerLiquidationFills
 from producer.simulation.fake_feeds import FakeFeeds, blocks_of
-from producer.simulation.scenarios import ADL_DIR, Scenario
+from producer.simulation.scenarios import ADL_DIR, Scenario, ScenarioBuilder
 from producer.sources.hosted import (
+    HostedSource,
     backfill_command,
     block_of,
     complete_blocks,
@@ -21,8 +25,9 @@ from producer.sources.hosted import (
     gap_message,
     missed_window,
 )
+from producer.websocket import WebSocketFeed
 from schemas import LiquidationEvent
-from tests.helpers import REDIS_URL, free_port, scrape, start_producer, stream_events, terminate, wait_until
+from tests.helpers import NOW_MS, REDIS_URL, free_port, scrape, start_producer, stream_events, terminate, wait_until
 from tests.support.truth import assert_node_truth, cascade
 
 KEYS = {"hydromancer": "hydromancer-test-token", "goldrush": "goldrush-test-key"}
@@ -37,6 +42,8 @@ def hosted_env(fake: FakeFeeds, dialect: str, stream: str, key: str | None = Non
         "HL_HOSTED_URL": fake.base_url.replace("http://", "ws://") + PATHS[dialect],
         "HL_HOSTED_KEY": key or KEYS[dialect],
         "HL_HOSTED_QUIET": "0.2",
+        # Far longer than any test waits: events arrive in time only because a push wakes the loop.
+        "HL_POLL_INTERVAL": "60",
     }
 
 
@@ -174,3 +181,65 @@ def test_the_gap_line_spells_out_the_backfill_command_with_real_flags() -> None:
     flags = command.replace("<archive>", "/a").split()[3:]
     build_parser().parse_args(flags)  # every flag of the command exists
     assert "1970-01-01T00:00:00+00:00" in gap_message("goldrush", 1, 2) and command in gap_message("goldrush", 1, 2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offline_source(clock: Clock) -> HostedSource:
+    """A source whose feed connects nowhere that answers (port 1), on a clock the test moves."""
+    settings = replace(feed_settings("hydromancer", "ws://127.0.0.1:1/ws", Secret("t")), unhealthy_after=30)
+    return HostedSource(settings, quiet=1.0, feed=WebSocketFeed(settings, clock=clock), clock=clock)
+
+
+def legs(scenario: Scenario) -> list[tuple[str, Fill]]:
+    """The scenario's liquidation fills as the feed decodes them."""
+    pairs = [(address, fill) for block in blocks_of(scenario) for address, fill in block if fill.get("liquidation")]
+    return msgspec.json.decode(msgspec.json.encode(pairs), type=list[tuple[str, Fill]])
+
+
+async def test_a_block_split_over_two_messages_is_published_whole_once_the_next_block_arrives() -> None:
+    clock = Clock()
+    source = offline_source(clock)
+    builder = ScenarioBuilder(seed=5)
+    builder.market_liquidation(coin="BTC", side="long", makers=[builder.address(), builder.address()])
+    first, second = legs(builder.build())[:1], legs(builder.build())[1:]
+    try:
+        source.take(HydromancerLiquidationFills(fills=first, cursor="10:1:0"))
+        source.take(HydromancerLiquidationFills(fills=second, cursor="10:1:1"))
+        assert (await source.poll(NOW_MS)).events == []  # the block may have more legs coming
+        source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
+        (event, *_) = (await source.poll(NOW_MS)).events
+        assert isinstance(event, LiquidationEvent) and event.fills == len(builder.build().liquidations[0].tids)
+        assert event.source == "hosted"
+    finally:
+        source.close()
+
+
+async def test_the_newest_block_is_published_after_the_quiet_time() -> None:
+    clock = Clock()
+    source = offline_source(clock)
+    try:
+        source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
+        assert (await source.poll(NOW_MS)).events == []
+        clock.now += 1.0
+        assert len((await source.poll(NOW_MS)).events) >= 1
+    finally:
+        source.close()
+
+
+async def test_a_feed_disconnected_beyond_its_bound_makes_the_source_unhealthy() -> None:
+    clock = Clock()
+    source = offline_source(clock)
+    try:
+        assert (await source.poll(NOW_MS)).problem is None  # reconnecting is normal for a while
+        clock.now += 31
+        problem = (await source.poll(NOW_MS)).problem
+        assert problem is not None and "hydromancer feed has been disconnected for more than 30s" in problem
+    finally:
+        source.close()

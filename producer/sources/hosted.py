@@ -174,14 +174,15 @@ class HostedSource(LiquidationSource):
     async def _run(self) -> None:
         try:
             async for event in self.feed.events():
-                self._take(event)
+                self.take(event)
         except FeedRejected:
             raise HostedKeyRefused(
                 f"the {self.settings.dialect} feed at {mask_url(self.settings.url)} refused HL_HOSTED_KEY: "
                 "set HL_HOSTED_KEY to a valid API key from the provider"
             ) from None
 
-    def _take(self, event: FeedEvent) -> None:
+    def take(self, event: FeedEvent) -> None:
+        """One event of the feed, as the background task hands it over (tests hand them over without a socket)."""
         if isinstance(event, HydromancerLiquidationFills | GoldRushLiquidationFills):
             pairs = event.fills if isinstance(event, HydromancerLiquidationFills) else event.pairs
             if not pairs:
