@@ -10,6 +10,8 @@ from plumbing.options import redact_url
 from plumbing.process import install_signal_handlers, run_process
 from producer.config import ProducerConfig, load_config
 from producer.service import Producer
+from producer.sources.hosted import DEFAULT_URLS
+from producer.websocket import mask_url
 
 log = logging.getLogger("producer")
 
@@ -20,6 +22,8 @@ def source_scope(config: ProducerConfig) -> str:
         return f"{len(config.watchlist)} addresses"
     if config.source == "trades":
         return ",".join(config.coins)
+    if config.source == "hosted":
+        return f"{config.hosted_dialect} at {mask_url(config.hosted_url or DEFAULT_URLS[config.hosted_dialect])}"
     return ",".join(str(path) for path in config.node_paths)
 
 

@@ -17,6 +17,7 @@ from plumbing.errors import ConfigError
 from plumbing.options import (
     LOG_LEVEL_OPTION,
     Option,
+    Secret,
     add_options,
     boolean,
     csv,
@@ -27,14 +28,16 @@ from plumbing.options import (
     positive_int,
     redis_url_option,
     resolve,
+    secret,
     stream_option,
 )
 from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
+from producer.sources.hosted import DEFAULT_URLS, HOSTED_DIALECTS, HOSTED_KEY_MISSING, HostedDialect, feed_settings
 from producer.sources.node_files import DEFAULT_MAX_LINE, OnDamage
 from schemas.stream import DEFAULT_STREAM
 
-SourceName = Literal["fills", "trades", "node"]
+SourceName = Literal["fills", "trades", "node", "hosted"]
 
 HLP = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
 HLP_STRATEGY_A = "0x010461c14e146ac35fe42271bdc1134ee31c703a"
@@ -83,9 +86,20 @@ def _addresses(value: str) -> tuple[str, ...]:
 
 
 def _source(value: str) -> SourceName:
-    if value not in ("fills", "trades", "node"):
-        raise ValueError("must be 'fills', 'trades' or 'node'")
+    if value not in ("fills", "trades", "node", "hosted"):
+        raise ValueError("must be 'fills', 'trades', 'node' or 'hosted'")
     return value  # type: ignore[return-value]
+
+
+def _hosted_dialect(value: str) -> HostedDialect:
+    if value not in HOSTED_DIALECTS:
+        raise ValueError("must be 'hydromancer' or 'goldrush'")
+    return value
+
+
+def default_source(hosted_key: object) -> SourceName:
+    """With a provider's key in the environment the user means the hosted feed; otherwise the fills source."""
+    return "hosted" if hosted_key else "fills"
 
 
 def _paths(value: str) -> tuple[Path, ...]:
@@ -140,9 +154,10 @@ OPTIONS: tuple[Option, ...] = (
         "--source",
         "HL_SOURCE",
         _source,
-        "fills",
+        None,
         "fills: watched addresses' fills; trades: the original tracker's recentTrades heuristic; "
-        "node: a node's fill files.",
+        "node: a node's fill files; hosted: a provider's feed of every liquidation on the venue.",
+        default_help="hosted when HL_HOSTED_KEY is set, else fills",
     ),
     Option(
         "watchlist",
@@ -253,6 +268,40 @@ OPTIONS: tuple[Option, ...] = (
         "skip",
         "A truncated or corrupt hour file: 'skip' reports it and goes on; 'stop' exits 1 there.",
     ),
+    Option(
+        "hosted_dialect",
+        "--hosted-dialect",
+        "HL_HOSTED_DIALECT",
+        _hosted_dialect,
+        "hydromancer",
+        "The provider whose liquidationFills feed is read: hydromancer or goldrush.",
+    ),
+    Option(
+        "hosted_url",
+        "--hosted-url",
+        "HL_HOSTED_URL",
+        str,
+        None,
+        "The provider's WebSocket URL, without the key.",
+        default_help=", ".join(f"{url} for {dialect}" for dialect, url in DEFAULT_URLS.items()),
+    ),
+    Option(
+        "hosted_key",
+        "",
+        "HL_HOSTED_KEY",
+        secret,
+        None,
+        "The hosted provider's API key; when set, hosted is the default source.",
+        secret=True,
+    ),
+    Option(
+        "hosted_quiet",
+        "--hosted-quiet",
+        "HL_HOSTED_QUIET",
+        positive_float,
+        "1",
+        "Seconds without a newer block after which the newest block's liquidations are taken as complete.",
+    ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
     Option(
         "maxlen",
@@ -321,6 +370,10 @@ class ProducerConfig:
     health_stale_after: float = 120.0
     once: bool = False
     liquidators: tuple[str, ...] = field(default=LIQUIDATOR_VAULTS)
+    hosted_dialect: HostedDialect = "hydromancer"
+    hosted_url: str | None = None
+    hosted_key: Secret | None = None
+    hosted_quiet: float = 1.0
 
 
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
@@ -331,6 +384,12 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "node source",
         "Follows a node's fill files or the archive; calls no API.",
         ("node_paths", "node_from", "node_until", "node_follow", "node_read_bytes", "node_max_line", "node_damaged"),
+    ),
+    (
+        "hosted source",
+        "Reads a provider's WebSocket feed of every liquidation on the venue, in real time; the default when "
+        "HL_HOSTED_KEY is set.",
+        ("hosted_dialect", "hosted_url", "hosted_key", "hosted_quiet"),
     ),
     (
         "the exchange's API (fills and trades sources)",
@@ -372,6 +431,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     args = build_parser().parse_args(argv)
     values = resolve(args, environ(env), OPTIONS)
     values["once"] = args.once
+    if values["source"] is None:
+        values["source"] = default_source(values["hosted_key"])
+    if values["source"] == "hosted":
+        if not values["hosted_key"]:
+            raise ConfigError(HOSTED_KEY_MISSING)
+        # A URL that cannot work (not ws:// or wss://) is a bad setting, named here rather than at the first connect.
+        feed_settings(values["hosted_dialect"], values["hosted_url"], values["hosted_key"]).check()
     if values["source"] == "fills" and not values["watchlist"]:
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
     start, end = values["node_from"], values["node_until"]

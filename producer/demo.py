@@ -4,7 +4,8 @@ Node mode (the default) plays the shipped sample cascade (producer/simulation/da
 directory laid out like a node's output, block by block at --speed times real time (re-timed to now, so the
 rolling windows fill), while the real processes run against the local Redis: the producer following the files
 with the node source, the alerter and the stats aggregator. Fills mode instead serves the fake exchange API
-on 127.0.0.1 and runs the producer's polling source against it. Either way a new user sees alerts and a
+on 127.0.0.1 and runs the producer's polling source against it. Hosted mode serves a fake Hydromancer feed and
+pushes the same scenario's liquidation fills to the producer's hosted source. Either way a new user sees alerts and a
 statistics table within seconds, on a stream of its own (demo:liquidations) that the demo resets first.
 
 When it ends (on its own, on Ctrl-C or on SIGTERM) it removes every key it created from Redis: the stream,
@@ -51,6 +52,7 @@ from plumbing.options import (
 )
 from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
+from producer.simulation.fake_feeds import FakeFeeds, blocks_of
 from producer.simulation.sample import hour_path, load_blocks
 from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
 
@@ -73,7 +75,7 @@ class DemoError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    source: Literal["node", "fills"] = "node"
+    source: Literal["node", "fills", "hosted"] = "node"
     speed: float = 10.0
     """Times real time; 0 plays the sample as fast as the processes take it."""
     redis_url: str = "redis://localhost:6379/0"
@@ -87,7 +89,7 @@ class DemoConfig:
         return DEFAULT_THRESHOLDS[self.source] if self.threshold_usd is None else self.threshold_usd
 
 
-DEFAULT_THRESHOLDS: dict[str, Decimal] = {"node": Decimal(50_000), "fills": Decimal(10_000)}
+DEFAULT_THRESHOLDS: dict[str, Decimal] = {"node": Decimal(50_000), "fills": Decimal(10_000), "hosted": Decimal(10_000)}
 """Each source's sample has a few liquidations above its threshold: the fills scenario is smaller than the
 cascade, and a threshold it never reaches would show a new user no alert at all."""
 
@@ -101,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--source",
-        choices=("node", "fills"),
+        choices=("node", "fills", "hosted"),
         default="node",
-        help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API",
+        help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API; "
+        "hosted: push the fills scenario's liquidations over a fake provider's feed",
     )
     parser.add_argument(
         "--speed", default="10", help="replay speed, times real time (0: as fast as possible) (default: 10)"
@@ -113,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threshold-usd",
         default=None,
-        help="alert threshold for the demo (default: 50000 for node, 10000 for fills: a few alerts either way)",
+        help="alert threshold for the demo (default: 50000 for node, 10000 for fills and hosted: a few alerts "
+        "either way)",
     )
     parser.add_argument("--verbose", action="store_true", help="show the producer's log line for every event")
     return parser
@@ -170,6 +174,7 @@ class Demo:
         self.workdir = workdir
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
         self.pipes: list[asyncio.Task[None]] = []
+        self.feeds: FakeFeeds | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "ALERT_", "STATS_"))}
@@ -257,12 +262,17 @@ class Demo:
                 if self.config.source == "node":
                     written = await self.play_node_files()
                     print(f"demo: the sample cascade is written ({written} liquidation and ADL fills)")
+                if self.feeds is not None:
+                    pushed = await self.push_to_feed(self.feeds)
+                    print(f"demo: the fake feed pushed {pushed} blocks of liquidation fills")
                 published = await self.wait_for_stream(client)
                 print(f"demo: {published} events in {self.config.stream!r}; stopping (the stats print a last table)")
             finally:
                 await self.stop()
                 if fake is not None:
                     await fake.stop()
+                if self.feeds is not None:
+                    await self.feeds.stop()
                 removed = await self.remove_keys(client)
                 print(f"demo: removed the demo's {removed} keys from Redis")
         finally:
@@ -285,6 +295,9 @@ class Demo:
                 ),
             )
             return None
+        if self.config.source == "hosted":
+            await self.start_hosted_producer(producer_log)
+            return None
         fake = FakeHyperliquid()
         # Dated to the last half hour (the scenario spans about 29 minutes), so the 5m/1h/24h windows fill.
         fake.load(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
@@ -304,6 +317,38 @@ class Demo:
             ),
         )
         return fake
+
+    async def start_hosted_producer(self, producer_log: str) -> None:
+        """A fake Hydromancer feed (kept in :attr:`feeds`, to push to and stop) and the producer reading it."""
+        self.feeds = FakeFeeds()
+        await self.feeds.start()
+        url = self.feeds.hydromancer_url().partition("?")[0]
+        print(f"demo: fake Hydromancer feed at {url}")
+        await self.spawn(
+            "producer",
+            "producer",
+            self.env(
+                HL_SOURCE="hosted",
+                HL_HOSTED_DIALECT="hydromancer",
+                HL_HOSTED_URL=url,
+                HL_HOSTED_KEY=self.feeds.token,
+                HL_HOSTED_QUIET="0.2",
+                LOG_LEVEL=producer_log,
+            ),
+        )
+
+    async def push_to_feed(self, feeds: FakeFeeds, within: float = 30.0) -> int:
+        """Once the producer has subscribed, push the fills scenario block by block; returns the blocks pushed."""
+        deadline = time.monotonic() + within
+        while not any(conn.session is not None and conn.session.subscribed for conn in feeds.live("hydromancer")):
+            self.check_processes()
+            if time.monotonic() > deadline:
+                raise DemoError(f"the producer did not subscribe to the fake feed within {within:g}s")
+            await asyncio.sleep(0.1)
+        # Dated to the last half hour, as in fills mode, so the stats' windows fill.
+        blocks = blocks_of(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
+        await feeds.burst(blocks)
+        return len(blocks)
 
     async def wait_for_stream(self, client: aioredis.Redis, quiet_seconds: float = 2.0) -> int:
         """Until the stream stops growing for a few seconds: the producer has caught up."""

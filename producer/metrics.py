@@ -60,6 +60,11 @@ class ProducerMetrics:
             "Fills left out because they were stamped further ahead of our clock than clock skew explains.",
             registry=r,
         )
+        self.gap_seconds = Counter(
+            "hl_producer_gap_seconds",
+            "Seconds of exchange time a feed missed and could not replay (the log names each window to backfill).",
+            registry=r,
+        )
         self.redis_up = Gauge(
             "hl_producer_redis_up",
             "1 when Redis answered the producer's last command (a load, a publish, or a PING after a quiet poll).",

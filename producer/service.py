@@ -55,7 +55,7 @@ class PollSummary:
     finished: bool = False
 
 
-_ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks"}
+_ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks", "hosted": "fills"}
 
 
 def format_event(event: Event) -> str:
@@ -151,6 +151,7 @@ class Producer:
             self.metrics.polls.labels(self.source.name).inc()
             self.metrics.poll_errors.inc(len(result.errors))
             self.metrics.skipped.inc(result.skipped)
+            self.metrics.gap_seconds.inc(result.gap_seconds)
             for event in fresh:
                 self.metrics.found.labels(event_type(event)).inc()
         published, duplicates = await self.flush()

@@ -21,8 +21,9 @@ SCHEMA_VERSION = 1
 Side = Literal["long", "short"]
 """The side of the position that was liquidated (not the side of the fill that closed it)."""
 
-Source = Literal["fills", "trades", "node"]
-"""Where the producer saw the liquidation: watched addresses' fills, public trades, or a node's fill files."""
+Source = Literal["fills", "trades", "node", "hosted"]
+"""Where the producer saw the liquidation: watched addresses' fills, public trades, a node's fill files, or a hosted
+provider's venue-wide liquidation feed."""
 
 Method = Literal["market", "backstop", "unknown"]
 """How the exchange liquidated: sent to the book (market), taken over by a liquidator vault (backstop), or not

@@ -103,6 +103,20 @@ async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
 
+async def test_hosted_demo_runs_the_hosted_source_against_a_fake_provider(
+    redis_client: Redis, prefix: str, stream: str
+) -> None:
+    code, out = await run_demo("--source", "hosted", "--stream", stream)
+    assert code == 0, out
+    scenario = demo_scenario()
+    # The feed is venue-wide: every liquidation and ADL fill of the scenario, not only a watchlist's share.
+    assert published(out) == len(scenario.liquidations) + len(adl_truth(scenario))
+    assert "fake Hydromancer feed at ws://127.0.0.1:" in out
+    assert "[alerter] BTC long liquidated: $" in out
+    assert f"[stats] all {len(scenario.liquidations):>14}" in out
+    assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 async def test_a_demo_stopped_half_way_removes_its_keys(
     redis_client: Redis, prefix: str, stream: str, sig: signal.Signals

@@ -1,7 +1,8 @@
 """Where liquidations are looked for: one module per source, each implementing :class:`LiquidationSource`.
 
 ``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the original tracker's
-heuristic), ``node`` follows a node's fill files or replays the archive (see "What each source covers" in the
+heuristic), ``node`` follows a node's fill files or replays the archive, ``hosted`` reads a provider's venue-wide
+liquidation feed (see "What each source covers" in the
 README). The configuration names one; :func:`build_source` makes it.
 """
 
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from plumbing.errors import ConfigError
 from producer.client import HyperliquidClient
 from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.fills import FillsSource
+from producer.sources.hosted import HOSTED_KEY_MISSING, HostedSource, feed_settings
 from producer.sources.node import NodeSource, NodeWindow
 from producer.sources.trades import TradesSource
 
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FillsSource",
+    "HostedSource",
     "LiquidationSource",
     "NodeSource",
     "NodeWindow",
@@ -42,4 +46,9 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Liquidati
             max_line=config.node_max_line,
             on_damage=config.node_damaged,
         )
+    if config.source == "hosted":
+        if config.hosted_key is None:
+            raise ConfigError(HOSTED_KEY_MISSING)
+        settings = feed_settings(config.hosted_dialect, config.hosted_url, config.hosted_key)
+        return HostedSource(settings, quiet=config.hosted_quiet)
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))

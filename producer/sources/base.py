@@ -32,6 +32,8 @@ class PollResult:
     """The source has nothing more to give (a replay reached its end): the process may stop."""
     catching_up: bool = False
     """The events are old news (a replay, a backlog): logged as a summary, not one line each."""
+    gap_seconds: float = 0.0
+    """Seconds of exchange time the source knows it missed and cannot read again (a feed's unreplayable gap)."""
     problem: str | None = None
     """Why the source cannot do its job at all right now (nothing to read where it was pointed); unhealthy."""
 

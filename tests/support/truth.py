@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from producer.simulation.scenarios import ADL_DIR, ExpectedLiquidation, Scenario, ScenarioBuilder
-from schemas import AdlEvent, Event, LiquidationEvent
+from schemas import AdlEvent, Event, LiquidationEvent, Source
 
 
 def cascade(n_liquidations: int, *, seed: int = 7, start_ms: int = 1_760_130_900_000) -> Scenario:
@@ -105,8 +105,9 @@ def assert_matches_truth(
         assert e.mark_price == Decimal(t.mark_price)
 
 
-def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
-    """The node sees every liquidation, complete (own legs: every trade), once; and every ADL fill."""
+def assert_node_truth(events: list[Event], scenario: Scenario, source: Source = "node") -> None:
+    """The node sees every liquidation, complete (own legs: every trade), once; and every ADL fill. So does a
+    hosted provider's venue-wide feed (``source="hosted"``)."""
     liquidations = [e for e in events if isinstance(e, LiquidationEvent)]
     keys = [(e.tx_hash, e.coin, e.liquidated_user) for e in liquidations]
     assert len(keys) == len(set(keys))
@@ -120,7 +121,7 @@ def assert_node_truth(events: list[Event], scenario: Scenario) -> None:
             t.size,
             t.value_usd,
         )
-        assert set(event.tids) == t.tids and event.observed_via == ("node",) and event.source == "node"
+        assert set(event.tids) == t.tids and event.observed_via == (source,) and event.source == source
         assert event.mark_price == Decimal(t.mark_price)
     adl = [(e.tx_hash, e.coin, e.deleveraged_user) for e in events if isinstance(e, AdlEvent)]
     assert len(adl) == len(set(adl)) and set(adl) == adl_truth(scenario)
