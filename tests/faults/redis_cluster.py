@@ -603,9 +603,21 @@ class Sentinels:
         master becomes its replica some seconds later; :meth:`settled` waits for that)."""
         _, new = await self._before_fault()
         started = time.monotonic()
-        await ask(self.sentinels[0], "SENTINEL", "FAILOVER", SENTINEL_MASTER)
+        await self._ask_for_failover(started + within)
         await self.settled(master=new, within=within, what="the Sentinel failover", replicas=False)
         return time.monotonic() - started
+
+    async def _ask_for_failover(self, deadline: float) -> None:
+        """A sentinel refuses with NOGOODSLAVE until its own view of the replica (refreshed every second or so)
+        says it is in sync, which can lag behind the replica's INFO that :meth:`settled` read: ask again."""
+        while True:
+            try:
+                await ask(self.sentinels[0], "SENTINEL", "FAILOVER", SENTINEL_MASTER)
+                return
+            except aioredis.ResponseError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def kill_master(self, within: float = 60.0) -> tuple[RedisProcess, float]:
         """SIGKILL the master; returns it (for :meth:`restart`) and the seconds until every sentinel reports the
