@@ -378,23 +378,40 @@ async def test_a_refused_key_ends_at_once_with_one_line_and_no_secret(
     assert all(secret not in record.getMessage() for record in caplog.records)
 
 
+class FakeClock:
+    """Time that moves only when the feed sleeps, so backoff schedules are read exactly and at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Highest(random.Random):
+    """Full jitter at its upper bound: the backoff's exponential schedule itself."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
 async def test_reconnects_back_off_with_jitter_and_keep_under_the_per_minute_cap(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    now = [0.0]
-    sleeps: list[float] = []
+    clock = FakeClock()
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-        await asyncio.sleep(0)
-
-    async with FakeFeeds(clock=lambda: now[0]) as fake:
+    async with FakeFeeds(clock=clock.time) as fake:
         fake.refuse(times=40, status=503)
         feed = WebSocketFeed(
             settings(fake.public_url, "public", user_fills(MAKER), backoff_base=0.5, backoff_cap=1.0),
-            clock=lambda: now[0],
-            sleep=sleep,
+            clock=clock.time,
+            sleep=clock.sleep,
             rng=random.Random(3),
         )
         async with asyncio.timeout(10), aclosing(feed.events()) as events:
@@ -402,41 +419,31 @@ async def test_reconnects_back_off_with_jitter_and_keep_under_the_per_minute_cap
                 if isinstance(event, Connected):
                     break
     assert len(fake.upgrades) == 41 and feed.stats.connect_failures == 40
-    assert sleeps[0] <= 0.5 and all(0 <= s for s in sleeps)  # jittered under the exponential bound
-    assert len({round(s, 6) for s in sleeps}) > 10  # jittered, not a fixed schedule
+    assert clock.sleeps[0] <= 0.5 and all(0 <= s for s in clock.sleeps)  # jittered under the exponential bound
+    assert len({round(s, 6) for s in clock.sleeps}) > 10  # jittered, not a fixed schedule
     times = fake.upgrade_times
     assert all(sum(1 for t in times if start <= t < start + 60.0) <= 30 for start in times)
-    assert max(sleeps) > 1.0  # the per-minute cap, not the backoff (capped at 1 s), held the 31st attempt back
+    assert max(clock.sleeps) > 1.0  # the per-minute cap, not the backoff (capped at 1 s), held the 31st attempt back
     assert times[30] - times[0] >= 60.0
     assert "retrying in" in caplog.text
 
 
 async def test_the_backoff_grows_while_attempts_keep_failing() -> None:
-    now = [0.0]
-    sleeps: list[float] = []
+    clock = FakeClock()
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-        await asyncio.sleep(0)
-
-    class Top(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
-    async with FakeFeeds(clock=lambda: now[0]) as fake:
+    async with FakeFeeds(clock=clock.time) as fake:
         fake.refuse(times=6, status=502)
         feed = WebSocketFeed(
             settings(fake.public_url, "public", user_fills(MAKER), backoff_base=0.5, backoff_cap=8.0),
-            clock=lambda: now[0],
-            sleep=sleep,
-            rng=Top(),
+            clock=clock.time,
+            sleep=clock.sleep,
+            rng=Highest(),
         )
         async with asyncio.timeout(10), aclosing(feed.events()) as events:
             async for event in events:
                 if isinstance(event, Connected):
                     break
-    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert clock.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
 
 
 async def test_a_connection_that_dies_without_a_close_frame_is_replaced_and_resubscribed() -> None:
@@ -452,38 +459,28 @@ async def test_a_connection_that_dies_without_a_close_frame_is_replaced_and_resu
 
 
 async def test_a_working_connection_resets_the_backoff_and_health_follows_the_outage() -> None:
-    now = [0.0]
-    sleeps: list[float] = []
+    clock = FakeClock()
 
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        now[0] += seconds
-        await asyncio.sleep(0)
-
-    class Top(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
-
-    async with FakeFeeds(clock=lambda: now[0]) as fake:
+    async with FakeFeeds(clock=clock.time) as fake:
         fake.refuse(times=3, status=502)
         feed = WebSocketFeed(
             settings(
                 fake.public_url, "public", user_fills(MAKER), backoff_base=0.5, backoff_cap=8.0, unhealthy_after=2.0
             ),
-            clock=lambda: now[0],
-            sleep=sleep,
-            rng=Top(),
+            clock=clock.time,
+            sleep=clock.sleep,
+            rng=Highest(),
         )
         reader = Reader(feed)
         try:
             await reader.wait_for(lambda r: len(r.of(UserFills)) == 1)
-            assert sleeps == [0.5, 1.0, 2.0]  # 3.5 s down: longer than unhealthy_after, but connected now
+            assert clock.sleeps == [0.5, 1.0, 2.0]  # 3.5 s down: longer than unhealthy_after, but connected now
             assert feed.is_healthy()
             fake.refuse(times=1000, status=502)
             await fake.drop_all()
             await reader.wait_for(lambda r: len(r.of(Disconnected)) == 1)
-            assert feed.is_healthy(now[0] + 1.0) and not feed.is_healthy(now[0] + 60.0)
-            await reader.wait_for(lambda r: len(sleeps) >= 5)
+            assert feed.is_healthy(clock.now + 1.0) and not feed.is_healthy(clock.now + 60.0)
+            await reader.wait_for(lambda r: len(clock.sleeps) >= 5)
         finally:
             await reader.stop()
-    assert sleeps[3:5] == [0.5, 1.0]  # back to the base after the snapshot (not 4.0); refusals grow it again
+    assert clock.sleeps[3:5] == [0.5, 1.0]  # back to the base after the snapshot (not 4.0); refusals grow it again
