@@ -149,6 +149,19 @@ async def test_a_claim_left_by_a_dead_run_of_the_same_consumer_name_is_taken_ove
     assert len(hooks.accepted) == 1 and await redis.get(marker) == b"sent"
 
 
+async def test_our_own_claim_left_by_an_attempt_redis_went_away_under_is_taken_over(
+    redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
+) -> None:
+    """Redis killed mid-attempt and restarted with its data: the claim of ours survives, neither released nor
+    marked sent. Taking it for another consumer's spent every delivery of the entry and dead-lettered it."""
+    delivery = make_delivery(redis, stream)
+    sink = telegram(session, hooks)
+    marker = delivery.marker("k9", sink)
+    await redis.set(marker, claim_value(delivery.token, delivery.owner), ex=60)
+    assert await delivery.send_once("k9", sink, MESSAGE) is True
+    assert len(hooks.accepted) == 1 and await redis.get(marker) == b"sent"
+
+
 def test_only_a_claim_of_our_name_by_another_process_counts_as_a_previous_life() -> None:
     mine = claim_value("a" * 32, "host:1")
     assert left_by_previous_life(mine, "b" * 32, "host:1")

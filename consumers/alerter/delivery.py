@@ -109,6 +109,8 @@ class Delivery:
         self.prefix = prefix
         self.owner = owner
         self.token = uuid.uuid4().hex
+        self._attempting: set[str] = set()
+        """Markers this process holds claimed and is sending under now; a claim of ours on any other is a leftover."""
         """This process's mark on its claims; a restart under the same name has another one."""
         self.attempts = attempts
         self.backoff_s = backoff_s
@@ -153,16 +155,20 @@ class Delivery:
         async def attempt() -> bool:
             if not await self._claim(marker, claim):
                 return False
+            self._attempting.add(marker)  # no await since the claim: nothing of ours can see it in between
             try:
-                await sink.send(message)
-            except BaseException:
                 try:
-                    await self._release(keys=[marker], args=[claim])
-                except RedisError as exc:
-                    log.warning("could not release %s (%s); it expires in %d s", sink.name, exc, self.claim_ttl_s)
-                raise
-            await self._mark_sent(key, sink, marker)
-            return True
+                    await sink.send(message)
+                except BaseException:
+                    try:
+                        await self._release(keys=[marker], args=[claim])
+                    except RedisError as exc:
+                        log.warning("could not release %s (%s); it expires in %d s", sink.name, exc, self.claim_ttl_s)
+                    raise
+                await self._mark_sent(key, sink, marker)
+                return True
+            finally:
+                self._attempting.discard(marker)
 
         return await self._retry(sink, attempt)
 
@@ -223,6 +229,14 @@ class Delivery:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopped.wait(), seconds)
 
+    def _left_by_an_earlier_attempt(self, marker: str, state: bytes | str) -> bool:
+        """Our own claim on a marker we are not sending now: an attempt of ours that Redis went away under (the
+        claim could be neither released nor marked sent). Waiting for it to expire would spend the entry's
+        deliveries on our own leftover and dead-letter it."""
+        mine = claim_value(self.token, self.owner)
+        own = state == mine or (isinstance(state, str) and state.encode() == mine)
+        return own and marker not in self._attempting
+
     async def _claim(self, marker: str, claim: bytes) -> bool:
         """True if the marker is now ours; False if the alert was sent already."""
         while True:
@@ -233,9 +247,11 @@ class Delivery:
                 return False
             if state is None:
                 continue  # released or expired between our SET and GET: try again
-            if left_by_previous_life(state, self.token, self.owner):
+            previous_run = left_by_previous_life(state, self.token, self.owner)
+            if previous_run or self._left_by_an_earlier_attempt(marker, state):
                 if await self._take_over(keys=[marker], args=[state, claim, self.claim_ttl_s]):
-                    log.info("took over %s, claimed by a previous run of %r", printable(marker, 200), self.owner)
+                    whose = f"a previous run of {self.owner!r}" if previous_run else "an attempt Redis went away under"
+                    log.info("took over %s, claimed by %s", printable(marker, 200), whose)
                     return True
                 continue
             raise AlertInFlight(
