@@ -203,17 +203,18 @@ async def info(node: RedisProcess, section: str) -> dict[str, object]:
         await client.aclose()
 
 
-class Cluster:
-    """``masters`` masters with ``replicas`` replicas each, every node a ``redis-server`` on its own ports."""
+class _Servers:
+    """A set of redis-server processes a test starts as one: started on entry, logs shown on failure, always
+    stopped on exit (a process left running would hold its ports for the next test)."""
 
-    def __init__(self, workdir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS):
-        self.workdir = workdir
-        self.masters = masters
-        self.replicas = replicas
-        self.node_timeout_ms = node_timeout_ms
-        self.nodes: list[RedisProcess] = []
-        self._state = "not started"
-        """The last thing a wait saw, for the message when it times out."""
+    async def start(self, within: float = 60.0) -> float:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def log_tails(self, lines: int = 8) -> str:
+        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         try:
@@ -229,6 +230,19 @@ class Cluster:
         if exc_type is not None:
             print(self.log_tails())
         self.stop()
+
+
+class Cluster(_Servers):
+    """``masters`` masters with ``replicas`` replicas each, every node a ``redis-server`` on its own ports."""
+
+    def __init__(self, workdir: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = NODE_TIMEOUT_MS):
+        self.workdir = workdir
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisProcess] = []
+        self._state = "not started"
+        """The last thing a wait saw, for the message when it times out."""
 
     # --- addresses -------------------------------------------------------------------------------------------
 
@@ -427,7 +441,7 @@ def sentinel_master_state(reply: object) -> dict[str, str]:
     return {str(reply[i]): str(reply[i + 1]) for i in range(0, len(reply) - 1, 2)}
 
 
-class Sentinels:
+class Sentinels(_Servers):
     """A master and a replica watched by ``count`` sentinels (``quorum`` of them to agree the master is down)."""
 
     def __init__(
@@ -448,21 +462,6 @@ class Sentinels:
         """The master and the replica, in the order they were started (roles change; ask :meth:`master`)."""
         self.sentinels: list[RedisProcess] = []
         self._state = "not started"
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is not None:
-            print(self.log_tails())
-        self.stop()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
