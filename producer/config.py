@@ -326,6 +326,30 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds a market liquidation's legs on watched makers are held for the other watched makers' pushes; "
         "legs of the liquidated user's own and backstops go out at once.",
     ),
+    Option(
+        "feed_ping_after",
+        "--feed-ping-after",
+        "HL_FEED_PING_AFTER",
+        positive_float,
+        "50",
+        "ws and hosted: seconds of silence before we ping (the exchange closes a connection quiet for 60 s).",
+    ),
+    Option(
+        "feed_silence_limit",
+        "--feed-silence-limit",
+        "HL_FEED_SILENCE_LIMIT",
+        positive_float,
+        "65",
+        "ws and hosted: seconds without any frame, pongs included, after which the connection is replaced.",
+    ),
+    Option(
+        "feed_unhealthy_after",
+        "--feed-unhealthy-after",
+        "HL_FEED_UNHEALTHY_AFTER",
+        positive_float,
+        "30",
+        "ws and hosted: seconds disconnected after which /healthz answers 503.",
+    ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
     Option(
         "maxlen",
@@ -400,6 +424,9 @@ class ProducerConfig:
     hosted_quiet: float = 1.0
     ws_url: str | None = None
     ws_quiet: float = 0.2
+    feed_ping_after: float = 50.0
+    feed_silence_limit: float = 65.0
+    feed_unhealthy_after: float = 30.0
 
 
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
@@ -421,6 +448,11 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "Reads a provider's WebSocket feed of every liquidation on the venue, in real time; the default when "
         "HL_HOSTED_KEY is set.",
         ("hosted_dialect", "hosted_url", "hosted_key", "hosted_quiet"),
+    ),
+    (
+        "WebSocket connections (ws and hosted sources)",
+        None,
+        ("feed_ping_after", "feed_silence_limit", "feed_unhealthy_after"),
     ),
     (
         "the exchange's API (ws, fills and trades sources)",
@@ -473,6 +505,11 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
     if values["source"] == "ws" and (problem := watchlist_problem(values["watchlist"])) is not None:
         raise ConfigError(problem)
+    if values["source"] in ("ws", "hosted") and values["feed_ping_after"] >= values["feed_silence_limit"]:
+        raise ConfigError(
+            "--feed-ping-after / HL_FEED_PING_AFTER must be below --feed-silence-limit / HL_FEED_SILENCE_LIMIT: "
+            "a ping must have time to be answered"
+        )
     start, end = values["node_from"], values["node_until"]
     if start is not None and end is not None and end <= start:
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")

@@ -167,7 +167,13 @@ class Gap:
         return self.received - self.expected
 
 
-FeedNotice = Connected | Disconnected | Gap
+@dataclass(frozen=True)
+class Malformed:
+    """A frame that did not decode was skipped: whatever it carried is lost to this connection, and a source that
+    can read it again (over REST) should."""
+
+
+FeedNotice = Connected | Disconnected | Gap | Malformed
 DataMessage = (
     UserFills | Trades | GoldRushLiquidationFills | HydromancerLiquidationFills | ChannelError | HydromancerError
 )
@@ -300,6 +306,14 @@ class WebSocketFeed:
     def is_healthy(self, now: float | None = None) -> bool:
         return feed_healthy(self.stats, self._clock() if now is None else now, self.settings.unhealthy_after)
 
+    def until_unhealthy(self) -> float | None:
+        """Seconds until a disconnected feed turns unhealthy (a source's wait ends then, so the health check
+        says so on time, not at the next push); None while connected or once unhealthy already."""
+        if self.stats.connected or self.stats.down_since is None:
+            return None
+        left = self.stats.down_since + self.settings.unhealthy_after - self._clock()
+        return left if left >= 0 else None
+
     def _redact(self, text: str) -> str:
         return redact(text, (*self._secrets, *((self.session_id,) if self.session_id else ())))
 
@@ -415,6 +429,7 @@ class WebSocketFeed:
                     malformed += 1
                     if malformed <= _MALFORMED_LOGGED:
                         log.warning("feed %s: skipped a frame: %s", self.url, self._redact(str(exc)))
+                    yield Malformed()
                     continue
                 for event in await self._handle(ws, message, requested):
                     if isinstance(event, Connected):

@@ -343,6 +343,12 @@ async def drain(source: NodeSource, now_ms: int = NOW_MS) -> tuple[list[Event], 
     raise AssertionError("the source never caught up")
 
 
+async def healthz(port: int) -> int:
+    """The status ``/healthz`` answers on ``port``."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        return resp.status
+
+
 async def scrape(port: int) -> dict[str, float]:
     """The producer's /metrics, as ``name{labels}`` -> value."""
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as resp:

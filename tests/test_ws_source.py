@@ -9,7 +9,6 @@ give, whether it happened before the producer started (the snapshot and the REST
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -20,115 +19,47 @@ from plumbing.errors import ConfigError
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.exchange_types import Fill
 from producer.feed_messages import UserFills, UserFillsData
-from producer.simulation.fake_exchange import UNAVAILABLE, FakeHyperliquid, running_fake
+from producer.simulation.fake_exchange import UNAVAILABLE, running_fake
 from producer.simulation.fake_feeds import blocks_of
-from producer.simulation.scenarios import HLP_LIQUIDATOR, Scenario, ScenarioBuilder
+from producer.simulation.scenarios import HLP_LIQUIDATOR, ScenarioBuilder
 from producer.sources.ws import MAX_USERS, WsSource, public_ws_url, releasable, watchlist_problem, watermark, whole
 from producer.websocket import Connected
 from schemas import LiquidationEvent
 from tests.helpers import NOW_MS, REDIS_URL, start_producer, stream_events, terminate, wait_until
-from tests.support.truth import adl_truth, assert_matches_truth, cascade, visible_from
-
-START_MS = 1_760_130_900_000
-
-
-def watched(scenario: Scenario, n: int = 8) -> list[str]:
-    """The ``n`` addresses with the most liquidation legs that are not the liquidated users, and the vault."""
-    liquidated = {liq.key[2] for liq in scenario.liquidations}
-    legs = Counter(
-        address
-        for address, fills in scenario.fills.items()
-        for fill in fills
-        if fill.get("liquidation") and address not in liquidated and address != HLP_LIQUIDATOR
-    )
-    return [address for address, _ in legs.most_common(n)] + [HLP_LIQUIDATOR]
-
-
-def ws_env(fake: FakeHyperliquid, stream: str, watchlist: Sequence[str]) -> dict[str, str]:
-    return {
-        "REDIS_URL": REDIS_URL,
-        "HL_API_URL": fake.url,
-        "LIQ_STREAM": stream,
-        "HL_WATCHLIST": ",".join(watchlist),
-        "HL_LOOKBACK": str(10 * 365 * 86400),
-        "HL_WEIGHT_PER_MINUTE": "100000",
-        "HL_WS_QUIET": "0.2",
-        # Far longer than any test waits: live events arrive in time only because a push wakes the loop.
-        "HL_POLL_INTERVAL": "60",
-    }
-
-
-def subscribed(fake: FakeHyperliquid, users: int) -> bool:
-    return sum(len(conn.users) for conn in fake.feeds.live("public")) >= users
-
-
-def split(scenario: Scenario, at: int) -> tuple[Scenario, list[list[tuple[str, dict[str, object]]]]]:
-    """The scenario's first ``at`` blocks as history the exchange already has, and the rest as blocks to push."""
-    blocks = blocks_of(scenario)
-    history: dict[str, list[dict[str, object]]] = {}
-    for address, fill in (pair for block in blocks[:at] for pair in block):
-        history.setdefault(address, []).append(fill)
-    return Scenario(fills=history, trades={}, liquidations=[]), blocks[at:]
-
-
-async def run_ws(stream: str, *, drop_after: int | None = None) -> tuple[Scenario, list[str], str]:
-    """History before the start, a burst while running (dropped after ``drop_after`` blocks), through
-    ``python -m producer`` with its default source; returns the scenario, the watchlist and the output."""
-    scenario = cascade(40, start_ms=START_MS)
-    watchlist = watched(scenario)
-    truth = visible_from(scenario, watchlist)
-    history, live = split(scenario, 15)
-    async with running_fake(history) as fake:
-        proc = await start_producer(env=ws_env(fake, stream, watchlist))
-        try:
-            await wait_until(lambda: subscribed(fake, len(watchlist)), within=15, message="the producer to subscribe")
-            await fake.feeds.burst(live, drop_after=drop_after)
-            if drop_after is not None:
-                await wait_until(lambda: subscribed(fake, len(watchlist)), within=15, message="a resubscription")
-            await wait_until(
-                lambda: _count(stream, len(truth)), within=20, message=f"{len(truth)} liquidations in the stream"
-            )
-            await asyncio.sleep(0.5)  # anything published twice would have landed by now
-        finally:
-            out, _ = await terminate(proc)
-    assert proc.returncode == 0, out.decode()
-    return scenario, watchlist, out.decode()
-
-
-async def _count(stream: str, want: int) -> bool:
-    return sum(isinstance(e, LiquidationEvent) for e in await stream_events(stream)) >= want
+from tests.support.public_feed import (
+    START_MS,
+    assert_published_once,
+    count_liquidations,
+    run_ws,
+    subscribed,
+    watched,
+    ws_env,
+)
+from tests.support.truth import cascade, visible_from
 
 
 async def test_without_a_key_the_public_websocket_publishes_history_and_pushes_exactly_once(stream: str) -> None:
     scenario, watchlist, out = await run_ws(stream)
-    events = await stream_events(stream)
-    assert_matches_truth(events, visible_from(scenario, watchlist), adl_truth(scenario, watchlist))
-    assert {e.source for e in events} == {"ws"}
+    await assert_published_once(stream, scenario, watchlist)
+    assert {e.source for e in await stream_events(stream)} == {"ws"}
     assert "from source 'ws'" in out and "as the feed pushes them" in out
-
-
-async def test_a_disconnect_mid_burst_loses_none_and_doubles_none(stream: str) -> None:
-    """Blocks pushed while the connection is down reach the stream through the gap-fill, each once."""
-    scenario, watchlist, out = await run_ws(stream, drop_after=8)
-    assert_matches_truth(await stream_events(stream), visible_from(scenario, watchlist), adl_truth(scenario, watchlist))
-    assert "disconnected after" in out
 
 
 async def test_a_restart_reads_the_snapshot_again_and_publishes_nothing_twice(stream: str) -> None:
     scenario = cascade(12, start_ms=START_MS)
     watchlist = watched(scenario)
-    truth = visible_from(scenario, watchlist)
+    want = len(visible_from(scenario, watchlist))
     async with running_fake(scenario) as fake:
         for _ in range(2):
             proc = await start_producer(env=ws_env(fake, stream, watchlist))
             try:
                 await wait_until(lambda: subscribed(fake, len(watchlist)), within=15, message="a subscription")
-                await wait_until(lambda: _count(stream, len(truth)), within=15, message=f"{len(truth)} liquidations")
+                await wait_until(lambda: count_liquidations(stream, want), within=15, message=f"{want} liquidations")
                 await asyncio.sleep(0.5)
             finally:
                 out, _ = await terminate(proc)
             assert proc.returncode == 0, out.decode()
-    assert_matches_truth(await stream_events(stream), visible_from(scenario, watchlist), adl_truth(scenario, watchlist))
+    await assert_published_once(stream, scenario, watchlist)
 
 
 async def test_more_than_ten_addresses_is_a_bad_setting_with_the_way_out(stream: str) -> None:
@@ -247,11 +178,12 @@ async def test_nothing_is_released_until_the_gap_fill_after_a_connect_is_in() ->
             clock.now += 1
             first = await source.poll(NOW_MS)  # one read refused: everything waits for the gap-fill
             assert first.events == [] and first.errors
-            assert (await source.poll(NOW_MS)).events == []  # in, but a push may still be on its way
-            clock.now += 0.2
-            (event,) = (await source.poll(NOW_MS)).events
+            published = []
+            for _ in range(5):  # the gap-fill, its confirming sweep, then a quiet time for pushes on their way
+                published += (await source.poll(NOW_MS)).events
+                clock.now += 0.25
+            (event,) = published
             assert isinstance(event, LiquidationEvent) and set(event.tids) == set(liquidation.tids)
-            assert (await source.poll(NOW_MS)).events == []
 
 
 async def test_a_refused_subscription_makes_the_source_unhealthy(stream: str) -> None:

@@ -18,8 +18,8 @@ resumes and key handling only run against real upgrades, real close frames and r
 
 Control (see :class:`FakeFeeds`): :meth:`~FakeFeeds.push` a block of fills, :meth:`~FakeFeeds.burst` blocks with a
 drop in the middle, :meth:`~FakeFeeds.drop_all`, :meth:`~FakeFeeds.stall`, :meth:`~FakeFeeds.send_garbage`,
-:meth:`~FakeFeeds.refuse`, :meth:`~FakeFeeds.lose_next`. Fills are the exchange's JSON shapes, e.g. from
-:class:`~producer.simulation.scenarios.ScenarioBuilder` through :func:`blocks_of`.
+:meth:`~FakeFeeds.refuse`, :meth:`~FakeFeeds.lose_next`, :meth:`~FakeFeeds.garble_next`. Fills are the exchange's
+JSON shapes, e.g. from :class:`~producer.simulation.scenarios.ScenarioBuilder` through :func:`blocks_of`.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ class FakeFeeds:
         self._refuse_until = 0.0
         self._refuse_status = 503
         self._lose = 0
+        self._garble = 0
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ URLs
@@ -162,7 +163,13 @@ class FakeFeeds:
         if not self._stalled:
             for conn in self.live("public"):
                 for user in conn.users & by_user.keys():
-                    await self._send(conn, {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}})
+                    message = {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}}
+                    if self._garble:
+                        self._garble -= 1
+                        with suppress(ConnectionError, RuntimeError):
+                            await conn.ws.send_str(json.dumps(message)[:40])
+                        continue
+                    await self._send(conn, message)
         liquidations = [(address, fill) for address, fill in pairs if fill.get("liquidation")]
         if not liquidations:
             return
@@ -219,6 +226,11 @@ class FakeFeeds:
         self._refuse_times = times
         self._refuse_until = self.clock() + seconds if seconds else 0.0
         self._refuse_status = status
+
+    def garble_next(self, pushes: int = 1) -> None:
+        """Send the next ``pushes`` public ``userFills`` pushes cut short (not JSON): their fills reach no
+        subscriber, though the exchange (``userFillsByTime``) has them."""
+        self._garble += pushes
 
     def lose_next(self, messages: int = 1) -> None:
         """Number the next Hydromancer messages as if ``messages`` before them were lost in transit (a seq jump)."""

@@ -43,6 +43,7 @@ from producer.websocket import (
     FeedRejected,
     FeedSettings,
     Gap,
+    Malformed,
     WebSocketFeed,
     mask_url,
 )
@@ -57,6 +58,11 @@ HOSTED_KEY_MISSING = (
 )
 REPLAY_SECONDS: dict[str, float] = {"hydromancer": 30.0, "goldrush": 0.0}
 """How far back each provider replays after a reconnect (GoldRush is live only)."""
+
+
+MALFORMED_WINDOW_MS = 5_000
+"""The window logged for a frame that did not decode: a provider pushes each block as it is made, so what such a
+frame carried is from the last few seconds."""
 
 
 class HostedKeyRefused(ProducerError):
@@ -206,6 +212,11 @@ class HostedSource(LiquidationSource):
             )
             if window is not None:
                 self._gap(*window)
+        elif isinstance(event, Malformed) and self.settings.dialect == "goldrush":
+            # GoldRush numbers nothing: a frame that did not decode may have been a block of liquidations. (On
+            # Hydromancer's feed the next message's seq says whether it was.)
+            now_ms = self._wall_ms()
+            self._gap(now_ms - MALFORMED_WINDOW_MS, now_ms)
         elif isinstance(event, Disconnected):
             self._arrived.set()  # the loop looks again: the health check may have changed
 
@@ -240,6 +251,8 @@ class HostedSource(LiquidationSource):
         task = self._started()
         if self._pending:
             seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
+        if (unhealthy := self.feed.until_unhealthy()) is not None:
+            seconds = min(seconds, unhealthy + 0.01)
         arrived = asyncio.ensure_future(self._arrived.wait())
         try:
             await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -9,9 +9,11 @@ address), but within milliseconds instead of a poll interval. The public feed ha
   most of them handled already. Every fill passes one filter (the address's checkpointed watermark and the trade
   ids already taken), so a snapshot adds only what was missed, and nothing is published twice.
 - **A disconnect is blind.** Subscriptions die with the connection and the feed does not replay. After every
-  (re)connect each address is read over REST (``userFillsByTime``) from its watermark, and until that read is in,
+  (re)connect, and after a frame that did not decode (it may have carried fills), each address is read over REST
+  (``userFillsByTime``) from its watermark, and until that read is in,
   the address's fills are held: a liquidation is detected from the snapshot, the gap-fill and the live pushes
-  together, never from a part of them.
+  together, never from a part of them. The reads of the addresses follow one another, so a sweep that found
+  liquidations the socket had not delivered is confirmed by a second one (as the ``fills`` source confirms).
 
 A liquidation's legs on different watched addresses arrive as one message per address, so a block's fills are held
 until the feed shows a later block or ``quiet`` seconds pass on a live connection, except a block whose every
@@ -34,7 +36,7 @@ from producer.exchange_types import Fill
 from producer.feed_messages import ChannelError, LiquidationFill, UserFills, user_fills
 from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, WATERMARK_PREFIX, read_fills, read_from
-from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, WebSocketFeed
+from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, Malformed, WebSocketFeed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ def public_ws_url(api_url: str) -> str:
     parts = urlsplit(api_url)
     scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
+
+
+def ws_settings(url: str, watchlist: Sequence[str]) -> FeedSettings:
+    """The public feed with one ``userFills`` subscription per watched address."""
+    return FeedSettings(dialect="public", url=url, subscriptions=tuple(user_fills(a) for a in watchlist))
 
 
 def watchlist_problem(watchlist: Sequence[str]) -> str | None:
@@ -125,9 +132,7 @@ class WsSource(LiquidationSource):
         self.lookback_ms = lookback_ms
         self.quiet = quiet
         self.max_hold_polls = max_hold_polls
-        self.settings = settings or FeedSettings(
-            dialect="public", url=url, subscriptions=tuple(user_fills(a) for a in self.watchlist)
-        )
+        self.settings = settings or ws_settings(url, self.watchlist)
         self.feed = feed or WebSocketFeed(self.settings)
         self._clock = clock
         self.watermarks: dict[str, int] = {}
@@ -141,6 +146,8 @@ class WsSource(LiquidationSource):
         self._newest_block: int | None = None
         self._last_push = clock()
         self._unfilled: dict[str, int] = {}
+        self._unconfirmed = 0
+        """Liquidation fills the current sweep (or a snapshot) showed in blocks the socket has not delivered."""
         """Addresses whose gap-fill after the last connect is not in yet, with the polls it has failed."""
         self._refused: str | None = None
         self._connected = False
@@ -181,8 +188,13 @@ class WsSource(LiquidationSource):
         elif isinstance(event, Connected):
             # Whatever happened while disconnected (or before this process started) is read over REST.
             self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._unconfirmed = 0
             self._connected = True
             self._refused = None
+            self._arrived.set()
+        elif isinstance(event, Malformed):
+            # The frame may have been a push of fills: every address is read again, and held until it is.
+            self._unfilled = dict.fromkeys(self.watchlist, 0)
             self._arrived.set()
         elif isinstance(event, ChannelError):
             if "user" in event.data.lower():
@@ -201,17 +213,21 @@ class WsSource(LiquidationSource):
         floor = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
         new = 0
         for fill in fills:
+            if live:  # a push of a fill taken already (from a snapshot, say) still says how far the socket is
+                self._newest_block = max(self._newest_block or 0, fill.time)
             if fill.time < floor or not self._taken.add(f"{address}|{fill.tid}"):
                 continue
             new += 1
             self._newest[address] = max(self._newest.get(address, 0), fill.time)
-            if live:
-                self._newest_block = max(self._newest_block or 0, fill.time)
             if fill.liquidation is not None:
                 self._pending.setdefault(fill.time, []).append((address, fill))
                 if live:  # the quiet time waits for other pushes; a gap-fill has read every address already
                     self._last_push = self._clock()
+                elif fill.time > (self._newest_block or 0):
+                    self._unconfirmed += 1
                 self._arrived.set()
+        if self._unconfirmed and not self._unfilled:
+            self._unfilled = dict.fromkeys(self.watchlist, 0)  # a snapshot after the sweep: confirm it too
         return new
 
     # ------------------------------------------------------------------ polling
@@ -236,7 +252,14 @@ class WsSource(LiquidationSource):
                 )
                 del self._unfilled[address]
         result.unreachable = len(result.errors) == len(self.watchlist) and not result.items
-        if not self._unfilled:
+        if not self._unfilled and self._unconfirmed:
+            # This sweep found liquidations the socket has not shown. The addresses were read one after another,
+            # so one read early may lack a leg that happened before a later read (and whose push the socket,
+            # stalled or gone, never brought): one more sweep, begun after they were all seen, has every leg.
+            self._unconfirmed = 0
+            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._arrived.set()
+        elif not self._unfilled:
             # A leg of a block the REST answers showed may still be on its way as a push (an address read before
             # the block happened has it pushed): one quiet time from here, as after a push.
             self._last_push = self._clock()
@@ -284,8 +307,10 @@ class WsSource(LiquidationSource):
     async def wait(self, seconds: float) -> None:
         """Until a fill arrives, a held block's quiet time ends, a (re)connect needs a gap-fill, or ``seconds``."""
         task = self._started()
-        if self._pending and not self._unfilled:
+        if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
             seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
+        if (unhealthy := self.feed.until_unhealthy()) is not None:
+            seconds = min(seconds, unhealthy + 0.01)
         arrived = asyncio.ensure_future(self._arrived.wait())
         try:
             await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
