@@ -744,6 +744,58 @@ class ScenarioBuilder:
         self._add_trade(coin, item)
         return item
 
+    def book_trade(
+        self,
+        coin: str,
+        *,
+        maker: str,
+        taker: str,
+        taker_side: str,
+        px: Decimal | None = None,
+        sz: Decimal | None = None,
+        time_ms: int | None = None,
+        zero_hash: bool = False,
+    ) -> Trade:
+        """A public trade of a taker against a resting maker, and the maker's own (uncrossed) fill of it.
+
+        Why the maker's fill too: a watchlist of makers polls their fills, and those are mostly such ordinary
+        trades, with the liquidation legs among them. ``taker_side`` is the aggressor's letter (the trade's
+        ``side``); the taker's own fill is not written (no watchlist follows takers). Without ``px`` or ``sz``,
+        a random price in the coin's band and an ordinary size (as :meth:`ordinary_trades`).
+        """
+        if taker_side not in ("A", "B"):
+            raise ValueError("taker_side must be 'A' or 'B'")
+        px = px if px is not None else self._price(coin)
+        sz = sz if sz is not None else self._size(coin, max(1, self._spec(coin).max_lots // 20))
+        maker, taker = maker.lower(), taker.lower()
+        tx_hash = ZERO_HASH if zero_hash else self.new_hash()
+        when = self._time(time_ms, None if zero_hash else tx_hash)
+        tid = self._tid()
+        maker_letter = "A" if taker_side == "B" else "B"
+        buyer, seller = (taker, maker) if taker_side == "B" else (maker, taker)
+        item = self._trade_item(coin, taker_side, px, sz, when, tx_hash, tid, buyer, seller)
+        self._add_trade(coin, item)
+        direction, start, closing = self._trade_dir(maker, coin, maker_letter, sz)
+        self._add_fill(
+            maker,
+            self._fill(
+                coin=coin,
+                px=px,
+                sz=sz,
+                side=maker_letter,
+                time_ms=when,
+                start=start,
+                direction=direction,
+                closed_pnl=self._pnl(px * sz) if closing else "0.0",
+                tx_hash=tx_hash,
+                oid=self._oid(),
+                crossed=False,
+                fee=self._fee(px * sz, taker=False),
+                tid=tid,
+            ),
+        )
+        return item
+
     def ordinary_trades(self, coin: str, n: int, *, zero_hash_ratio: float = 0.28) -> list[Trade]:
         """``n`` public trades between random users (about ``zero_hash_ratio`` with the all-zero hash)."""
         made = []
