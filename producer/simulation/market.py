@@ -38,6 +38,7 @@ from producer.simulation.scenarios import (
     Scenario,
     ScenarioBuilder,
     Trade,
+    coin_spec,
 )
 
 __all__ = ["DEFAULT_COINS", "Absorbed", "Leg", "Market", "MarketLiquidation", "MarketSpec", "build_market"]
@@ -54,6 +55,10 @@ DEFAULT_COINS: tuple[tuple[str, int], ...] = (
 
 _LEG_WEIGHTS = (50, 25, 13, 7, 5)
 """Relative frequency of 1, 2, 3, ... legs per market liquidation (most are filled by one or two makers)."""
+_LEG_SIZE_DIVISOR = 8
+"""A leg is up to an eighth of the coin's largest random size: on average 2.5 times an ordinary trade (up to a
+twentieth), so liquidations make about a fifth of the maker volume, a cascade's share. Bigger legs would make the
+coverage estimate, which counts the legs' own trades, agree with the truth for the wrong reason."""
 _VAULT_WEIGHTS = {HLP_LIQUIDATOR: 80}
 """The HLP liquidator takes most backstops; the other vaults share the rest (weight 5 each)."""
 _ALL_COINS_TOP = 0.1
@@ -160,13 +165,14 @@ class Market:
         total = sum(weights.values())
         return sum(w for maker, w in weights.items() if maker in addresses) / total if total else 0.0
 
-    def absorbed(self, watched: Iterable[str], method: Method = "market") -> Absorbed:
-        """What ``watched`` took of the ``method`` liquidations: legs and USD, exact, and liquidations touched."""
+    def absorbed(self, watched: Iterable[str], method: Method = "market", coin: str | None = None) -> Absorbed:
+        """What ``watched`` took of the ``method`` liquidations (of one coin, or all): legs and USD, exact, and
+        liquidations touched."""
         addresses = {address.lower() for address in watched}
         legs = watched_legs = liquidations = touched = 0
         usd = watched_usd = Decimal(0)
         for liquidation in self.liquidations:
-            if liquidation.truth.method != method:
+            if liquidation.truth.method != method or coin not in (None, liquidation.truth.coin):
                 continue
             liquidations += 1
             hit = False
@@ -244,6 +250,7 @@ def build_market(spec: MarketSpec | None = None) -> Market:
                 side=rng.choice(("long", "short")),
                 makers=[maker_pickers[coin].pick(rng) for _ in range(legs)],
                 time_ms=when,
+                max_lots=max(1, coin_spec(coin).max_lots // _LEG_SIZE_DIVISOR),
             )
         else:
             builder.backstop_liquidation(
