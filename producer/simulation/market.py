@@ -64,7 +64,7 @@ _VAULT_WEIGHTS = {HLP_LIQUIDATOR: 80}
 _ALL_COINS_TOP = 0.1
 """The biggest tenth of makers quote every coin."""
 
-Method = Literal["market", "backstop"]
+LiquidationMethod = Literal["market", "backstop"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,9 @@ class Market:
         total = sum(weights.values())
         return sum(w for maker, w in weights.items() if maker in addresses) / total if total else 0.0
 
-    def absorbed(self, watched: Iterable[str], method: Method = "market", coin: str | None = None) -> Absorbed:
+    def absorbed(
+        self, watched: Iterable[str], method: LiquidationMethod = "market", coin: str | None = None
+    ) -> Absorbed:
         """What ``watched`` took of the ``method`` liquidations (of one coin, or all): legs and USD, exact, and
         liquidations touched."""
         addresses = {address.lower() for address in watched}
@@ -220,7 +222,7 @@ def build_market(spec: MarketSpec | None = None) -> Market:
     """Simulate ``spec`` (the defaults without one): a deterministic market and its truth."""
     spec = spec or MarketSpec()
     builder = ScenarioBuilder(seed=spec.seed, start_ms=spec.start_ms)
-    builder.record_public_trades = True
+    builder.record_public_trades = True  # a liquidation's trades are public trades too, as on the exchange
     rng = builder.rng
     makers, weights = _maker_weights(spec, builder)
     takers = [builder.address() for _ in range(spec.takers)]
