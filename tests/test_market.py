@@ -53,6 +53,12 @@ def test_the_same_spec_builds_the_same_market_and_another_seed_another() -> None
     assert other.makers != first.makers and other.trades() != first.trades()
 
 
+@pytest.mark.parametrize("bad", [MarketSpec(makers=0), MarketSpec(takers=0), MarketSpec(liquidations=-1)])
+def test_a_market_without_makers_or_with_negative_counts_is_refused(bad: MarketSpec) -> None:
+    with pytest.raises(ValueError, match="a market needs makers"):
+        build_market(bad)
+
+
 def test_every_liquidation_is_the_sum_of_its_legs_and_the_fills_say_the_same(market: Market) -> None:
     methods = Counter(liquidation.truth.method for liquidation in market.liquidations)
     assert methods == {"market": SPEC.liquidations, "backstop": SPEC.backstops}

@@ -154,9 +154,7 @@ class Market:
 
     def trades_by_coin(self) -> dict[str, list[Trade]]:
         """Each coin's public trades, oldest first."""
-        return {
-            coin: sorted(trades, key=lambda t: (t["time"], t["tid"])) for coin, trades in self.scenario.trades.items()
-        }
+        return {coin: sorted(trades, key=_time_tid) for coin, trades in self.scenario.trades.items()}
 
     def true_share(self, watched: Iterable[str], coin: str) -> float:
         """The share of ``coin``'s maker flow ``watched`` gets by construction (its weight over the coin's)."""
@@ -221,6 +219,8 @@ def _maker_weights(spec: MarketSpec, builder: ScenarioBuilder) -> tuple[tuple[st
 def build_market(spec: MarketSpec | None = None) -> Market:
     """Simulate ``spec`` (the defaults without one): a deterministic market and its truth."""
     spec = spec or MarketSpec()
+    if min(spec.makers, spec.takers) < 1 or min(spec.trades, spec.liquidations, spec.backstops) < 0:
+        raise ValueError(f"a market needs makers and takers, and no negative counts: {spec}")
     builder = ScenarioBuilder(seed=spec.seed, start_ms=spec.start_ms)
     builder.record_public_trades = True  # a liquidation's trades are public trades too, as on the exchange
     rng = builder.rng
