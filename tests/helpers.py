@@ -259,6 +259,7 @@ def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> Produ
     base = ProducerConfig(
         redis_url=REDIS_URL,
         api_url=fake.url,
+        source="fills",
         watchlist=DEMO_WATCHLIST,
         stream=stream,
         lookback=YEARS,
@@ -313,6 +314,7 @@ def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL)
     return {
         "REDIS_URL": redis_url,
         "HL_API_URL": fake.url,
+        "HL_SOURCE": "fills",
         "LIQ_STREAM": stream,
         "HL_WATCHLIST": ",".join(DEMO_WATCHLIST),
         "HL_LOOKBACK": str(10 * 365 * 86400),

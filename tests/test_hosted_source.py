@@ -139,7 +139,7 @@ async def test_without_a_key_the_hosted_source_is_a_bad_setting(stream: str) -> 
 
 def test_a_key_in_the_environment_makes_hosted_the_default_source() -> None:
     assert load_config([], {"HL_HOSTED_KEY": "k"}).source == "hosted"
-    assert load_config([], {}).source == "fills"
+    assert load_config([], {}).source == "ws"  # without a key: the public real-time source
     assert load_config(["--source", "node", "--node-path", "/"], {"HL_HOSTED_KEY": "k"}).source == "node"
 
 

@@ -106,6 +106,7 @@ class FakeFeeds:
         replay_window: float = 30.0,
         replay_overlap: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        history: dict[str, list[Fill]] | None = None,
     ) -> None:
         self.token = token
         self.key = key
@@ -116,8 +117,9 @@ class FakeFeeds:
         self.replay_overlap = replay_overlap
         self.clock = clock
         self.base_url = ""
-        self.history: dict[str, list[Fill]] = {}
-        """Every pushed fill per address: what a ``userFills`` snapshot shows."""
+        self.history: dict[str, list[Fill]] = {} if history is None else history
+        """Every pushed fill per address: what a ``userFills`` snapshot shows. The fake exchange passes its own
+        fills here, so what is pushed is also what ``userFillsByTime`` answers (a gap-fill reads the same truth)."""
         self.blocks: list[Block] = []
         self.sessions: dict[str, _Session] = {}
         self.connections: list[_Connection] = []
@@ -395,8 +397,7 @@ class FakeFeeds:
         if self._runner is not None:
             raise RuntimeError("already started")
         app = web.Application()
-        for path in _PATHS:
-            app.router.add_get(path, self._handle)
+        self.add_routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -404,6 +405,11 @@ class FakeFeeds:
         bound_host, bound_port = runner.addresses[0][:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
         return self.base_url
+
+    def add_routes(self, app: web.Application) -> None:
+        """Serve the feeds on another app's port (the fake exchange serves ``/ws`` beside ``/info``, as mainnet)."""
+        for path in _PATHS:
+            app.router.add_get(path, self._handle)
 
     async def stop(self) -> None:
         self._stalled = False

@@ -1,9 +1,9 @@
 """Where liquidations are looked for: one module per source, each implementing :class:`LiquidationSource`.
 
-``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the original tracker's
-heuristic), ``node`` follows a node's fill files or replays the archive, ``hosted`` reads a provider's venue-wide
-liquidation feed (see "What each source covers" in the
-README). The configuration names one; :func:`build_source` makes it.
+``ws`` has the watchlist's fills pushed by the public WebSocket, ``fills`` polls them from the API,
+``trades`` the recent public trades per coin (the original tracker's heuristic), ``node`` follows a node's fill files
+or replays the archive, ``hosted`` reads a provider's venue-wide liquidation feed (see "What each source covers" in
+the README). The configuration names one; :func:`build_source` makes it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from producer.sources.fills import FillsSource
 from producer.sources.hosted import HOSTED_KEY_MISSING, HostedSource, feed_settings
 from producer.sources.node import NodeSource, NodeWindow
 from producer.sources.trades import TradesSource
+from producer.sources.ws import WsSource, public_ws_url
 
 if TYPE_CHECKING:
     # Only a type here: producer.config itself imports from this package (the node source's settings).
@@ -30,6 +31,7 @@ __all__ = [
     "NodeWindow",
     "PollResult",
     "TradesSource",
+    "WsSource",
     "build_source",
 ]
 
@@ -51,4 +53,12 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Liquidati
             raise ConfigError(HOSTED_KEY_MISSING)
         settings = feed_settings(config.hosted_dialect, config.hosted_url, config.hosted_key)
         return HostedSource(settings, quiet=config.hosted_quiet)
+    if config.source == "ws":
+        return WsSource(
+            client,
+            config.watchlist,
+            url=config.ws_url or public_ws_url(config.api_url),
+            lookback_ms=int(config.lookback * 1000),
+            quiet=config.ws_quiet,
+        )
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))

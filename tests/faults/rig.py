@@ -73,6 +73,7 @@ class Rig:
         env = {
             "REDIS_URL": self.redis_url,
             "HL_API_URL": self.exchange.url,
+            "HL_SOURCE": "fills",
             "LIQ_STREAM": self.stream,
             "HL_WATCHLIST": ",".join(watchlist),
             "HL_LOOKBACK": TEN_YEARS_S,
