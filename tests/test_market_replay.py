@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 
 from producer.simulation.fake_exchange import FakeHyperliquid, running_fake
 from producer.simulation.fake_feeds import FakeFeeds
@@ -62,28 +63,32 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> Any:
     return json.loads(await ws.receive_str(timeout=5))
 
 
+@pytest.mark.parametrize("where", ["the exchange's own feeds", "feeds of their own"])
 async def test_the_feeds_push_each_coins_trades_and_each_makers_fills_as_played(
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, where: str
 ) -> None:
     market: Market = build_market(SMALL)
     maker = market.makers[0]
     expected_trades = market.trades_by_coin()["BTC"]
     expected_fills = market.scenario.fills[maker]
-    async with FakeFeeds(max_users=10) as feeds, session.ws_connect(feeds.public_url) as ws:
-        await ws.send_json({"method": "subscribe", "subscription": {"type": "trades", "coin": "BTC"}})
-        assert (await receive(ws))["channel"] == "subscriptionResponse"
-        await ws.send_json({"method": "subscribe", "subscription": {"type": "userFills", "user": maker}})
-        assert (await receive(ws))["channel"] == "subscriptionResponse"
-        assert (await receive(ws))["data"]["fills"] == []  # the snapshot: nothing played yet
-        await MarketReplay(market, feeds=feeds).play()
-        trades: list[dict[str, Any]] = []
-        fills: list[dict[str, Any]] = []
-        while len(trades) < len(expected_trades) or len(fills) < len(expected_fills):
-            message = await receive(ws)
-            if message["channel"] == "trades":
-                trades.extend(message["data"])
-            else:
-                assert message["channel"] == "userFills" and message["data"]["user"] == maker
-                fills.extend(message["data"]["fills"])
-    assert trades == expected_trades
-    assert fills == expected_fills
+    async with running_fake() as fake, FakeFeeds() as own:
+        feeds = fake.feeds if where == "the exchange's own feeds" else own
+        async with session.ws_connect(feeds.public_url) as ws:
+            await ws.send_json({"method": "subscribe", "subscription": {"type": "trades", "coin": "BTC"}})
+            assert (await receive(ws))["channel"] == "subscriptionResponse"
+            await ws.send_json({"method": "subscribe", "subscription": {"type": "userFills", "user": maker}})
+            assert (await receive(ws))["channel"] == "subscriptionResponse"
+            assert (await receive(ws))["data"]["fills"] == []  # the snapshot: nothing played yet
+            await MarketReplay(market, exchange=fake, feeds=feeds).play()
+            trades: list[dict[str, Any]] = []
+            fills: list[dict[str, Any]] = []
+            while len(trades) < len(expected_trades) or len(fills) < len(expected_fills):
+                message = await receive(ws)
+                if message["channel"] == "trades":
+                    trades.extend(message["data"])
+                else:
+                    assert message["channel"] == "userFills" and message["data"]["user"] == maker
+                    fills.extend(message["data"]["fills"])
+        assert trades == expected_trades
+        assert fills == expected_fills
+        assert fills_until(fake, maker, 2**62) == expected_fills  # each fill once, whichever feeds were pushed

@@ -4,13 +4,14 @@ Why block by block: a producer that follows the makers learns who they are from 
 market runs, then reads their fills; loading every fill at once would show the REST source the future. So each
 block (the fills and trades of one block time) reaches, in order:
 
-- the fake WebSocket feeds (:class:`~producer.simulation.fake_feeds.FakeFeeds`): the block's public trades to each
-  coin's ``trades`` subscribers, its fills to their owners' ``userFills`` subscribers (and its liquidation fills
-  to the hosted providers' feeds);
 - the fake info API (:class:`~producer.simulation.fake_exchange.FakeHyperliquid`): its fills become visible to
-  ``userFillsByTime`` and its trades to ``recentTrades``.
+  ``userFillsByTime`` and its trades to ``recentTrades``;
+- the WebSocket feeds (:class:`~producer.simulation.fake_feeds.FakeFeeds`): the exchange's own (``/ws`` on its
+  port), and any other given, e.g. a hosted provider's: the block's public trades to each coin's ``trades``
+  subscribers, its fills to their owners' ``userFills`` subscribers, its liquidation fills to the providers'.
 
-For a market served whole, ``exchange.load(market.scenario)`` is enough.
+The exchange's feeds share its fills (a pushed fill is what ``userFillsByTime`` answers), so its fills go in once,
+through the push. For a market served whole, ``exchange.load(market.scenario)`` is enough.
 """
 
 from __future__ import annotations
@@ -50,14 +51,16 @@ def market_blocks(market: Market) -> list[MarketBlock]:
 
 
 class MarketReplay:
-    """Plays ``market``'s blocks, oldest first, into the fakes given (either or both)."""
+    """Plays ``market``'s blocks, oldest first, into the fakes given: an exchange (with its feeds), feeds, or both."""
 
     def __init__(
         self, market: Market, *, feeds: FakeFeeds | None = None, exchange: FakeHyperliquid | None = None
     ) -> None:
         self.market = market
-        self.feeds = feeds
         self.exchange = exchange
+        self.feeds = [exchange.feeds] if exchange is not None else []
+        if feeds is not None and all(feeds is not own for own in self.feeds):
+            self.feeds.append(feeds)
         self.blocks = market_blocks(market)
         self.played = 0
         """Blocks played so far."""
@@ -86,12 +89,10 @@ class MarketReplay:
 
     async def _deliver(self, block: MarketBlock) -> None:
         if self.exchange is not None:
-            for address, fill in block.fills:
-                self.exchange.add_fills(address, [fill])
             for coin, trades in block.trades.items():
                 self.exchange.add_trades(coin, trades)
-        if self.feeds is not None:
+        for feeds in self.feeds:
             for coin, trades in block.trades.items():
-                await self.feeds.push_trades(coin, trades)
+                await feeds.push_trades(coin, trades)
             if block.fills:
-                await self.feeds.push(block.fills)
+                await feeds.push(block.fills)  # for the exchange's own feeds, also its userFillsByTime answers
