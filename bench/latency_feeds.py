@@ -56,12 +56,15 @@ from redis.asyncio import Redis
 
 from bench.figures import Latencies, delete_stream_keys
 from plumbing.options import Secret
+from producer.client import HyperliquidClient
 from producer.config import ProducerConfig
 from producer.service import Producer
+from producer.simulation.fake_exchange import running_fake
 from producer.simulation.fake_feeds import FakeFeeds, Pair, blocks_of
 from producer.simulation.scenarios import DEMO_MAKERS, ScenarioBuilder
 from producer.sources.base import LiquidationSource
 from producer.sources.hosted import HostedDialect, HostedSource, feed_settings
+from producer.sources.ws import WsSource
 from schemas import decode_entry
 
 GOAL_P99_MS = 5.0
@@ -102,10 +105,17 @@ def hosted(dialect: HostedDialect, quiet: float) -> MakeSource:
     return make
 
 
+def public(fake: FakeFeeds) -> LiquidationSource:
+    """The ws source watching the makers, its gap-fills read from the fake exchange the feeds are served beside."""
+    client = HyperliquidClient(fake.base_url)
+    return WsSource(client, MAKERS, url=fake.public_url, lookback_ms=2 * 86_400_000, quiet=ProducerConfig().ws_quiet)
+
+
 def subjects(quiet: float) -> list[Subject]:
     return [
         Subject("hosted hydromancer", hosted("hydromancer", quiet)),
         Subject("hosted goldrush", hosted("goldrush", quiet)),
+        Subject("ws (public userFills)", public),
     ]
 
 
@@ -231,7 +241,8 @@ def ms(seconds: float) -> float:
 async def measure(subject: Subject, redis_url: str, stream: str, counts: Counts) -> SourceFigures:
     """The three figures of one source, through one producer loop against one fake."""
     blocks = Blocks()
-    async with FakeFeeds() as fake:
+    async with running_fake() as exchange:
+        fake = exchange.feeds  # the feeds on the fake exchange's port, beside the info API the ws source reads
         config = ProducerConfig(redis_url=redis_url, stream=stream, poll_interval=3600.0, log_level="WARNING")
         producer = Producer(config)
         producer.source.close()
@@ -248,6 +259,8 @@ async def measure(subject: Subject, redis_url: str, stream: str, counts: Counts)
             reader.stopped = True
             await asyncio.gather(running, reading, return_exceptions=True)
             await reader.redis.aclose()
+            if isinstance(producer.source, WsSource):
+                await producer.source.client.close()  # its own client, to the fake exchange
     return SourceFigures(isolated, stream_figures, released, burst)
 
 

@@ -177,7 +177,7 @@ FeedNotice = Connected | Disconnected | Gap | Malformed
 DataMessage = (
     UserFills | Trades | GoldRushLiquidationFills | HydromancerLiquidationFills | ChannelError | HydromancerError
 )
-FeedEvent = FeedNotice | DataMessage
+FeedEvent = FeedNotice | DataMessage | Pong
 
 
 @dataclass
@@ -296,12 +296,26 @@ class WebSocketFeed:
         """Hydromancer's session, named on every reconnect once known."""
         self._secrets = url_secrets(settings.url)
         self._http = session
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        """The open connection, for :meth:`barrier`."""
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng or random.Random())
         self._window = SlidingWindow(settings.connects_per_minute, 60.0)
         self._delay = 0.0
         self._last_down: float | None = None
+
+    async def barrier(self) -> bool:
+        """Send the dialect's ping on the open connection; its :class:`Pong` comes back behind every message the
+        server queued before it read the ping. False when there is no connection to send on."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await self._send(ws, encode_ping(self.settings.dialect))
+        except (aiohttp.ClientError, OSError, RuntimeError):
+            return False
+        return True
 
     def is_healthy(self, now: float | None = None) -> bool:
         return feed_healthy(self.stats, self._clock() if now is None else now, self.settings.unhealthy_after)
@@ -362,11 +376,13 @@ class WebSocketFeed:
                 ws = await self._connect(http)
                 if ws is None:
                     continue
+                self._ws = ws
                 try:
                     async with aclosing(self._session(ws)) as session_events:
                         async for event in session_events:
                             yield event
                 finally:
+                    self._ws = None
                     await ws.close()
         finally:
             if self._http is None:
@@ -474,7 +490,7 @@ class WebSocketFeed:
         """Answer what is the transport's business (pings, sessions); return what the caller sees."""
         dialect = self.settings.dialect
         if isinstance(message, Pong):
-            return []
+            return [message]  # the answer to a source's barrier, or to our heartbeat: either way, harmless
         if isinstance(message, Unrecognised):
             self.stats.ignored += 1
             return []

@@ -90,6 +90,8 @@ class _Connection:
     session: _Session | None = None
     seq: int = 0
     ponged: bool = True
+    queue: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while one block's pushes are sent: a pong is queued behind them, as on a real server."""
 
 
 class FakeFeeds:
@@ -162,14 +164,8 @@ class FakeFeeds:
             self.history.setdefault(address.lower(), []).append(fill)
         if not self._stalled:
             for conn in self.live("public"):
-                for user in conn.users & by_user.keys():
-                    message = {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}}
-                    if self._garble:
-                        self._garble -= 1
-                        with suppress(ConnectionError, RuntimeError):
-                            await conn.ws.send_str(json.dumps(message)[:40])
-                        continue
-                    await self._send(conn, message)
+                async with conn.queue:
+                    await self._push_users(conn, by_user)
         liquidations = [(address, fill) for address, fill in pairs if fill.get("liquidation")]
         if not liquidations:
             return
@@ -181,6 +177,16 @@ class FakeFeeds:
                 await self._send(conn, {"channel": "liquidationFills", "data": {"fills": liquidations}})
         for conn in self.live("hydromancer"):
             await self._catch_up(conn)
+
+    async def _push_users(self, conn: _Connection, by_user: dict[str, list[Fill]]) -> None:
+        for user in conn.users & by_user.keys():
+            message = {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}}
+            if self._garble:
+                self._garble -= 1
+                with suppress(ConnectionError, RuntimeError):
+                    await conn.ws.send_str(json.dumps(message)[:40])
+                continue
+            await self._send(conn, message)
 
     async def push_trades(self, coin: str, trades: Sequence[Trade]) -> None:
         """Public trades of ``coin`` to its ``trades`` subscribers."""
@@ -349,7 +355,8 @@ class FakeFeeds:
     async def _public_request(self, conn: _Connection, request: Any) -> None:
         method = request.get("method") if isinstance(request, dict) else None
         if method == "ping":
-            await self._send(conn, {"channel": "pong"})
+            async with conn.queue:
+                await self._send(conn, {"channel": "pong"})
             return
         subscription = request.get("subscription") if isinstance(request, dict) else None
         kind = subscription.get("type") if isinstance(subscription, dict) else None

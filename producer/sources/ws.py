@@ -16,8 +16,12 @@ address), but within milliseconds instead of a poll interval. The public feed ha
   liquidations the socket had not delivered is confirmed by a second one (as the ``fills`` source confirms).
 
 A liquidation's legs on different watched addresses arrive as one message per address, so a block's fills are held
-until the feed shows a later block or ``quiet`` seconds pass on a live connection, except a block whose every
-liquidation is whole already (the liquidated user's own fills, or a backstop's vault fill): those go out at once.
+until they can be complete: a block whose every liquidation is whole already (the liquidated user's own fills, or a
+backstop's vault fill) goes out at once; any other goes out when the feed shows a later block, when the pong of a
+ping sent behind it comes back (a barrier: the server queued the block's other pushes before it read our ping, so
+they arrived before the pong, one round trip after the push), or after ``quiet`` seconds on a live connection.
+That the server answers a ping behind what it already queued is how a WebSocket server works, not a documented
+promise of the exchange: ``quiet`` bounds the wait if the pong does not come.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from plumbing.errors import ConfigError
@@ -33,7 +37,7 @@ from plumbing.recent_keys import RecentKeys
 from producer.client import HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.exchange_types import Fill
-from producer.feed_messages import ChannelError, LiquidationFill, UserFills, user_fills
+from producer.feed_messages import ChannelError, LiquidationFill, Pong, UserFills, user_fills
 from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, WATERMARK_PREFIX, read_fills, read_from
 from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, Malformed, WebSocketFeed
@@ -88,10 +92,15 @@ def whole(pairs: Iterable[LiquidationFill]) -> bool:
     return open_keys <= closed
 
 
-def releasable(pending: Mapping[int, list[LiquidationFill]], newest: int | None, *, quiet: bool) -> list[int]:
-    """The held blocks that can take no more legs: older than the newest seen, whole, or all of them once quiet."""
+def releasable(
+    pending: Mapping[int, list[LiquidationFill]], newest: int | None, *, quiet: bool, flushed: Collection[int] = ()
+) -> list[int]:
+    """The held blocks that can take no more legs: older than the newest seen, behind a barrier's pong, whole, or
+    all of them once quiet."""
     return sorted(
-        block for block, pairs in pending.items() if quiet or (newest is not None and block < newest) or whole(pairs)
+        block
+        for block, pairs in pending.items()
+        if quiet or (newest is not None and block < newest) or block in flushed or whole(pairs)
     )
 
 
@@ -154,6 +163,10 @@ class WsSource(LiquidationSource):
         """Whether pushes arrive: while they do not, a held block's missing legs may be in flight nowhere."""
         self._items = 0
         """Fills pushed and taken since the last poll."""
+        self._barrier: set[int] | None = None
+        """The held blocks behind the ping sent as a barrier, until its pong."""
+        self._flushed: set[int] = set()
+        """Held blocks a pong has shown complete."""
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -177,6 +190,15 @@ class WsSource(LiquidationSource):
     async def _run(self) -> None:
         async for event in self.feed.events():
             self.take(event, int(time.time() * 1000))
+            await self._send_barrier()
+
+    async def _send_barrier(self) -> None:
+        """Ping behind the held blocks that wait for other makers' pushes: the server queued those pushes in the
+        same moment as the ones we have, before it read our ping, so its pong says they have all arrived."""
+        if self._barrier is None and self._connected and any(b not in self._flushed for b in self._pending):
+            blocks = set(self._pending)
+            if await self.feed.barrier():
+                self._barrier = blocks
 
     # ------------------------------------------------------------------ what arrives
     def take(self, event: FeedEvent, now_ms: int) -> None:
@@ -200,8 +222,14 @@ class WsSource(LiquidationSource):
             if "user" in event.data.lower():
                 self._refused = event.data
             self._arrived.set()
+        elif isinstance(event, Pong):
+            if self._barrier is not None:
+                self._flushed |= self._barrier
+                self._barrier = None
+                self._arrived.set()
         elif isinstance(event, Disconnected):
             self._connected = False
+            self._barrier = None  # no pong will come
             self._arrived.set()
 
     def _take_fills(self, address: str, fills: Iterable[Fill], now_ms: int, *, live: bool) -> int:
@@ -291,10 +319,13 @@ class WsSource(LiquidationSource):
             # Quiet means "no more legs coming" only on a live connection. Disconnected, the REST reads of the
             # addresses were taken at different moments, so only blocks the connection itself got past are whole.
             quiet = self._connected and self._clock() - self._last_push >= self.quiet
-            for block in releasable(self._pending, self._newest_block, quiet=quiet):
+            for block in releasable(self._pending, self._newest_block, quiet=quiet, flushed=self._flushed):
                 observed.extend(self._pending.pop(block))
+                self._flushed.discard(block)
         result.events = detect_from_fills(observed, source="ws", detected_at=now_ms)
         result.checkpoint = self._checkpoint(now_ms)
+        if not self._unfilled:
+            await self._send_barrier()  # the blocks a gap-fill showed may have pushes on their way too
         if self._refused is not None:
             result.problem = f"the exchange refused a userFills subscription: {self._refused!r}"
         elif not self.feed.is_healthy():
