@@ -15,6 +15,10 @@ times the coins active in each, however long the process runs and however many e
 buckets it overlaps, so a window of up to an hour may reach up to a second further back than asked, a longer one up
 to a minute. Buckets more than 24 hours behind the newest event are dropped.
 
+A liquidation published with partial figures (``complete: false``: a watchlist's makers' legs) may be followed on
+the stream by its complete version (the same key): that one replaces it in every tally. Any other repeat of a key
+is a redelivery and counts nothing.
+
 Events that are not liquidations (auto-deleveraging, and any type added later) are counted apart, by type, under
 ``other``: they never enter the liquidation totals, and a new type needs no change here.
 """
@@ -22,6 +26,7 @@ Events that are not liquidations (auto-deleveraging, and any type added later) a
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from decimal import Decimal
 from typing import Any
 
@@ -81,6 +86,16 @@ class _Tallies:
         side.add(value)
         if self.largest is None or value > self.largest.value_usd:
             self.largest = event
+
+    def remove_liquidation(self, event: LiquidationEvent) -> None:
+        """Take back a counted event (a partial one its complete version replaces); the largest is forgotten if it
+        was this one: the complete version, added next, is at least as large."""
+        value = -event.value_usd
+        self.total.add(value, -1)
+        self.by_coin[event.coin].add(value, -1)
+        self.by_side[event.liquidation_side].add(value, -1)
+        if self.largest is not None and self.largest.key == event.key:
+            self.largest = None
 
     def add_other(self, kind: str, value: Decimal) -> None:
         tally = self.other.get(kind)
@@ -183,8 +198,13 @@ class Totals:
         self._fine = _Buckets(1_000, FINE_HORIZON_S + 1)
         self._coarse = _Buckets(60_000, HORIZON_S // 60 + 1)
         self._recent = RecentKeys(recent_keys)
+        self._partial: OrderedDict[str, LiquidationEvent] = OrderedDict()
+        """Recent partial liquidations counted, by key: a complete version replaces one."""
+        self._partial_cap = recent_keys
         self.duplicates = 0
         """Events ignored because their key was seen recently."""
+        self.superseded = 0
+        """Partial liquidations replaced by their complete version."""
         self.first_timestamp: int | None = None
         self.last_timestamp: int | None = None
 
@@ -201,18 +221,25 @@ class Totals:
         """Count one event; False (and nothing counted) if its key was among the recent ones."""
         key: str | None = getattr(event, "key", None)
         if key is not None and not self._recent.add(key):
-            self.duplicates += 1
-            return False
+            prior = self._partial.get(key)
+            if prior is None or not isinstance(event, LiquidationEvent) or not event.complete:
+                self.duplicates += 1
+                return False
+            # The stream's contract: a complete event after a partial one of the same key replaces it.
+            del self._partial[key]
+            for tallies in self._targets(prior.timestamp):
+                tallies.remove_liquidation(prior)
+            self.superseded += 1
+        elif key is not None and isinstance(event, LiquidationEvent) and not event.complete and self._partial_cap:
+            self._partial[key] = event
+            while len(self._partial) > self._partial_cap:
+                self._partial.popitem(last=False)
         timestamp: int = getattr(event, "timestamp", 0)
         if self.first_timestamp is None or timestamp < self.first_timestamp:
             self.first_timestamp = timestamp
         if self.last_timestamp is None or timestamp > self.last_timestamp:
             self.last_timestamp = timestamp
-        targets = [self._all]
-        for buckets in (self._fine, self._coarse):
-            bucket = buckets.slot(timestamp)
-            if bucket is not None:
-                targets.append(bucket)
+        targets = self._targets(timestamp)
         if isinstance(event, LiquidationEvent):
             for tallies in targets:
                 tallies.add_liquidation(event)
@@ -223,6 +250,15 @@ class Totals:
             for tallies in targets:
                 tallies.add_other(kind, amount)
         return True
+
+    def _targets(self, timestamp: int) -> list[_Tallies]:
+        """The tallies an event of this time counts in: all time, and its buckets still held."""
+        targets = [self._all]
+        for buckets in (self._fine, self._coarse):
+            bucket = buckets.slot(timestamp)
+            if bucket is not None:
+                targets.append(bucket)
+        return targets
 
     def by_timeframe(self, seconds: float, now_ms: int) -> dict[str, Any]:
         """Totals of the events whose exchange time lies in the last ``seconds`` before ``now_ms``.

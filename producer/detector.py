@@ -66,6 +66,9 @@ class _Accumulator:
         self.observed_via.add(observer)
 
     def build(self, source: Source, detected_at: int, via: tuple[str, ...] | None) -> Event:
+        # The liquidated user's own fills carry every leg; so does a backstop's vault fill (the vault took the
+        # whole position in one trade); an ADL event is one user's own fill. Makers' legs alone are a part.
+        complete = self.adl or self.own_leg_seen or self.method == "backstop"
         with localcontext() as ctx:
             ctx.prec = _PRECISION
             size = Decimal(0)
@@ -88,6 +91,7 @@ class _Accumulator:
             observed_via=via if via is not None else tuple(sorted(self.observed_via)),
             source=source,
             detected_at=detected_at,
+            complete=complete,
         )
         if self.adl:
             return AdlEvent(deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common)

@@ -1,7 +1,9 @@
 """Exactly once into the stream: deduplicate and XADD in one atomic step inside Redis.
 
 A Lua script takes a batch of events. For each one it sets the event's dedup key with ``SET NX EX`` and, only if
-that succeeded, appends the entry with ``XADD MAXLEN ~``; in the same script it records the source's checkpoint
+that succeeded, appends the entry with ``XADD MAXLEN ~`` (or, for an event whose figures are complete, when the
+key names a partial one: a complete event is never shadowed by a partial one published first, say by an API
+producer beside a node producer); in the same script it records the source's checkpoint
 (watermarks, file offsets). Redis runs a script atomically, so there is no moment at which an event is marked
 as published but not in the stream, or in the stream with the checkpoint behind it: a crash either happened
 before the script (nothing changed; the next run redoes the work) or after it (all of it is there). Two producers
@@ -29,7 +31,9 @@ PUBLISH_SCRIPT = """
 -- KEYS[1] stream, KEYS[2] checkpoint hash, KEYS[3..] one dedup key per event, then, if ARGV[4] is 1, the same
 -- events' dedup keys under the names before the upgrade, which count as published too
 -- ARGV[1] dedup ttl (s), ARGV[2] maxlen, ARGV[3] n checkpoint fields, ARGV[4] legacy keys given (0/1),
--- ARGV[5] f entry fields, then the f field names, then n field/value pairs, then per event its f values
+-- ARGV[5] f entry fields, then the f field names, then n field/value pairs, then per event its f values and
+-- 'c' (its figures are complete) or 'p' (partial). A dedup key holds the published event's 'c' or 'p' ('1': a
+-- version before the distinction, taken as complete): a complete event after a partial one is published too.
 local ttl, maxlen, ncp, legacy = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
 local f = tonumber(ARGV[5])
 local cp = 6 + f
@@ -38,9 +42,19 @@ local n = #KEYS - 2
 if legacy then n = n / 2 end
 local entry = {}
 local ids = {}
+local function fresh(key, legacy_key, kind)
+  if legacy_key and redis.call('EXISTS', legacy_key) == 1 then return false end
+  if redis.call('SET', key, kind, 'NX', 'EX', ttl) then return true end
+  if kind == 'c' and redis.call('GET', key) == 'p' then
+    local left = redis.call('PTTL', key)
+    redis.call('SET', key, 'c', 'PX', left > 0 and left or ttl * 1000)
+    return true
+  end
+  return false
+end
 for i = 1, n do
-  local key, a = KEYS[2 + i], first + (i - 1) * f
-  if (not legacy or redis.call('EXISTS', KEYS[2 + n + i]) == 0) and redis.call('SET', key, '1', 'NX', 'EX', ttl) then
+  local key, a = KEYS[2 + i], first + (i - 1) * (f + 1)
+  if fresh(key, legacy and KEYS[2 + n + i], ARGV[a + f]) then
     for j = 1, f do
       entry[2 * j - 1], entry[2 * j] = ARGV[5 + j], ARGV[a + j - 1]
     end
@@ -217,7 +231,7 @@ class Publisher:
             args += [name, value]
         for event in batch:
             keys.append(self.dedup_prefix + event.key)
-            args += entry_values(event)
+            args += [*entry_values(event), b"c" if event.complete else b"p"]
         if self.legacy_dedup_prefix is not None:
             keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args

@@ -55,6 +55,17 @@ class _Trades(msgspec.Struct, frozen=True, kw_only=True):
     detected_at: Annotated[
         int, Meta(ge=0, lt=MAX_TIMESTAMP_MS, description="Producer time the event was built, ms since the epoch.")
     ] = 0
+    complete: Annotated[
+        bool,
+        Meta(
+            description=(
+                "True when the figures sum every leg: counted from the liquidated user's own fills, or from a "
+                "backstop's vault fill, or an ADL fill. False when only some counterparties' legs were seen (a "
+                "watchlist's makers); a complete event for the same key may follow it. Absent (older producers): "
+                "false."
+            )
+        ),
+    ] = False
 
 
 class LiquidationEvent(_Trades, frozen=True, kw_only=True, tag="liquidation", tag_field="type"):

@@ -235,3 +235,21 @@ def test_fills_built_in_code_with_unusable_amounts_are_dropped_not_raised(caplog
     events = detect_from_fills([(MAKER_1, f) for f in (*bad, good)], detected_at=NOW)
     assert [e.tx_hash for e in events] == [TX]
     assert caplog.text.count("dropped the event") == 3
+
+
+def test_an_event_says_whether_its_figures_are_complete() -> None:
+    """Makers' legs are a part of a market liquidation; the liquidated user's own legs, a backstop's vault fill
+    and an ADL fill are all there is."""
+    backstop = {"liquidatedUser": LIQUIDATED, "markPx": "116.84", "method": "backstop"}
+    cases = {
+        "makers only": ([(MAKER_1, fill()), (MAKER_2, fill(tid=2))], False),
+        "the liquidated user's own": ([(LIQUIDATED, own_leg())], True),
+        "a maker and the own leg": ([(MAKER_1, fill()), (LIQUIDATED, own_leg())], True),
+        "a backstop's vault": ([(HLP_LIQUIDATOR, fill(liquidation=backstop))], True),
+        "an ADL fill": ([(MAKER_1, fill(dir="Auto-Deleveraging"))], True),
+    }
+    for name, (observed, complete) in cases.items():
+        [event] = detect_from_fills(observed, detected_at=NOW)
+        assert event.complete is complete, name
+    [node] = detect_from_fills([(LIQUIDATED, own_leg())], detected_at=NOW, own_legs_only=True, source="node")
+    assert node.complete

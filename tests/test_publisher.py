@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+from msgspec.structs import replace
 from redis.crc import key_slot
 
 from plumbing.errors import ConfigError
@@ -234,3 +236,31 @@ def test_eviction_risk_names_what_the_policy_may_evict(policy: str, maxmemory: i
         assert risk is None
     else:
         assert risk is not None and evicts in risk
+
+
+async def test_a_complete_event_is_published_after_a_partial_one_of_its_key_never_the_reverse(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    """An API producer's partial view published first must not keep a node producer's exact figures out."""
+    publisher = Publisher(redis_client, stream)
+    partial = make_event(complete=False, size=Decimal("1"), value_usd=Decimal("97000.5"))
+    complete = replace(partial, complete=True, size=Decimal("2"), value_usd=Decimal("194001"))
+    assert len((await publisher.publish([partial])).published) == 1
+    assert len((await publisher.publish([partial])).duplicates) == 1
+    assert len((await publisher.publish([complete])).published) == 1  # the correction
+    assert len((await publisher.publish([complete, partial])).duplicates) == 2
+    other = make_event(complete=True)
+    assert len((await publisher.publish([other])).published) == 1
+    assert len((await publisher.publish([replace(other, complete=False)])).duplicates) == 1
+    entries = [decode_entry(fields) for _, fields in raw_entries(await redis_client.xrange(stream))]
+    assert [(e.key, e.complete) for e in entries] == [(partial.key, False), (partial.key, True), (other.key, True)]
+    ttl = await redis_client.ttl(dedup_key(stream, partial.key))
+    assert 0 < ttl <= publisher.dedup_ttl  # the correction kept the key's expiry
+
+
+async def test_a_key_published_before_completeness_was_recorded_counts_as_complete(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    event = make_event(complete=True)
+    await redis_client.set(dedup_key(stream, event.key), "1", ex=60)
+    assert len((await Publisher(redis_client, stream).publish([event])).duplicates) == 1

@@ -146,3 +146,26 @@ def test_empty_totals() -> None:
     stats = Totals().statistics()
     assert stats["count"] == 0 and stats["largest"] is None and stats["windows"] == {}
     assert Totals().by_timeframe(300, NOW)["count"] == 0
+
+
+def test_a_complete_event_replaces_the_partial_one_of_its_key_everywhere() -> None:
+    totals = Totals()
+    partial = make_event(complete=False, value_usd=Decimal("100"), size=Decimal("1"))
+    complete = make_event(
+        tx_hash=partial.tx_hash,
+        liquidated_user=partial.liquidated_user,
+        timestamp=partial.timestamp,
+        complete=True,
+        value_usd=Decimal("250"),
+        size=Decimal("2.5"),
+    )
+    assert totals.add(partial) and not totals.add(partial)  # a redelivery of the partial counts nothing
+    assert totals.add(complete) and not totals.add(complete)
+    stats = totals.statistics()
+    assert (stats["count"], stats["value_usd"]) == (1, "250")
+    assert stats["by_coin"]["BTC"] == {"count": 1, "value_usd": "250"}
+    assert stats["windows"]["5m"]["count"] == 1 and stats["windows"]["5m"]["value_usd"] == "250"
+    assert stats["largest"]["value_usd"] == "250"
+    assert totals.superseded == 1 and totals.duplicates == 2
+    assert not totals.add(partial)  # a partial after the complete one changes nothing
+    assert totals.statistics()["value_usd"] == "250"
