@@ -18,7 +18,6 @@ liquidated user's own fills, as for a node: the figures are exact. Three things 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -34,7 +33,8 @@ from producer.feed_messages import (
     LiquidationFill,
     liquidation_fills,
 )
-from producer.sources.base import LiquidationSource, PollResult
+from producer.sources.base import PollResult
+from producer.sources.pushed import PushedSource
 from producer.websocket import (
     GOLDRUSH_URL,
     HYDROMANCER_URL,
@@ -140,7 +140,7 @@ def gap_message(dialect: str, start_ms: int, end_ms: int) -> str:
 # ---------------------------------------------------------------------------------------------- the source
 
 
-class HostedSource(LiquidationSource):
+class HostedSource(PushedSource):
     """A provider's venue-wide liquidation feed, read by a background task into a buffer that :meth:`poll` drains."""
 
     name = "hosted"
@@ -155,6 +155,7 @@ class HostedSource(LiquidationSource):
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.settings = settings
+        super().__init__()
         self.feed = feed or WebSocketFeed(settings)
         self.quiet = quiet
         self._clock = clock
@@ -164,22 +165,12 @@ class HostedSource(LiquidationSource):
         self._newest: int | None = None
         self._last_push = clock()
         self._gap_seconds = 0.0
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+
+    def _due_in(self) -> float | None:
+        return self._last_push + self.quiet - self._clock() if self._pending else None
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         pass  # a feed has no position to resume from: the provider's replay and the dedup keys cover restarts
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def _started(self) -> asyncio.Task[None]:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="hosted feed")
-        if self._task.done() and not self._task.cancelled():
-            self._task.result()  # a refused key ends the process here
-        return self._task
 
     async def _run(self) -> None:
         try:
@@ -250,17 +241,3 @@ class HostedSource(LiquidationSource):
                 f"{self.settings.unhealthy_after:g}s (the log says why)"
             )
         return result
-
-    async def wait(self, seconds: float) -> None:
-        """Until a push arrives, a held block's quiet time ends, or ``seconds``, whichever is first."""
-        task = self._started()
-        if self._pending:
-            seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
-        if (unhealthy := self.feed.until_unhealthy()) is not None:
-            seconds = min(seconds, unhealthy + 0.01)
-        arrived = asyncio.ensure_future(self._arrived.wait())
-        try:
-            await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            arrived.cancel()
-        self._started()

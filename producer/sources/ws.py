@@ -26,7 +26,6 @@ promise of the exchange: ``quiet`` bounds the wait if the pong does not come.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -38,8 +37,9 @@ from producer.client import HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.exchange_types import Fill
 from producer.feed_messages import ChannelError, LiquidationFill, Pong, UserFills, user_fills
-from producer.sources.base import LiquidationSource, PollResult
+from producer.sources.base import PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, WATERMARK_PREFIX, read_fills, read_from
+from producer.sources.pushed import PushedSource
 from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, Malformed, WebSocketFeed
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def watermark(newest_seen: int | None, oldest_held: int | None, now_ms: int) -> 
 # ---------------------------------------------------------------------------------------------- the source
 
 
-class WsSource(LiquidationSource):
+class WsSource(PushedSource):
     """``userFills`` of up to 10 addresses over the public WebSocket, gap-filled over REST after every connect."""
 
     name = "ws"
@@ -136,6 +136,7 @@ class WsSource(LiquidationSource):
     ) -> None:
         if (problem := watchlist_problem(watchlist)) is not None:
             raise ConfigError(problem)
+        super().__init__()
         self.client = client
         self.watchlist = [address.lower() for address in watchlist]
         self.lookback_ms = lookback_ms
@@ -167,25 +168,17 @@ class WsSource(LiquidationSource):
         """The held blocks behind the ping sent as a barrier, until its pong."""
         self._flushed: set[int] = set()
         """Held blocks a pong has shown complete."""
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+
+    def _due_in(self) -> float | None:
+        if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
+            return self._last_push + self.quiet - self._clock()
+        return None
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         for name, value in checkpoint.items():
             address = name.removeprefix(WATERMARK_PREFIX)
             if name.startswith(WATERMARK_PREFIX) and address in self.watchlist:
                 self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def _started(self) -> asyncio.Task[None]:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ws feed")
-        if self._task.done() and not self._task.cancelled():
-            self._task.result()
-        return self._task
 
     async def _run(self) -> None:
         async for event in self.feed.events():
@@ -334,17 +327,3 @@ class WsSource(LiquidationSource):
                 "(the log says why)"
             )
         return result
-
-    async def wait(self, seconds: float) -> None:
-        """Until a fill arrives, a held block's quiet time ends, a (re)connect needs a gap-fill, or ``seconds``."""
-        task = self._started()
-        if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
-            seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
-        if (unhealthy := self.feed.until_unhealthy()) is not None:
-            seconds = min(seconds, unhealthy + 0.01)
-        arrived = asyncio.ensure_future(self._arrived.wait())
-        try:
-            await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            arrived.cancel()
-        self._started()
