@@ -15,6 +15,8 @@ from redis.exceptions import ResponseError
 from consumers import ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
 from consumers.entries import id_text
 from plumbing.errors import ConfigError
+from plumbing.redis_connect import socket_timeout_of
+from plumbing.stream_keys import stream_key
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.invariants import raw_entries
 from tests.helpers import Recorder, make_event, stop, wait_until
@@ -142,7 +144,8 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_group_keeps_f
     assert r.counters.dead_lettered == 4
     assert await group_pending(redis, stream) == 0
     letters = {
-        fields[b"original_id"].decode(): fields for _, fields in raw_entries(await redis.xrange(f"{stream}:dead"))
+        fields[b"original_id"].decode(): fields
+        for _, fields in raw_entries(await redis.xrange(stream_key(stream, "dead")))
     }
     assert set(letters) == set(poison_ids.values())
     reasons = {name: letters[entry_id][b"reason"].decode() for name, entry_id in poison_ids.items()}
@@ -184,7 +187,7 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries
     await stop(r, task)
     assert seen.calls[doomed] == 3
     assert len(seen.keys) == 4
-    [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
+    [(_, letter)] = raw_entries(await redis.xrange(stream_key(stream, "dead")))
     assert letter[b"original_id"].decode() == ids[1]
     assert letter[b"reason"] == b"max_deliveries: delivered 4 times, more than the limit of 3"
     assert await group_pending(redis, stream) == 0
@@ -399,7 +402,7 @@ async def test_a_client_that_would_time_out_a_blocked_read_is_refused(redis: Red
     )
     client = connect(config)
     try:
-        assert client.connection_pool.connection_kwargs["socket_timeout"] > 30
+        assert (socket_timeout_of(client) or 0) > 30
     finally:
         await client.aclose()
 

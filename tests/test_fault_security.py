@@ -55,6 +55,7 @@ COMMANDS = (
     "+xinfo|consumers",
     "+multi",
     "+exec",
+    "+wait",
 )
 GROUPS = ("stats", "alerter")
 HANG = 6.0

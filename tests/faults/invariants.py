@@ -25,6 +25,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from plumbing.stream_keys import stream_key
 from producer.simulation.scenarios import ExpectedLiquidation
 from schemas import EntryError, Event, LiquidationEvent, decode_entry
 from tests.faults.feed import Expected
@@ -220,7 +221,7 @@ async def describe_groups(client: aioredis.Redis, stream: str) -> str:
 
 
 async def dead_letters(client: aioredis.Redis, stream: str) -> int:
-    return int(await client.xlen(f"{stream}:dead"))
+    return int(await client.xlen(stream_key(stream, "dead")))
 
 
 # --- the stats consumer's totals -------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ async def unsent_alerts(client: aioredis.Redis, stream: str, keys: Iterable[str]
     unsent = []
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        states = await client.mget([f"{stream}:alerted:{key}:{sink}" for key in chunk])
+        states = await client.mget([stream_key(stream, f"alerted:{key}:{sink}") for key in chunk])
         unsent += [key for key, state in zip(chunk, states, strict=True) if state != b"sent"]
     return unsent
 

@@ -22,6 +22,7 @@ from types import TracebackType
 
 import redis.asyncio as aioredis
 
+from plumbing.stream_keys import stream_key
 from tests.faults.chaos import ChaosExchange
 from tests.faults.procs import Proc, crashes
 from tests.faults.redis_proc import RedisProcess
@@ -130,7 +131,7 @@ class Rig:
         return await self.start(name, "consumers.alerter", env)
 
     def stats_key(self, consumer: str, group: str = "stats") -> str:
-        return f"{self.stream}:stats:{group}:{consumer}"
+        return stream_key(self.stream, f"stats:{group}:{consumer}")
 
     async def stop_all(self, within: float = 30.0) -> dict[str, int]:
         """SIGTERM every live process, as a supervisor does; returns the exit codes (all must be 0)."""
