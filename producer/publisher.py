@@ -233,9 +233,21 @@ class Publisher:
             keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args
 
+    async def replica_count(self) -> int:
+        """How many replicas the stream's master has connected (``INFO replication``). Not ``WAIT 0 0``: that
+        counts the replicas that have acknowledged the latest offset, which they do once a second."""
+        if isinstance(self.redis, RedisCluster):
+            node = self.redis.get_node_from_key(self.stream)
+            info = await self.redis.info("replication", target_nodes=node)
+        else:
+            info = await self.redis.info("replication")
+        if info.get("role") != "master":  # demoted under us: publishing fails (READONLY) until it is a master
+            return 0
+        return int(info.get("connected_slaves", 0))
+
     async def wait(self, replicas: int, timeout_ms: int) -> int:
-        """``WAIT`` on the stream's master: how many replicas have this connection's writes (``WAIT 0 0``: how many
-        replicas it has). The publisher is used one call at a time, so its commands share one connection."""
+        """``WAIT`` on the stream's master: how many replicas have this connection's writes. The publisher is used
+        one call at a time, so its commands share one connection."""
         try:
             if isinstance(self.redis, RedisCluster):
                 node = self.redis.get_node_from_key(self.stream)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ log = logging.getLogger("producer")
 
 _NO_PERMISSION = "can't run this command"
 """How Redis words an ACL denial of a command a script calls (it arrives as a plain script error)."""
+
+
+REPLICA_CHECK_S = 5.0
+"""How often ``--wait-replicas auto`` asks whether the stream's master has a replica, until it has one."""
 
 
 class RedisAccessDenied(ProducerError):
@@ -120,6 +125,7 @@ class Producer:
         self.recent = RecentKeys()
         self.restored = False
         self.redis_down_since: float | None = None
+        self._replicas_checked_at: float | None = None
         self._redis_answered_this_poll = False
         """Whether this poll already learnt if Redis is up (a restore, a publish, or a failure of either)."""
         self.polls = 0
@@ -190,6 +196,10 @@ class Producer:
 
     async def _restore(self) -> None:
         if self.restored:
+            try:
+                await self._choose_replicas()
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
             return
         try:
             await self._check_eviction()
@@ -205,20 +215,28 @@ class Producer:
             log.info("resuming from %d checkpointed positions in %s", len(checkpoint), self.publisher.checkpoint_key)
 
     async def _choose_replicas(self) -> None:
-        """``--wait-replicas auto``: wait for one replica after each publish if the stream's master has one now."""
-        if self.config.wait_replicas is not None:
+        """``--wait-replicas auto``: wait for one replica after each publish once the stream's master has been seen
+        with one. Asked at start and then every :data:`REPLICA_CHECK_S` until a replica is seen (one that was still
+        syncing at start counts as soon as it is there), and never turned off again: a master that lost its replica
+        is exactly the one whose writes a failover would lose."""
+        if self.config.wait_replicas is not None or self.publisher.wait_replicas:
             return
+        now = time.monotonic()
+        if self._replicas_checked_at is not None and now - self._replicas_checked_at < REPLICA_CHECK_S:
+            return
+        self._replicas_checked_at = now
         try:
-            replicas = await self.publisher.wait(0, 0)
-        except redis.exceptions.ResponseError as exc:  # WAIT denied by an ACL
+            replicas = await self.publisher.replica_count()
+        except redis.exceptions.ResponseError as exc:  # INFO denied by an ACL
             if isinstance(exc, redis.exceptions.ReadOnlyError):
                 raise
             log.warning(
                 "could not ask Redis how many replicas the stream's master has (%s): publishing without waiting for "
-                "replicas (allow WAIT, or set --wait-replicas / REDIS_WAIT_REPLICAS)",
+                "replicas (allow INFO, or set --wait-replicas / REDIS_WAIT_REPLICAS)",
                 exc,
             )
-            replicas = 0
+            self._replicas_checked_at = math.inf  # asked once: the ACL will not change its mind
+            return
         self.publisher.wait_replicas = 1 if replicas else 0
         if replicas:
             log.info(

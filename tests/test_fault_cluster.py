@@ -185,6 +185,7 @@ async def run_through_faults(
         keys = [e.key for e in feed.liquidations()]
         unmarked = await unsent_alerts(client, stream, keys, "stdout")
         log = producer.stderr()
+    assert "each publish waits" in log  # --wait-replicas auto found the replica
     figures = Figures.from_audit(
         "",
         feed.expected,
@@ -192,7 +193,7 @@ async def run_through_faults(
         None,
         fault_seconds=seconds,
         outages_logged=count_lines(log, "holding events in memory"),
-        republished_after_unreplicated=count_lines(log, "replicas had the publish"),
+        unreplicated_outages=count_lines(log, "replicas had the publish"),
         alerts=alerts,
         alerts_without_their_marker=len(unmarked),
     )

@@ -56,6 +56,7 @@ COMMANDS = (
     "+multi",
     "+exec",
     "+wait",
+    "+info",
 )
 GROUPS = ("stats", "alerter")
 HANG = 6.0
