@@ -518,10 +518,18 @@ class Runner:
                 break
             try:
                 await handler(event)
-            except Exception:
+            except Exception as exc:
                 ok = False
                 self.counters.failed += 1
-                log.exception("handler failed on entry %s (key %s); it stays pending", id_text(entry_id), event.key)
+                if redis_unavailable(exc):  # an outage (a failover, a restart) met inside the handler: no bug
+                    log.warning(
+                        "handler could not reach Redis on entry %s (key %s): %s; it stays pending",
+                        id_text(entry_id),
+                        event.key,
+                        exc,
+                    )
+                else:
+                    log.exception("handler failed on entry %s (key %s); it stays pending", id_text(entry_id), event.key)
                 continue
             self._acks.append(entry_id)
             self.counters.processed += 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from consumers import ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
@@ -468,3 +469,26 @@ async def test_a_redis_demoted_to_replica_is_waited_out_and_said_once(
         await client.aclose()
     assert caplog.text.count("Redis unavailable") == 1
     assert "Redis is back" in caplog.text
+
+
+async def test_a_handler_that_meets_a_redis_outage_logs_one_line_and_the_entry_is_retried(
+    redis: Redis, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover reaches a handler that writes to Redis (the alerter's markers) as a ConnectionError: an outage,
+    said in one line, not a handler bug with a traceback."""
+    caplog.set_level(logging.WARNING, logger="consumers.runner")
+    seen: list[str] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event.key)
+        if len(seen) == 1:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:7000. Connect call failed")
+
+    [event] = [make_event()]
+    await publish(redis, stream, [event])
+    r = runner(redis, stream, handler)
+    task = asyncio.create_task(r.run())
+    await wait_until(lambda: len(seen) == 2, message="the entry handled again after the outage")
+    await stop(r, task)
+    assert "handler could not reach Redis on entry" in caplog.text and "Traceback" not in caplog.text
+    assert await group_pending(redis, stream) == 0
