@@ -24,9 +24,10 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import delete_stream_keys
 from producer.detector import detect_from_fills
 from producer.exchange_types import Fill
-from producer.publisher import Publisher, hash_tag
+from producer.publisher import Publisher
 from producer.simulation.scenarios import ScenarioBuilder
 from schemas import Event, LiquidationEvent
 
@@ -136,9 +137,7 @@ async def bench_publish(redis_url: str, n: int, batch_size: int) -> None:
         dup_elapsed = time.perf_counter() - again_started
         length = await client.xlen(stream)
     finally:
-        keys = [k async for k in client.scan_iter(match=f"*{hash_tag(stream)}*", count=10_000)]
-        for i in range(0, len(keys), 10_000):
-            await client.delete(*keys[i : i + 10_000])
+        await delete_stream_keys(client, stream)
         await client.aclose()
     rate = n / elapsed
     print(f"publish: {n} events in batches of {batch_size} to {redis_url} -> stream length {length}")

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis import Redis
 
+from bench.figures import percentile
 from producer.simulation.sample import hour_path
 
 GOAL_P99_MS = 20.0
@@ -65,11 +66,6 @@ def block_line(number: int, time_ms: int, liquidated: str) -> bytes:
     }
     block = {"local_time": moment, "block_time": moment, "block_number": number, "events": [[liquidated, fill]]}
     return json.dumps(block, separators=(",", ":")).encode() + b"\n"
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def cpu_seconds(pid: int) -> float:

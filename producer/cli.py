@@ -10,6 +10,7 @@ from plumbing.process import install_signal_handlers, run_process
 from producer.config import ProducerConfig, load_config
 from producer.service import Producer
 from producer.sources.hosted import DEFAULT_URLS
+from producer.sources.ws import public_ws_url
 from producer.websocket import mask_url
 
 log = logging.getLogger("producer")
@@ -19,6 +20,8 @@ def source_scope(config: ProducerConfig) -> str:
     """What the chosen source reads, for the start-up line; each source only has settings of its own."""
     if config.source == "fills":
         return f"{len(config.watchlist)} addresses"
+    if config.source == "ws":
+        return f"{len(config.watchlist)} addresses at {mask_url(config.ws_url or public_ws_url(config.api_url))}"
     if config.source == "trades":
         return ",".join(config.coins)
     if config.source == "hosted":
@@ -26,15 +29,25 @@ def source_scope(config: ProducerConfig) -> str:
     return ",".join(str(path) for path in config.node_paths)
 
 
+def cadence(config: ProducerConfig) -> str:
+    """When the source is read, for the start-up line: a pushed feed is not polled every --interval."""
+    if config.once:
+        return "once"
+    if config.source in ("ws", "hosted"):
+        return "as the feed pushes them"
+    if config.source == "node" and config.node_follow:
+        return "as the files grow"
+    return f"every {config.poll_interval:.1f}s"
+
+
 async def _main(config: ProducerConfig) -> int:
     log.info(
-        "publishing to stream %r at %s from source %r (%s), every %.1fs%s",
+        "publishing to stream %r at %s from source %r (%s), %s",
         config.stream,
         config.redis_where(),
         config.source,
         source_scope(config),
-        config.poll_interval,
-        " once" if config.once else "",
+        cadence(config),
     )
     producer = Producer(config)
     remove_handlers = install_signal_handlers(producer.stop)

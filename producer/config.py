@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 from plumbing.errors import ConfigError
 from plumbing.options import (
@@ -35,9 +35,12 @@ from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
 from producer.sources.hosted import DEFAULT_URLS, HOSTED_DIALECTS, HOSTED_KEY_MISSING, HostedDialect, feed_settings
 from producer.sources.node_files import DEFAULT_MAX_LINE, OnDamage
+from producer.sources.ws import watchlist_problem
+from schemas import Source
 from schemas.stream import DEFAULT_STREAM
 
-SourceName = Literal["fills", "trades", "node", "hosted"]
+SourceName = Source
+"""The ``--source`` names: one per kind of event source, so an event's ``source`` names the setting that found it."""
 
 HLP = "0xdfc24b077bc1425ad1dea75bcb6f8158e10df303"
 HLP_STRATEGY_A = "0x010461c14e146ac35fe42271bdc1134ee31c703a"
@@ -86,8 +89,9 @@ def _addresses(value: str) -> tuple[str, ...]:
 
 
 def _source(value: str) -> SourceName:
-    if value not in ("fills", "trades", "node", "hosted"):
-        raise ValueError("must be 'fills', 'trades', 'node' or 'hosted'")
+    names = get_args(Source)
+    if value not in names:
+        raise ValueError("must be " + ", ".join(f"'{name}'" for name in names[:-1]) + f" or '{names[-1]}'")
     return value  # type: ignore[return-value]
 
 
@@ -98,8 +102,9 @@ def _hosted_dialect(value: str) -> HostedDialect:
 
 
 def default_source(hosted_key: object) -> SourceName:
-    """With a provider's key in the environment the user means the hosted feed; otherwise the fills source."""
-    return "hosted" if hosted_key else "fills"
+    """The best source the configuration allows: with a provider's key, the hosted feed of every liquidation;
+    otherwise the public WebSocket, in real time for the watched addresses (a node is never guessed at)."""
+    return "hosted" if hosted_key else "ws"
 
 
 def _paths(value: str) -> tuple[Path, ...]:
@@ -185,9 +190,10 @@ OPTIONS: tuple[Option, ...] = (
         "HL_SOURCE",
         _source,
         None,
-        "fills: watched addresses' fills; trades: the original tracker's recentTrades heuristic; "
-        "node: a node's fill files; hosted: a provider's feed of every liquidation on the venue.",
-        default_help="hosted when HL_HOSTED_KEY is set, else fills",
+        "ws: watched addresses' fills pushed over the public WebSocket (at most 10); fills: the same, polled "
+        "over REST (any number); trades: the original tracker's recentTrades heuristic; node: a node's fill "
+        "files; hosted: a provider's feed of every liquidation on the venue.",
+        default_help="hosted when HL_HOSTED_KEY is set, else ws",
     ),
     Option(
         "watchlist",
@@ -332,6 +338,48 @@ OPTIONS: tuple[Option, ...] = (
         "1",
         "Seconds without a newer block after which the newest block's liquidations are taken as complete.",
     ),
+    Option(
+        "ws_url",
+        "--ws-url",
+        "HL_WS_URL",
+        str,
+        None,
+        "The exchange's public WebSocket (ws source).",
+        default_help="the WebSocket beside --api-url: wss://api.hyperliquid.xyz/ws for mainnet",
+    ),
+    Option(
+        "ws_quiet",
+        "--ws-quiet",
+        "HL_WS_QUIET",
+        positive_float,
+        "0.2",
+        "Seconds a market liquidation's legs on watched makers are held for the other watched makers' pushes; "
+        "legs of the liquidated user's own and backstops go out at once.",
+    ),
+    Option(
+        "feed_ping_after",
+        "--feed-ping-after",
+        "HL_FEED_PING_AFTER",
+        positive_float,
+        "50",
+        "ws and hosted: seconds of silence before we ping (the exchange closes a connection quiet for 60 s).",
+    ),
+    Option(
+        "feed_silence_limit",
+        "--feed-silence-limit",
+        "HL_FEED_SILENCE_LIMIT",
+        positive_float,
+        "65",
+        "ws and hosted: seconds without any frame, pongs included, after which the connection is replaced.",
+    ),
+    Option(
+        "feed_unhealthy_after",
+        "--feed-unhealthy-after",
+        "HL_FEED_UNHEALTHY_AFTER",
+        positive_float,
+        "30",
+        "ws and hosted: seconds disconnected after which /healthz answers 503.",
+    ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
     Option(
         "maxlen",
@@ -373,7 +421,7 @@ OPTIONS: tuple[Option, ...] = (
 @dataclass(frozen=True)
 class ProducerConfig(RedisSettings):
     api_url: str = MAINNET_API_URL
-    source: SourceName = "fills"
+    source: SourceName = "ws"
     watchlist: tuple[str, ...] = PROTOCOL_VAULTS
     coins: tuple[str, ...] = DEFAULT_COINS
     poll_interval: float = 10.0
@@ -405,11 +453,21 @@ class ProducerConfig(RedisSettings):
     hosted_url: str | None = None
     hosted_key: Secret | None = None
     hosted_quiet: float = 1.0
+    ws_url: str | None = None
+    ws_quiet: float = 0.2
+    feed_ping_after: float = 50.0
+    feed_silence_limit: float = 65.0
+    feed_unhealthy_after: float = 30.0
 
 
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
     ("where liquidations are looked for", None, ("source", "poll_interval")),
-    ("fills source (the default)", "Polls userFillsByTime for each watched address.", ("watchlist", "lookback")),
+    (
+        "ws and fills sources",
+        "Watched addresses' fills: ws (the default without a key) has them pushed over the public WebSocket, "
+        "10 addresses at most, and reads what a disconnect hid over REST; fills polls userFillsByTime for each.",
+        ("watchlist", "lookback", "ws_url", "ws_quiet"),
+    ),
     ("trades source", "Polls recentTrades for each coin (the original tracker's heuristic).", ("coins",)),
     (
         "node source",
@@ -423,7 +481,12 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         ("hosted_dialect", "hosted_url", "hosted_key", "hosted_quiet"),
     ),
     (
-        "the exchange's API (fills and trades sources)",
+        "WebSocket connections (ws and hosted sources)",
+        None,
+        ("feed_ping_after", "feed_silence_limit", "feed_unhealthy_after"),
+    ),
+    (
+        "the exchange's API (ws, fills and trades sources)",
         None,
         ("api_url", "weight_per_minute", "http_timeout", "http_attempts"),
     ),
@@ -487,6 +550,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         feed_settings(values["hosted_dialect"], values["hosted_url"], values["hosted_key"]).check()
     if values["source"] == "fills" and not values["watchlist"]:
         raise ConfigError("--watchlist / HL_WATCHLIST is empty: the fills source needs at least one address")
+    if values["source"] == "ws" and (problem := watchlist_problem(values["watchlist"])) is not None:
+        raise ConfigError(problem)
+    if values["source"] in ("ws", "hosted") and values["feed_ping_after"] >= values["feed_silence_limit"]:
+        raise ConfigError(
+            "--feed-ping-after / HL_FEED_PING_AFTER must be below --feed-silence-limit / HL_FEED_SILENCE_LIMIT: "
+            "a ping must have time to be answered"
+        )
     start, end = values["node_from"], values["node_until"]
     if start is not None and end is not None and end <= start:
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")

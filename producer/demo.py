@@ -4,9 +4,11 @@ Node mode (the default) plays the shipped sample cascade (producer/simulation/da
 directory laid out like a node's output, block by block at --speed times real time (re-timed to now, so the
 rolling windows fill), while the real processes run against the local Redis: the producer following the files
 with the node source, the alerter and the stats aggregator. Fills mode instead serves the fake exchange API
-on 127.0.0.1 and runs the producer's polling source against it. Hosted mode serves a fake Hydromancer feed and
-pushes the same scenario's liquidation fills to the producer's hosted source. Either way a new user sees alerts and a
-statistics table within seconds, on a stream of its own (demo:liquidations) that the demo resets first.
+on 127.0.0.1 and runs the producer's polling source against it; ws mode serves the fake exchange's WebSocket too,
+with half the scenario as history (the snapshot and the gap-fill) and the rest pushed live. Hosted mode serves a
+fake Hydromancer feed and pushes the same scenario's liquidation fills to the producer's hosted source. Either way
+a new user sees alerts and a statistics table within seconds, on a stream of its own (demo:liquidations) that the
+demo resets first.
 
 When it ends (on its own, on Ctrl-C or on SIGTERM) it removes every key it created from Redis: the stream,
 its consumer groups, dedup keys, the checkpoint, alert markers and statistics snapshots.
@@ -52,7 +54,7 @@ from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.fake_feeds import FakeFeeds, blocks_of
 from producer.simulation.sample import hour_path, load_blocks
-from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
+from producer.simulation.scenarios import DEMO_WATCHLIST, Fill, demo_scenario
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -66,7 +68,7 @@ class DemoError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig(RedisSettings):
-    source: Literal["node", "fills", "hosted"] = "node"
+    source: Literal["node", "fills", "ws", "hosted"] = "node"
     speed: float = 10.0
     """Times real time; 0 plays the sample as fast as the processes take it."""
     stream: str = "demo:liquidations"
@@ -79,7 +81,12 @@ class DemoConfig(RedisSettings):
         return DEFAULT_THRESHOLDS[self.source] if self.threshold_usd is None else self.threshold_usd
 
 
-DEFAULT_THRESHOLDS: dict[str, Decimal] = {"node": Decimal(50_000), "fills": Decimal(10_000), "hosted": Decimal(10_000)}
+DEFAULT_THRESHOLDS: dict[str, Decimal] = {
+    "node": Decimal(50_000),
+    "fills": Decimal(10_000),
+    "ws": Decimal(10_000),
+    "hosted": Decimal(10_000),
+}
 """Each source's sample has a few liquidations above its threshold: the fills scenario is smaller than the
 cascade, and a threshold it never reaches would show a new user no alert at all."""
 
@@ -93,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--source",
-        choices=("node", "fills", "hosted"),
+        choices=("node", "fills", "ws", "hosted"),
         default="node",
         help="node: replay the sample cascade as a node's files; fills: serve the fake exchange API; "
+        "ws: serve its public WebSocket too and push half the fills scenario live; "
         "hosted: push the fills scenario's liquidations over a fake provider's feed",
     )
     parser.add_argument(
@@ -106,8 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threshold-usd",
         default=None,
-        help="alert threshold for the demo (default: 50000 for node, 10000 for fills and hosted: a few alerts "
-        "either way)",
+        help="alert threshold for the demo (default: 50000 for node, 10000 for the others: a few alerts either way)",
     )
     parser.add_argument("--verbose", action="store_true", help="show the producer's log line for every event")
     return parser
@@ -165,6 +172,8 @@ class Demo:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
         self.pipes: list[asyncio.Task[None]] = []
         self.feeds: FakeFeeds | None = None
+        self.to_push: list[list[tuple[str, Fill]]] = []
+        """Blocks of the fills scenario (dated to the last half hour, so the stats' windows fill) to push live."""
 
     def env(self, **extra: str) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "ALERT_", "STATS_"))}
@@ -290,13 +299,26 @@ class Demo:
             return None
         fake = FakeHyperliquid()
         # Dated to the last half hour (the scenario spans about 29 minutes), so the 5m/1h/24h windows fill.
-        fake.load(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
+        scenario = demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS)
+        if self.config.source == "ws":
+            blocks = blocks_of(scenario)
+            half = len(blocks) // 2
+            for address, fill in (pair for block in blocks[:half] for pair in block):
+                fake.add_fills(address, [fill])
+            self.feeds, self.to_push = fake.feeds, blocks[half:]
+        else:
+            fake.load(scenario)
         await fake.start()
-        print(f"demo: fake exchange API at {fake.url}/info")
+        print(
+            f"demo: fake exchange API at {fake.url}/info"
+            + (f", its WebSocket at {fake.feeds.public_url}" if self.feeds else "")
+        )
         await self.spawn(
             "producer",
             "producer",
             self.env(
+                HL_SOURCE=self.config.source,
+                HL_WS_QUIET="0.2",
                 HL_API_URL=fake.url,
                 HL_WATCHLIST=",".join(DEMO_WATCHLIST),
                 HL_LOOKBACK="3600",
@@ -311,6 +333,7 @@ class Demo:
     async def start_hosted_producer(self, producer_log: str) -> None:
         """A fake Hydromancer feed (kept in :attr:`feeds`, to push to and stop) and the producer reading it."""
         self.feeds = FakeFeeds()
+        self.to_push = blocks_of(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
         await self.feeds.start()
         url = self.feeds.hydromancer_url().partition("?")[0]
         print(f"demo: fake Hydromancer feed at {url}")
@@ -328,17 +351,15 @@ class Demo:
         )
 
     async def push_to_feed(self, feeds: FakeFeeds, within: float = 30.0) -> int:
-        """Once the producer has subscribed, push the fills scenario block by block; returns the blocks pushed."""
+        """Once the producer has subscribed, push :attr:`to_push` block by block; returns the blocks pushed."""
         deadline = time.monotonic() + within
-        while not any(conn.session is not None and conn.session.subscribed for conn in feeds.live("hydromancer")):
+        while not subscribed(feeds):
             self.check_processes()
             if time.monotonic() > deadline:
                 raise DemoError(f"the producer did not subscribe to the fake feed within {within:g}s")
             await asyncio.sleep(0.1)
-        # Dated to the last half hour, as in fills mode, so the stats' windows fill.
-        blocks = blocks_of(demo_scenario(start_ms=int(time.time() * 1000) - FILLS_SCENARIO_AGE_MS))
-        await feeds.burst(blocks)
-        return len(blocks)
+        await feeds.burst(self.to_push)
+        return len(self.to_push)
 
     async def wait_for_stream(self, client: RedisClient, quiet_seconds: float = 2.0) -> int:
         """Until the stream stops growing for a few seconds: the producer has caught up."""
@@ -365,6 +386,12 @@ class Demo:
         for pipe in self.pipes:
             with contextlib.suppress(asyncio.CancelledError):
                 await pipe
+
+
+def subscribed(feeds: FakeFeeds) -> bool:
+    """The producer has subscribed: to Hydromancer's liquidations, or to a user's fills on the public feed."""
+    hosted = any(conn.session is not None and conn.session.subscribed for conn in feeds.live("hydromancer"))
+    return hosted or any(conn.users for conn in feeds.live("public"))
 
 
 def _retime(block: dict[str, Any], block_ms: int) -> int:

@@ -60,7 +60,7 @@ class PollSummary:
     finished: bool = False
 
 
-_ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks", "hosted": "fills"}
+_ITEMS = {"fills": "fills", "trades": "trades", "node": "blocks", "hosted": "fills", "ws": "fills"}
 
 
 def format_event(event: Event) -> str:

@@ -167,11 +167,17 @@ class Gap:
         return self.received - self.expected
 
 
-FeedNotice = Connected | Disconnected | Gap
+@dataclass(frozen=True)
+class Malformed:
+    """A frame that did not decode was skipped: whatever it carried is lost to this connection, and a source that
+    can read it again (over REST) should."""
+
+
+FeedNotice = Connected | Disconnected | Gap | Malformed
 DataMessage = (
     UserFills | Trades | GoldRushLiquidationFills | HydromancerLiquidationFills | ChannelError | HydromancerError
 )
-FeedEvent = FeedNotice | DataMessage
+FeedEvent = FeedNotice | DataMessage | Pong
 
 
 @dataclass
@@ -290,6 +296,8 @@ class WebSocketFeed:
         """Hydromancer's session, named on every reconnect once known."""
         self._secrets = url_secrets(settings.url)
         self._http = session
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        """The open connection, for :meth:`barrier`."""
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng or random.Random())
@@ -297,8 +305,28 @@ class WebSocketFeed:
         self._delay = 0.0
         self._last_down: float | None = None
 
+    async def barrier(self) -> bool:
+        """Send the dialect's ping on the open connection; its :class:`Pong` comes back behind every message the
+        server queued before it read the ping. False when there is no connection to send on."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            await self._send(ws, encode_ping(self.settings.dialect))
+        except (aiohttp.ClientError, OSError, RuntimeError):
+            return False
+        return True
+
     def is_healthy(self, now: float | None = None) -> bool:
         return feed_healthy(self.stats, self._clock() if now is None else now, self.settings.unhealthy_after)
+
+    def until_unhealthy(self) -> float | None:
+        """Seconds until a disconnected feed turns unhealthy (a source's wait ends then, so the health check
+        says so on time, not at the next push); None while connected or once unhealthy already."""
+        if self.stats.connected or self.stats.down_since is None:
+            return None
+        left = self.stats.down_since + self.settings.unhealthy_after - self._clock()
+        return left if left >= 0 else None
 
     def _redact(self, text: str) -> str:
         return redact(text, (*self._secrets, *((self.session_id,) if self.session_id else ())))
@@ -348,11 +376,13 @@ class WebSocketFeed:
                 ws = await self._connect(http)
                 if ws is None:
                     continue
+                self._ws = ws
                 try:
                     async with aclosing(self._session(ws)) as session_events:
                         async for event in session_events:
                             yield event
                 finally:
+                    self._ws = None
                     await ws.close()
         finally:
             if self._http is None:
@@ -415,6 +445,7 @@ class WebSocketFeed:
                     malformed += 1
                     if malformed <= _MALFORMED_LOGGED:
                         log.warning("feed %s: skipped a frame: %s", self.url, self._redact(str(exc)))
+                    yield Malformed()
                     continue
                 for event in await self._handle(ws, message, requested):
                     if isinstance(event, Connected):
@@ -459,7 +490,7 @@ class WebSocketFeed:
         """Answer what is the transport's business (pings, sessions); return what the caller sees."""
         dialect = self.settings.dialect
         if isinstance(message, Pong):
-            return []
+            return [message]  # the answer to a source's barrier, or to our heartbeat: either way, harmless
         if isinstance(message, Unrecognised):
             self.stats.ignored += 1
             return []

@@ -21,9 +21,9 @@ SCHEMA_VERSION = 1
 Side = Literal["long", "short"]
 """The side of the position that was liquidated (not the side of the fill that closed it)."""
 
-Source = Literal["fills", "trades", "node", "hosted"]
-"""Where the producer saw the liquidation: watched addresses' fills, public trades, a node's fill files, or a hosted
-provider's venue-wide liquidation feed."""
+Source = Literal["fills", "trades", "node", "hosted", "ws"]
+"""Where the producer saw the liquidation: watched addresses' fills (polled), public trades, a node's fill files, a
+hosted provider's venue-wide liquidation feed, or watched addresses' fills pushed by the public WebSocket."""
 
 Method = Literal["market", "backstop", "unknown"]
 """How the exchange liquidated: sent to the book (market), taken over by a liquidator vault (backstop), or not

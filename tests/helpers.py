@@ -259,6 +259,7 @@ def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> Produ
     base = ProducerConfig(
         redis_url=REDIS_URL,
         api_url=fake.url,
+        source="fills",
         watchlist=DEMO_WATCHLIST,
         stream=stream,
         lookback=YEARS,
@@ -313,6 +314,7 @@ def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL)
     return {
         "REDIS_URL": redis_url,
         "HL_API_URL": fake.url,
+        "HL_SOURCE": "fills",
         "LIQ_STREAM": stream,
         "HL_WATCHLIST": ",".join(DEMO_WATCHLIST),
         "HL_LOOKBACK": str(10 * 365 * 86400),
@@ -339,6 +341,12 @@ async def drain(source: NodeSource, now_ms: int = NOW_MS) -> tuple[list[Event], 
         if not result.more:
             return events, checkpoint
     raise AssertionError("the source never caught up")
+
+
+async def healthz(port: int) -> int:
+    """The status ``/healthz`` answers on ``port``."""
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+        return resp.status
 
 
 async def scrape(port: int) -> dict[str, float]:

@@ -151,7 +151,7 @@ async def test_help_lists_the_default_watchlist_once_and_groups_options_by_sourc
     sections = dict(re.findall(r"^(\S[^\n]*):\n(.*?)(?=^\S|\Z)", out, re.M | re.S))
     assert "--coins" in sections["trades source"] and "BTC,ETH,SOL" not in sections["node source"]
     assert all(flag in sections["node source"] for flag in ("--node-path", "--node-from", "--node-follow"))
-    assert "--watchlist" in sections["fills source (the default)"]
+    assert "--watchlist" in sections["ws and fills sources"] and "--ws-quiet" in sections["ws and fills sources"]
     assert max(len(line) for line in out.splitlines()) <= 80
     # The trades source is described by what it is, not by a name from the project's history.
     assert re.search(r"original\s+tracker's\s+heuristic", sections["trades source"]) and "seed" not in out
@@ -163,7 +163,8 @@ def test_the_start_up_line_names_what_the_source_reads() -> None:
 
     assert source_scope(ProducerConfig(source="node", node_paths=(Path("/data/fills"),))) == "/data/fills"
     assert source_scope(ProducerConfig(source="trades")) == "BTC,ETH,SOL"
-    assert source_scope(ProducerConfig()) == "9 addresses"
+    assert source_scope(ProducerConfig(source="fills")) == "9 addresses"
+    assert source_scope(ProducerConfig()) == "9 addresses at wss://api.hyperliquid.xyz/ws"
 
 
 async def test_once_tells_an_exchange_outage_from_a_quiet_hour(fake_hl: FakeHyperliquid, stream: str) -> None:

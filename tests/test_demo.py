@@ -103,6 +103,17 @@ async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
 
+async def test_ws_demo_publishes_the_history_and_the_pushes_once(redis_client: Redis, prefix: str, stream: str) -> None:
+    code, out = await run_demo("--source", "ws", "--stream", stream)
+    assert code == 0, out
+    scenario = demo_scenario()
+    # Half the scenario came through the snapshot and the gap-fill, half pushed live: the same share as polling.
+    expected = len(visible_from(scenario, DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
+    assert published(out) == expected
+    assert "its WebSocket at ws://127.0.0.1:" in out and "[alerter] BTC long liquidated: $" in out
+    assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
+
+
 async def test_hosted_demo_runs_the_hosted_source_against_a_fake_provider(
     redis_client: Redis, prefix: str, stream: str
 ) -> None:

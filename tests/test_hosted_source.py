@@ -17,6 +17,7 @@ from producer.feed_messages import GoldRushLiquidationFills, HydromancerLiquidat
 from producer.simulation.fake_feeds import FakeFeeds, blocks_of
 from producer.simulation.scenarios import ADL_DIR, Scenario, ScenarioBuilder
 from producer.sources.hosted import (
+    HostedDialect,
     HostedSource,
     backfill_command,
     block_of,
@@ -139,7 +140,7 @@ async def test_without_a_key_the_hosted_source_is_a_bad_setting(stream: str) -> 
 
 def test_a_key_in_the_environment_makes_hosted_the_default_source() -> None:
     assert load_config([], {"HL_HOSTED_KEY": "k"}).source == "hosted"
-    assert load_config([], {}).source == "fills"
+    assert load_config([], {}).source == "ws"  # without a key: the public real-time source
     assert load_config(["--source", "node", "--node-path", "/"], {"HL_HOSTED_KEY": "k"}).source == "node"
 
 
@@ -191,9 +192,9 @@ class Clock:
         return self.now
 
 
-def offline_source(clock: Clock) -> HostedSource:
+def offline_source(clock: Clock, dialect: HostedDialect = "goldrush") -> HostedSource:
     """A source whose feed connects nowhere that answers (port 1), on a clock the test moves."""
-    settings = replace(feed_settings("hydromancer", "ws://127.0.0.1:1/ws", Secret("t")), unhealthy_after=30)
+    settings = replace(feed_settings(dialect, "ws://127.0.0.1:1/ws", Secret("t")), unhealthy_after=30)
     return HostedSource(settings, quiet=1.0, feed=WebSocketFeed(settings, clock=clock), clock=clock)
 
 
@@ -203,17 +204,21 @@ def legs(scenario: Scenario) -> list[tuple[str, Fill]]:
     return msgspec.json.decode(msgspec.json.encode(pairs), type=list[tuple[str, Fill]])
 
 
-async def test_a_block_split_over_two_messages_is_published_whole_once_the_next_block_arrives() -> None:
+LATER_MS = 1_760_140_000_000
+"""After every block the builders make by default."""
+
+
+async def test_a_goldrush_block_split_over_two_messages_is_published_whole_once_the_next_block_arrives() -> None:
     clock = Clock()
     source = offline_source(clock)
     builder = ScenarioBuilder(seed=5)
     builder.market_liquidation(coin="BTC", side="long", makers=[builder.address(), builder.address()])
     first, second = legs(builder.build())[:1], legs(builder.build())[1:]
     try:
-        source.take(HydromancerLiquidationFills(fills=first, cursor="10:1:0"))
-        source.take(HydromancerLiquidationFills(fills=second, cursor="10:1:1"))
+        source.take(GoldRushLiquidationFills(fills=first))
+        source.take(GoldRushLiquidationFills(fills=second))
         assert (await source.poll(NOW_MS)).events == []  # the block may have more legs coming
-        source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
+        source.take(GoldRushLiquidationFills(fills=legs(cascade(1, seed=8, start_ms=LATER_MS))))
         (event, *_) = (await source.poll(NOW_MS)).events
         assert isinstance(event, LiquidationEvent) and event.fills == len(builder.build().liquidations[0].tids)
         assert event.source == "hosted"
@@ -221,11 +226,20 @@ async def test_a_block_split_over_two_messages_is_published_whole_once_the_next_
         source.close()
 
 
-async def test_the_newest_block_is_published_after_the_quiet_time() -> None:
+async def test_a_hydromancer_message_is_a_whole_block_published_as_it_arrives() -> None:
+    source = offline_source(Clock(), "hydromancer")
+    try:
+        source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
+        assert len((await source.poll(NOW_MS)).events) >= 1
+    finally:
+        source.close()
+
+
+async def test_the_newest_goldrush_block_is_published_after_the_quiet_time() -> None:
     clock = Clock()
     source = offline_source(clock)
     try:
-        source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
+        source.take(GoldRushLiquidationFills(fills=legs(cascade(1, seed=8))))
         assert (await source.poll(NOW_MS)).events == []
         clock.now += 1.0
         assert len((await source.poll(NOW_MS)).events) >= 1
@@ -235,7 +249,7 @@ async def test_the_newest_block_is_published_after_the_quiet_time() -> None:
 
 async def test_a_feed_disconnected_beyond_its_bound_makes_the_source_unhealthy() -> None:
     clock = Clock()
-    source = offline_source(clock)
+    source = offline_source(clock, "hydromancer")
     try:
         assert (await source.poll(NOW_MS)).problem is None  # reconnecting is normal for a while
         clock.now += 31

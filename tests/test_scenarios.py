@@ -180,6 +180,26 @@ def test_ordinary_fills_look_real_and_are_never_liquidations() -> None:
     assert len({f["tid"] for f in fills}) == len(fills)
 
 
+@pytest.mark.parametrize(("taker_side", "maker_side"), [("B", "A"), ("A", "B")])
+def test_a_book_trade_is_a_public_trade_and_the_makers_own_fill_of_it(taker_side: str, maker_side: str) -> None:
+    """The maker is the resting side: it sold to a buying taker, bought from a selling one; one tid for both."""
+    builder = ScenarioBuilder(seed=5)
+    trade = builder.book_trade("ETH", maker=ALICE, taker=BOB, taker_side=taker_side)
+    scenario = builder.build()
+    (fill,) = scenario.fills[ALICE]
+    assert BOB not in scenario.fills  # no watchlist follows takers
+    assert trade["users"] == ([BOB, ALICE] if taker_side == "B" else [ALICE, BOB]) and trade["side"] == taker_side
+    assert (fill["side"], fill["crossed"], "liquidation" in fill) == (maker_side, False, False)
+    assert [fill[k] for k in ("coin", "px", "sz", "time", "hash", "tid")] == [
+        trade[k] for k in ("coin", "px", "sz", "time", "hash", "tid")
+    ]
+    assert list(trade) == REAL_TRADE_KEYS and [k for k in fill if k not in OPTIONAL_FILL_KEYS] == REAL_FILL_KEYS
+    zero = builder.book_trade("ETH", maker=ALICE, taker=BOB, taker_side="B", zero_hash=True)
+    assert zero["hash"] == ZERO_HASH
+    with pytest.raises(ValueError, match="taker_side"):
+        builder.book_trade("ETH", maker=ALICE, taker=BOB, taker_side="X")
+
+
 def test_formats_match_mainnet() -> None:
     """Every generated fill/trade uses the real key order and string formats (checked on the demo scenario)."""
     scenario = demo_scenario()

@@ -16,7 +16,7 @@ from producer.config import ProducerConfig
 from producer.exchange_types import Fill
 from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid
 from producer.simulation.scenarios import DEMO_MAKERS, ScenarioBuilder
-from producer.sources import NodeSource, build_source
+from producer.sources import NodeSource, WsSource, build_source
 from producer.sources.base import LiquidationSource, PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, FillsSource, read_from, split_future
 from producer.sources.trades import TradesSource
@@ -96,8 +96,11 @@ async def test_a_poll_where_every_read_failed_says_the_exchange_is_unreachable(f
 async def test_the_configured_source_is_built_with_its_settings(tmp_path: Path) -> None:
     client = HyperliquidClient("http://127.0.0.1:9", timeout=1)
     try:
-        fills = build_source(ProducerConfig(watchlist=("0xABC",), lookback=90), client)
+        fills = build_source(ProducerConfig(source="fills", watchlist=("0xABC",), lookback=90), client)
         assert isinstance(fills, FillsSource) and fills.watchlist == ["0xabc"] and fills.lookback_ms == 90_000
+        ws = build_source(ProducerConfig(watchlist=("0xABC",), api_url="http://127.0.0.1:9", ws_quiet=0.5), client)
+        assert isinstance(ws, WsSource) and ws.watchlist == ["0xabc"] and ws.quiet == 0.5
+        assert ws.settings.url == "ws://127.0.0.1:9/ws"
         trades = build_source(ProducerConfig(source="trades", coins=("ETH",)), client)
         assert isinstance(trades, TradesSource) and trades.coins == ["ETH"]
         node = build_source(ProducerConfig(source="node", node_paths=(tmp_path,), node_follow=False), client)

@@ -33,6 +33,7 @@ from producer.websocket import (
     FeedSettings,
     FeedStats,
     Gap,
+    Malformed,
     WebSocketFeed,
     feed_healthy,
     heartbeat,
@@ -354,6 +355,7 @@ async def test_garbage_frames_are_counted_and_skipped_and_the_feed_goes_on(caplo
         finally:
             await reader.stop()
     assert feed.stats.malformed == 12 and feed.stats.ignored == 3  # an unknown channel is not garbage
+    assert len(reader.of(Malformed)) == 12  # each told to the source, which may read again what it carried
     assert feed.stats.connects == 1
     skipped = [r for r in caplog.records if "skipped a frame" in r.getMessage()]
     assert len(skipped) == 3  # logged a few at a time, the rest only counted

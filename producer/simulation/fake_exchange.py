@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from producer.simulation.fake_feeds import FakeFeeds
 from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 
 __all__ = [
@@ -145,6 +146,9 @@ class FakeHyperliquid:
         self.reachable_fills: int = 10_000
         self.recent_trades_limit: int = 10
         self.url: str = ""
+        self.feeds = FakeFeeds(history=self.fills)
+        """The WebSocket feeds on the same port (``/ws`` for the public one): ``fake.feeds.push(pairs)`` adds fills
+        that both the info API and the ``userFills`` subscribers see."""
         self._faults: deque[_Pending] = deque()
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -266,18 +270,20 @@ class FakeHyperliquid:
         self._stopping = asyncio.Event()  # created here: bound to the loop that serves
         app = web.Application()
         app.router.add_post("/info", self._handle_info)
+        self.feeds.add_routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
-        self.url = f"http://{bound_host}:{bound_port}"
+        self.url = self.feeds.base_url = f"http://{bound_host}:{bound_port}"
         return self.url
 
     async def stop(self) -> None:
         """Stop serving; delayed answers in flight are released first so shutdown is quick."""
         if self._stopping is not None:
             self._stopping.set()
+        await self.feeds.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

@@ -18,8 +18,8 @@ resumes and key handling only run against real upgrades, real close frames and r
 
 Control (see :class:`FakeFeeds`): :meth:`~FakeFeeds.push` a block of fills, :meth:`~FakeFeeds.burst` blocks with a
 drop in the middle, :meth:`~FakeFeeds.drop_all`, :meth:`~FakeFeeds.stall`, :meth:`~FakeFeeds.send_garbage`,
-:meth:`~FakeFeeds.refuse`, :meth:`~FakeFeeds.lose_next`. Fills are the exchange's JSON shapes, e.g. from
-:class:`~producer.simulation.scenarios.ScenarioBuilder` through :func:`blocks_of`.
+:meth:`~FakeFeeds.refuse`, :meth:`~FakeFeeds.lose_next`, :meth:`~FakeFeeds.garble_next`. Fills are the exchange's
+JSON shapes, e.g. from :class:`~producer.simulation.scenarios.ScenarioBuilder` through :func:`blocks_of`.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ class _Connection:
     session: _Session | None = None
     seq: int = 0
     ponged: bool = True
+    queue: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while one block's pushes are sent: a pong is queued behind them, as on a real server."""
 
 
 class FakeFeeds:
@@ -106,6 +108,7 @@ class FakeFeeds:
         replay_window: float = 30.0,
         replay_overlap: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        history: dict[str, list[Fill]] | None = None,
     ) -> None:
         self.token = token
         self.key = key
@@ -116,8 +119,9 @@ class FakeFeeds:
         self.replay_overlap = replay_overlap
         self.clock = clock
         self.base_url = ""
-        self.history: dict[str, list[Fill]] = {}
-        """Every pushed fill per address: what a ``userFills`` snapshot shows."""
+        self.history: dict[str, list[Fill]] = {} if history is None else history
+        """Every pushed fill per address: what a ``userFills`` snapshot shows. The fake exchange passes its own
+        fills here, so what is pushed is also what ``userFillsByTime`` answers (a gap-fill reads the same truth)."""
         self.blocks: list[Block] = []
         self.sessions: dict[str, _Session] = {}
         self.connections: list[_Connection] = []
@@ -134,6 +138,7 @@ class FakeFeeds:
         self._refuse_until = 0.0
         self._refuse_status = 503
         self._lose = 0
+        self._garble = 0
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ URLs
@@ -159,8 +164,8 @@ class FakeFeeds:
             self.history.setdefault(address.lower(), []).append(fill)
         if not self._stalled:
             for conn in self.live("public"):
-                for user in conn.users & by_user.keys():
-                    await self._send(conn, {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}})
+                async with conn.queue:
+                    await self._push_users(conn, by_user)
         liquidations = [(address, fill) for address, fill in pairs if fill.get("liquidation")]
         if not liquidations:
             return
@@ -172,6 +177,16 @@ class FakeFeeds:
                 await self._send(conn, {"channel": "liquidationFills", "data": {"fills": liquidations}})
         for conn in self.live("hydromancer"):
             await self._catch_up(conn)
+
+    async def _push_users(self, conn: _Connection, by_user: dict[str, list[Fill]]) -> None:
+        for user in conn.users & by_user.keys():
+            message = {"channel": "userFills", "data": {"user": user, "fills": by_user[user]}}
+            if self._garble:
+                self._garble -= 1
+                with suppress(ConnectionError, RuntimeError):
+                    await conn.ws.send_str(json.dumps(message)[:40])
+                continue
+            await self._send(conn, message)
 
     async def push_trades(self, coin: str, trades: Sequence[Trade]) -> None:
         """Public trades of ``coin`` to its ``trades`` subscribers."""
@@ -217,6 +232,11 @@ class FakeFeeds:
         self._refuse_times = times
         self._refuse_until = self.clock() + seconds if seconds else 0.0
         self._refuse_status = status
+
+    def garble_next(self, pushes: int = 1) -> None:
+        """Send the next ``pushes`` public ``userFills`` pushes cut short (not JSON): their fills reach no
+        subscriber, though the exchange (``userFillsByTime``) has them."""
+        self._garble += pushes
 
     def lose_next(self, messages: int = 1) -> None:
         """Number the next Hydromancer messages as if ``messages`` before them were lost in transit (a seq jump)."""
@@ -335,7 +355,8 @@ class FakeFeeds:
     async def _public_request(self, conn: _Connection, request: Any) -> None:
         method = request.get("method") if isinstance(request, dict) else None
         if method == "ping":
-            await self._send(conn, {"channel": "pong"})
+            async with conn.queue:
+                await self._send(conn, {"channel": "pong"})
             return
         subscription = request.get("subscription") if isinstance(request, dict) else None
         kind = subscription.get("type") if isinstance(subscription, dict) else None
@@ -395,8 +416,7 @@ class FakeFeeds:
         if self._runner is not None:
             raise RuntimeError("already started")
         app = web.Application()
-        for path in _PATHS:
-            app.router.add_get(path, self._handle)
+        self.add_routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -404,6 +424,11 @@ class FakeFeeds:
         bound_host, bound_port = runner.addresses[0][:2]
         self.base_url = f"http://{bound_host}:{bound_port}"
         return self.base_url
+
+    def add_routes(self, app: web.Application) -> None:
+        """Serve the feeds on another app's port (the fake exchange serves ``/ws`` beside ``/info``, as mainnet)."""
+        for path in _PATHS:
+            app.router.add_get(path, self._handle)
 
     async def stop(self) -> None:
         self._stalled = False

@@ -34,6 +34,7 @@ __all__ = [
     "ExpectedLiquidation",
     "Scenario",
     "ScenarioBuilder",
+    "coin_spec",
     "demo_scenario",
     "fmt_decimal",
 ]
@@ -89,6 +90,11 @@ COINS: dict[str, CoinSpec] = {
     "xyz:CRWV": CoinSpec(11_600, 11_800, 2, 2, 500),
 }
 _DEFAULT_COIN = CoinSpec(10_000, 20_000, 4, 1, 10_000)
+
+
+def coin_spec(coin: str) -> CoinSpec:
+    """The price band and precision generated for ``coin`` (a default band for coins not listed)."""
+    return COINS.get(coin, _DEFAULT_COIN)
 
 
 def fmt_decimal(value: Decimal) -> str:
@@ -228,7 +234,7 @@ class ScenarioBuilder:
         return self.rng.randint(190_000_000_000, 520_000_000_000)
 
     def _spec(self, coin: str) -> CoinSpec:
-        return COINS.get(coin, _DEFAULT_COIN)
+        return coin_spec(coin)
 
     def _price(self, coin: str) -> Decimal:
         spec = self._spec(coin)
@@ -420,14 +426,16 @@ class ScenarioBuilder:
         tx_hash: str | None = None,
         time_ms: int | None = None,
         mark_px: str | float | None = None,
+        max_lots: int | None = None,
     ) -> ExpectedLiquidation:
         """A liquidation sent to the book and absorbed by ``makers`` (one trade, one tid, per maker).
 
         Writes the liquidated user's leg (crossed, "Close Long"/"Close Short", side A for a long) and each
         maker's leg (opposite side, not crossed); both legs carry the ``liquidation`` object. Without ``px`` or
         ``prices`` the trades walk down (long) or up (short) the book from a random price; ``px`` alone puts
-        every trade at that price. Returns the truth for (hash, coin, user) so far; calling again with the same
-        hash, coin and user adds trades to the same event.
+        every trade at that price. Without ``sizes``, each leg is up to ``max_lots`` lots (the coin's largest random
+        size by default). Returns the truth for (hash, coin, user) so far; calling again with the same hash, coin
+        and user adds trades to the same event.
         """
         _check_side(side)
         if not makers:
@@ -441,7 +449,7 @@ class ScenarioBuilder:
         tx_hash = tx_hash or self.new_hash()
         when = self._time(time_ms, tx_hash)
 
-        sz_list = [Decimal(s) for s in sizes] if sizes else [self._size(coin) for _ in makers]
+        sz_list = [Decimal(s) for s in sizes] if sizes else [self._size(coin, max_lots) for _ in makers]
         if prices is not None:
             px_list = [Decimal(p) for p in prices]
         elif px is not None:
@@ -742,6 +750,58 @@ class ScenarioBuilder:
             coin, side, Decimal(px), Decimal(sz), when, tx_hash, self._tid(), buyer.lower(), seller.lower()
         )
         self._add_trade(coin, item)
+        return item
+
+    def book_trade(
+        self,
+        coin: str,
+        *,
+        maker: str,
+        taker: str,
+        taker_side: str,
+        px: Decimal | None = None,
+        sz: Decimal | None = None,
+        time_ms: int | None = None,
+        zero_hash: bool = False,
+    ) -> Trade:
+        """A public trade of a taker against a resting maker, and the maker's own (uncrossed) fill of it.
+
+        Why the maker's fill too: a watchlist of makers polls their fills, and those are mostly such ordinary
+        trades, with the liquidation legs among them. ``taker_side`` is the aggressor's letter (the trade's
+        ``side``); the taker's own fill is not written (no watchlist follows takers). Without ``px`` or ``sz``,
+        a random price in the coin's band and an ordinary size (as :meth:`ordinary_trades`).
+        """
+        if taker_side not in ("A", "B"):
+            raise ValueError("taker_side must be 'A' or 'B'")
+        px = px if px is not None else self._price(coin)
+        sz = sz if sz is not None else self._size(coin, max(1, self._spec(coin).max_lots // 20))
+        maker, taker = maker.lower(), taker.lower()
+        tx_hash = ZERO_HASH if zero_hash else self.new_hash()
+        when = self._time(time_ms, None if zero_hash else tx_hash)
+        tid = self._tid()
+        maker_letter = "A" if taker_side == "B" else "B"
+        buyer, seller = (taker, maker) if taker_side == "B" else (maker, taker)
+        item = self._trade_item(coin, taker_side, px, sz, when, tx_hash, tid, buyer, seller)
+        self._add_trade(coin, item)
+        direction, start, closing = self._trade_dir(maker, coin, maker_letter, sz)
+        self._add_fill(
+            maker,
+            self._fill(
+                coin=coin,
+                px=px,
+                sz=sz,
+                side=maker_letter,
+                time_ms=when,
+                start=start,
+                direction=direction,
+                closed_pnl=self._pnl(px * sz) if closing else "0.0",
+                tx_hash=tx_hash,
+                oid=self._oid(),
+                crossed=False,
+                fee=self._fee(px * sz, taker=False),
+                tid=tid,
+            ),
+        )
         return item
 
     def ordinary_trades(self, coin: str, n: int, *, zero_hash_ratio: float = 0.28) -> list[Trade]:

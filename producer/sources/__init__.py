@@ -1,13 +1,14 @@
 """Where liquidations are looked for: one module per source, each implementing :class:`LiquidationSource`.
 
-``fills`` polls the watchlist's fills from the API, ``trades`` the recent public trades per coin (the original tracker's
-heuristic), ``node`` follows a node's fill files or replays the archive, ``hosted`` reads a provider's venue-wide
-liquidation feed (see "What each source covers" in the
-README). The configuration names one; :func:`build_source` makes it.
+``ws`` has the watchlist's fills pushed by the public WebSocket, ``fills`` polls them from the API,
+``trades`` the recent public trades per coin (the original tracker's heuristic), ``node`` follows a node's fill files
+or replays the archive, ``hosted`` reads a provider's venue-wide liquidation feed (see "What each source covers" in
+the README). The configuration names one; :func:`build_source` makes it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from plumbing.errors import ConfigError
@@ -17,6 +18,8 @@ from producer.sources.fills import FillsSource
 from producer.sources.hosted import HOSTED_KEY_MISSING, HostedSource, feed_settings
 from producer.sources.node import NodeSource, NodeWindow
 from producer.sources.trades import TradesSource
+from producer.sources.ws import WsSource, public_ws_url, ws_settings
+from producer.websocket import FeedSettings
 
 if TYPE_CHECKING:
     # Only a type here: producer.config itself imports from this package (the node source's settings).
@@ -30,8 +33,19 @@ __all__ = [
     "NodeWindow",
     "PollResult",
     "TradesSource",
+    "WsSource",
     "build_source",
 ]
+
+
+def with_timings(settings: FeedSettings, config: ProducerConfig) -> FeedSettings:
+    """A feed's settings with the configured heartbeat and health timings (short ones in tests and on flaky links)."""
+    return replace(
+        settings,
+        ping_after=config.feed_ping_after,
+        silence_limit=config.feed_silence_limit,
+        unhealthy_after=config.feed_unhealthy_after,
+    )
 
 
 def build_source(config: ProducerConfig, client: HyperliquidClient) -> LiquidationSource:
@@ -50,5 +64,15 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Liquidati
         if config.hosted_key is None:
             raise ConfigError(HOSTED_KEY_MISSING)
         settings = feed_settings(config.hosted_dialect, config.hosted_url, config.hosted_key)
-        return HostedSource(settings, quiet=config.hosted_quiet)
+        return HostedSource(with_timings(settings, config), quiet=config.hosted_quiet)
+    if config.source == "ws":
+        url = config.ws_url or public_ws_url(config.api_url)
+        return WsSource(
+            client,
+            config.watchlist,
+            url=url,
+            lookback_ms=int(config.lookback * 1000),
+            quiet=config.ws_quiet,
+            settings=with_timings(ws_settings(url, config.watchlist), config),
+        )
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))

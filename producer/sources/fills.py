@@ -88,7 +88,7 @@ class FillsSource(LiquidationSource):
         failed: dict[str, int] = {}
         for address in self.watchlist:
             start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
-            fills, error, future = await self._read_address(address, start, now_ms + CLOCK_SKEW_MS)
+            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
             observed.extend((address, fill) for fill in fills if fill.liquidation is not None)
             result.items += len(fills)
             result.skipped += self._skip_future(address, future, now_ms)
@@ -166,45 +166,6 @@ class FillsSource(LiquidationSource):
         )
         return len(new)
 
-    async def _read_address(self, address: str, start: int, latest: int) -> tuple[list[Fill], str | None, list[Fill]]:
-        """All fills of ``address`` from ``start`` to ``latest``, page by page: the fills, the error that stopped
-        the read (what was read before it is kept), and the fills stamped after ``latest``, which cannot be real.
-        """
-        fills: list[Fill] = []
-        seen: set[int] = set()
-        future: list[Fill] = []
-        while True:
-            try:
-                page = await self.client.user_fills_by_time(address, start)
-            except ExchangeError as exc:
-                log.warning("fills of %s: %s", address, exc)
-                return fills, f"{address}: {exc}", future
-            if page.answered and not page.fills:
-                # Not one item decodes (wrong types, a schema change): as unreadable as an answer that is not JSON.
-                log.warning("fills of %s: none of the %d items of the answer is well formed", address, page.answered)
-                error = f"{address}: none of the {page.answered} items of the answer is well formed"
-                return fills, error, future
-            believable, ahead = split_future(page.fills, latest)
-            future.extend(f for f in ahead if f.tid not in seen)
-            seen.update(f.tid for f in ahead)
-            fresh = [f for f in believable if f.tid not in seen]
-            seen.update(f.tid for f in fresh)
-            fills.extend(fresh)
-            if page.answered < MAX_FILLS_PER_ANSWER or ahead or not believable:
-                # Fills come oldest first: past one from the future there is nothing believable to page to.
-                return fills, None, future
-            last = believable[-1].time
-            if last == start:
-                # A full page within one millisecond: paging from the same time would return it again.
-                log.warning(
-                    "fills of %s: over %d fills at %d ms; later ones in that ms are not reachable",
-                    address,
-                    MAX_FILLS_PER_ANSWER,
-                    last,
-                )
-                last += 1
-            start = last
-
 
 def read_from(watermark: int | None, now_ms: int, lookback_ms: int) -> int:
     """Where an address's next read starts: its watermark, or the lookback for a new address; never in the
@@ -217,3 +178,45 @@ def read_from(watermark: int | None, now_ms: int, lookback_ms: int) -> int:
 def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[Fill]]:
     """The fills stamped at or before ``latest``, and those after it, which cannot have happened yet."""
     return [f for f in fills if f.time <= latest], [f for f in fills if f.time > latest]
+
+
+async def read_fills(
+    client: HyperliquidClient, address: str, start: int, latest: int
+) -> tuple[list[Fill], str | None, list[Fill]]:
+    """All fills of ``address`` from ``start`` to ``latest``, page by page: the fills, the error that stopped
+    the read (what was read before it is kept), and the fills stamped after ``latest``, which cannot be real.
+    """
+    fills: list[Fill] = []
+    seen: set[int] = set()
+    future: list[Fill] = []
+    while True:
+        try:
+            page = await client.user_fills_by_time(address, start)
+        except ExchangeError as exc:
+            log.warning("fills of %s: %s", address, exc)
+            return fills, f"{address}: {exc}", future
+        if page.answered and not page.fills:
+            # Not one item decodes (wrong types, a schema change): as unreadable as an answer that is not JSON.
+            log.warning("fills of %s: none of the %d items of the answer is well formed", address, page.answered)
+            error = f"{address}: none of the {page.answered} items of the answer is well formed"
+            return fills, error, future
+        believable, ahead = split_future(page.fills, latest)
+        future.extend(f for f in ahead if f.tid not in seen)
+        seen.update(f.tid for f in ahead)
+        fresh = [f for f in believable if f.tid not in seen]
+        seen.update(f.tid for f in fresh)
+        fills.extend(fresh)
+        if page.answered < MAX_FILLS_PER_ANSWER or ahead or not believable:
+            # Fills come oldest first: past one from the future there is nothing believable to page to.
+            return fills, None, future
+        last = believable[-1].time
+        if last == start:
+            # A full page within one millisecond: paging from the same time would return it again.
+            log.warning(
+                "fills of %s: over %d fills at %d ms; later ones in that ms are not reachable",
+                address,
+                MAX_FILLS_PER_ANSWER,
+                last,
+            )
+            last += 1
+        start = last

@@ -4,9 +4,11 @@ Hydromancer and GoldRush push each liquidation fill of the whole venue, every le
 (:mod:`producer.websocket` keeps the connection). Every leg is there, so the detector counts a liquidation from the
 liquidated user's own fills, as for a node: the figures are exact. Three things make it safe to publish:
 
-- **Whole blocks only.** A liquidation's legs arrive in one block's message, but a provider may split a block over
-  messages; a block's fills are held until the feed has moved past it (a later block seen) or has been quiet for
-  ``quiet`` seconds, so an event is never published with a leg missing (a published event is never amended).
+- **Whole blocks only.** Hydromancer batches its messages per block (its documentation says so, and its cursor
+  names the block), so each message is published as it arrives. GoldRush does not say how it batches, and a
+  provider that splits a block over messages would have an event published with a leg missing (a published event
+  is never amended): its blocks are held until the feed has moved past them (a later block seen) or has been quiet
+  for ``quiet`` seconds.
 - **Replays overlap.** Hydromancer replays up to 30 s after a reconnect, starting a little early on purpose. A
   replayed liquidation comes out with the same key and figures, and the publisher's dedup keys drop it.
 - **Gaps are said out loud.** What a provider cannot replay (GoldRush after any drop, Hydromancer after a lost
@@ -43,6 +45,7 @@ from producer.websocket import (
     FeedRejected,
     FeedSettings,
     Gap,
+    Malformed,
     WebSocketFeed,
     mask_url,
 )
@@ -55,8 +58,15 @@ DEFAULT_URLS: dict[HostedDialect, str] = {"hydromancer": HYDROMANCER_URL, "goldr
 HOSTED_KEY_MISSING = (
     "HL_HOSTED_KEY is not set: the hosted source needs the provider's API key, from the environment only"
 )
+WHOLE_BLOCK_MESSAGES: frozenset[str] = frozenset({"hydromancer"})
+"""The providers whose every message is one whole block: nothing to wait for."""
 REPLAY_SECONDS: dict[str, float] = {"hydromancer": 30.0, "goldrush": 0.0}
 """How far back each provider replays after a reconnect (GoldRush is live only)."""
+
+
+MALFORMED_WINDOW_MS = 5_000
+"""The window logged for a frame that did not decode: a provider pushes each block as it is made, so what such a
+frame carried is from the last few seconds."""
 
 
 class HostedKeyRefused(ProducerError):
@@ -206,6 +216,11 @@ class HostedSource(LiquidationSource):
             )
             if window is not None:
                 self._gap(*window)
+        elif isinstance(event, Malformed) and self.settings.dialect == "goldrush":
+            # GoldRush numbers nothing: a frame that did not decode may have been a block of liquidations. (On
+            # Hydromancer's feed the next message's seq says whether it was.)
+            now_ms = self._wall_ms()
+            self._gap(now_ms - MALFORMED_WINDOW_MS, now_ms)
         elif isinstance(event, Disconnected):
             self._arrived.set()  # the loop looks again: the health check may have changed
 
@@ -221,7 +236,8 @@ class HostedSource(LiquidationSource):
         self._arrived.clear()
         result = PollResult()
         observed: list[LiquidationFill] = []
-        for block in complete_blocks(self._pending, self._newest, quiet=self._quiet()):
+        whole = self.settings.dialect in WHOLE_BLOCK_MESSAGES
+        for block in complete_blocks(self._pending, self._newest, quiet=whole or self._quiet()):
             observed.extend(self._pending.pop(block))
         result.items = len(observed)
         result.events = detect_from_fills(
@@ -240,6 +256,8 @@ class HostedSource(LiquidationSource):
         task = self._started()
         if self._pending:
             seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
+        if (unhealthy := self.feed.until_unhealthy()) is not None:
+            seconds = min(seconds, unhealthy + 0.01)
         arrived = asyncio.ensure_future(self._arrived.wait())
         try:
             await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -90,6 +90,7 @@ class Rig:
         env = {
             **self.redis_env(),
             "HL_API_URL": self.exchange.url,
+            "HL_SOURCE": "fills",
             "LIQ_STREAM": self.stream,
             "HL_WATCHLIST": ",".join(watchlist),
             "HL_LOOKBACK": TEN_YEARS_S,

@@ -1,0 +1,350 @@
+"""The ``ws`` source: the watched addresses' fills, pushed by the exchange's public WebSocket as they happen.
+
+It needs no key and no node, and sees what the ``fills`` source sees (the liquidations whose legs touch a watched
+address), but within milliseconds instead of a poll interval. The public feed has three traps, each handled here:
+
+- **At most 10 users per IP.** The exchange refuses an 11th distinct ``userFills`` user, so the watchlist is capped
+  at :data:`MAX_USERS`; a refusal (another process on the same IP holds slots) makes the source unhealthy, loudly.
+- **Snapshots repeat history.** The first message of every subscription is a snapshot of the user's recent fills,
+  most of them handled already. Every fill passes one filter (the address's checkpointed watermark and the trade
+  ids already taken), so a snapshot adds only what was missed, and nothing is published twice.
+- **A disconnect is blind.** Subscriptions die with the connection and the feed does not replay. After every
+  (re)connect, and after a frame that did not decode (it may have carried fills), each address is read over REST
+  (``userFillsByTime``) from its watermark, and until that read is in,
+  the address's fills are held: a liquidation is detected from the snapshot, the gap-fill and the live pushes
+  together, never from a part of them. The reads of the addresses follow one another, so a sweep that found
+  liquidations the socket had not delivered is confirmed by a second one (as the ``fills`` source confirms).
+
+A liquidation's legs on different watched addresses arrive as one message per address, so a block's fills are held
+until they can be complete: a block whose every liquidation is whole already (the liquidated user's own fills, or a
+backstop's vault fill) goes out at once; any other goes out when the feed shows a later block, when the pong of a
+ping sent behind it comes back (a barrier: the server queued the block's other pushes before it read our ping, so
+they arrived before the pong, one round trip after the push), or after ``quiet`` seconds on a live connection.
+That the server answers a ping behind what it already queued is how a WebSocket server works, not a documented
+promise of the exchange: ``quiet`` bounds the wait if the pong does not come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from plumbing.errors import ConfigError
+from plumbing.recent_keys import RecentKeys
+from producer.client import HyperliquidClient
+from producer.detector import detect_from_fills
+from producer.exchange_types import Fill
+from producer.feed_messages import ChannelError, LiquidationFill, Pong, UserFills, user_fills
+from producer.sources.base import LiquidationSource, PollResult
+from producer.sources.fills import CLOCK_SKEW_MS, WATERMARK_PREFIX, read_fills, read_from
+from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, Malformed, WebSocketFeed
+
+log = logging.getLogger(__name__)
+
+MAX_USERS = 10
+"""Distinct users the exchange lets one IP follow over ``userFills``."""
+
+
+# ---------------------------------------------------------------------------------------------- pure decisions
+
+
+def public_ws_url(api_url: str) -> str:
+    """The WebSocket beside an info API: ``https://api.hyperliquid.xyz`` → ``wss://api.hyperliquid.xyz/ws``."""
+    parts = urlsplit(api_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", "", ""))
+
+
+def ws_settings(url: str, watchlist: Sequence[str]) -> FeedSettings:
+    """The public feed with one ``userFills`` subscription per watched address."""
+    return FeedSettings(dialect="public", url=url, subscriptions=tuple(user_fills(a) for a in watchlist))
+
+
+def watchlist_problem(watchlist: Sequence[str]) -> str | None:
+    """Why the ws source cannot follow ``watchlist``, or None."""
+    if not watchlist:
+        return "--watchlist / HL_WATCHLIST is empty: the ws source needs at least one address"
+    if len(watchlist) > MAX_USERS:
+        return (
+            f"--watchlist / HL_WATCHLIST has {len(watchlist)} addresses; the exchange's WebSocket follows at most "
+            f"{MAX_USERS} per IP: shorten the watchlist, or use --source fills to poll them all"
+        )
+    return None
+
+
+def whole(pairs: Iterable[LiquidationFill]) -> bool:
+    """Whether every liquidation among ``pairs`` is complete as far as a watcher can see: a leg of the liquidated
+    user's own (its message carries all its legs of the block) or a backstop (the vault took the whole position)."""
+    open_keys: set[tuple[str, str, str]] = set()
+    closed: set[tuple[str, str, str]] = set()
+    for owner, fill in pairs:
+        info = fill.liquidation
+        if info is None:
+            continue
+        key = (fill.hash, fill.coin, info.liquidatedUser.lower())
+        if owner.lower() == key[2] or info.method == "backstop":
+            closed.add(key)
+        else:
+            open_keys.add(key)
+    return open_keys <= closed
+
+
+def releasable(
+    pending: Mapping[int, list[LiquidationFill]], newest: int | None, *, quiet: bool, flushed: Collection[int] = ()
+) -> list[int]:
+    """The held blocks that can take no more legs: older than the newest seen, behind a barrier's pong, whole, or
+    all of them once quiet."""
+    return sorted(
+        block
+        for block, pairs in pending.items()
+        if quiet or (newest is not None and block < newest) or block in flushed or whole(pairs)
+    )
+
+
+def watermark(newest_seen: int | None, oldest_held: int | None, now_ms: int) -> int | None:
+    """Where the address's next read would start: its newest fill taken, but not past a fill still held (it must
+    be read again after a restart) nor past now."""
+    if newest_seen is None:
+        return None
+    mark = newest_seen if oldest_held is None else min(newest_seen, oldest_held)
+    return min(mark, now_ms)
+
+
+# ---------------------------------------------------------------------------------------------- the source
+
+
+class WsSource(LiquidationSource):
+    """``userFills`` of up to 10 addresses over the public WebSocket, gap-filled over REST after every connect."""
+
+    name = "ws"
+
+    def __init__(
+        self,
+        client: HyperliquidClient,
+        watchlist: Sequence[str],
+        *,
+        url: str,
+        lookback_ms: int,
+        quiet: float = 0.2,
+        max_hold_polls: int = 6,
+        settings: FeedSettings | None = None,
+        feed: WebSocketFeed | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (problem := watchlist_problem(watchlist)) is not None:
+            raise ConfigError(problem)
+        self.client = client
+        self.watchlist = [address.lower() for address in watchlist]
+        self.lookback_ms = lookback_ms
+        self.quiet = quiet
+        self.max_hold_polls = max_hold_polls
+        self.settings = settings or ws_settings(url, self.watchlist)
+        self.feed = feed or WebSocketFeed(self.settings)
+        self._clock = clock
+        self.watermarks: dict[str, int] = {}
+        """Per address, the checkpointed position: fills before it were handled (the ``fills`` source's too)."""
+        self._newest: dict[str, int] = {}
+        """Per address, the newest fill taken (published, or nothing to publish)."""
+        self._taken = RecentKeys()
+        """``address|tid`` of every fill taken: snapshots, gap-fills and live pushes overlap."""
+        self._pending: dict[int, list[LiquidationFill]] = {}
+        """Liquidation fills per block time, held until their block can take no more legs."""
+        self._newest_block: int | None = None
+        self._last_push = clock()
+        self._unfilled: dict[str, int] = {}
+        self._unconfirmed = 0
+        """Liquidation fills the current sweep (or a snapshot) showed in blocks the socket has not delivered."""
+        """Addresses whose gap-fill after the last connect is not in yet, with the polls it has failed."""
+        self._refused: str | None = None
+        self._connected = False
+        """Whether pushes arrive: while they do not, a held block's missing legs may be in flight nowhere."""
+        self._items = 0
+        """Fills pushed and taken since the last poll."""
+        self._barrier: set[int] | None = None
+        """The held blocks behind the ping sent as a barrier, until its pong."""
+        self._flushed: set[int] = set()
+        """Held blocks a pong has shown complete."""
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def restore(self, checkpoint: Mapping[str, str]) -> None:
+        for name, value in checkpoint.items():
+            address = name.removeprefix(WATERMARK_PREFIX)
+            if name.startswith(WATERMARK_PREFIX) and address in self.watchlist:
+                self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _started(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ws feed")
+        if self._task.done() and not self._task.cancelled():
+            self._task.result()
+        return self._task
+
+    async def _run(self) -> None:
+        async for event in self.feed.events():
+            self.take(event, int(time.time() * 1000))
+            await self._send_barrier()
+
+    async def _send_barrier(self) -> None:
+        """Ping behind the held blocks that wait for other makers' pushes: the server queued those pushes in the
+        same moment as the ones we have, before it read our ping, so its pong says they have all arrived."""
+        if self._barrier is None and self._connected and any(b not in self._flushed for b in self._pending):
+            blocks = set(self._pending)
+            if await self.feed.barrier():
+                self._barrier = blocks
+
+    # ------------------------------------------------------------------ what arrives
+    def take(self, event: FeedEvent, now_ms: int) -> None:
+        """One event of the feed (tests hand them over without a socket)."""
+        if isinstance(event, UserFills):
+            address = event.data.user.lower()
+            if address in self.watchlist:
+                self._items += self._take_fills(address, event.data.fills, now_ms, live=not event.data.is_snapshot)
+        elif isinstance(event, Connected):
+            # Whatever happened while disconnected (or before this process started) is read over REST.
+            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._unconfirmed = 0
+            self._connected = True
+            self._refused = None
+            self._arrived.set()
+        elif isinstance(event, Malformed):
+            # The frame may have been a push of fills: every address is read again, and held until it is.
+            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._arrived.set()
+        elif isinstance(event, ChannelError):
+            if "user" in event.data.lower():
+                self._refused = event.data
+            self._arrived.set()
+        elif isinstance(event, Pong):
+            if self._barrier is not None:
+                self._flushed |= self._barrier
+                self._barrier = None
+                self._arrived.set()
+        elif isinstance(event, Disconnected):
+            self._connected = False
+            self._barrier = None  # no pong will come
+            self._arrived.set()
+
+    def _take_fills(self, address: str, fills: Iterable[Fill], now_ms: int, *, live: bool) -> int:
+        """Hold the liquidation fills not taken before; returns how many fills were new.
+
+        Only a live push says the feed has moved on to its block: the pushes of one connection come in block
+        order, while a snapshot or a REST answer says nothing about what the socket has delivered.
+        """
+        floor = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+        new = 0
+        for fill in fills:
+            if live:  # a push of a fill taken already (from a snapshot, say) still says how far the socket is
+                self._newest_block = max(self._newest_block or 0, fill.time)
+            if fill.time < floor or not self._taken.add(f"{address}|{fill.tid}"):
+                continue
+            new += 1
+            self._newest[address] = max(self._newest.get(address, 0), fill.time)
+            if fill.liquidation is not None:
+                self._pending.setdefault(fill.time, []).append((address, fill))
+                if live:  # the quiet time waits for other pushes; a gap-fill has read every address already
+                    self._last_push = self._clock()
+                elif fill.time > (self._newest_block or 0):
+                    self._unconfirmed += 1
+                self._arrived.set()
+        if self._unconfirmed and not self._unfilled:
+            self._unfilled = dict.fromkeys(self.watchlist, 0)  # a snapshot after the sweep: confirm it too
+        return new
+
+    # ------------------------------------------------------------------ polling
+    async def _gap_fill(self, now_ms: int, result: PollResult) -> None:
+        """Read each address not gap-filled since the connect; one that keeps failing is let go after a while."""
+        for address in list(self._unfilled):
+            start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
+            result.items += self._take_fills(address, fills, now_ms, live=False)
+            result.skipped += len(future)
+            if error is None:
+                del self._unfilled[address]
+                continue
+            result.errors.append(error)
+            failures = self._unfilled[address] = self._unfilled[address] + 1
+            if failures > self.max_hold_polls:
+                log.error(
+                    "ws: gap-fill of %s failed %d polls in a row: publishing without it; liquidations of the "
+                    "disconnected time may lack its legs (a restart reads it again from its watermark)",
+                    address,
+                    failures - 1,
+                )
+                del self._unfilled[address]
+        result.unreachable = len(result.errors) == len(self.watchlist) and not result.items
+        if not self._unfilled and self._unconfirmed:
+            # This sweep found liquidations the socket has not shown. The addresses were read one after another,
+            # so one read early may lack a leg that happened before a later read (and whose push the socket,
+            # stalled or gone, never brought): one more sweep, begun after they were all seen, has every leg.
+            self._unconfirmed = 0
+            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._arrived.set()
+        elif not self._unfilled:
+            # A leg of a block the REST answers showed may still be on its way as a push (an address read before
+            # the block happened has it pushed): one quiet time from here, as after a push.
+            self._last_push = self._clock()
+
+    def _checkpoint(self, now_ms: int) -> dict[str, str]:
+        oldest_held: dict[str, int] = {}
+        for block, pairs in self._pending.items():
+            for address, _ in pairs:
+                oldest_held[address] = min(oldest_held.get(address, block), block)
+        checkpoint: dict[str, str] = {}
+        for address in self.watchlist:
+            if address in self._unfilled:
+                continue  # its gap-fill must still start where the last connection left it
+            mark = watermark(self._newest.get(address), oldest_held.get(address), now_ms)
+            if mark is not None and mark > self.watermarks.get(address, 0):
+                self.watermarks[address] = mark
+                checkpoint[WATERMARK_PREFIX + address] = str(mark)
+        return checkpoint
+
+    async def poll(self, now_ms: int) -> PollResult:
+        self._started()
+        self._arrived.clear()
+        result = PollResult(items=self._items)
+        self._items = 0
+        if self._unfilled:
+            await self._gap_fill(now_ms, result)
+        observed: list[LiquidationFill] = []
+        if not self._unfilled:
+            # Quiet means "no more legs coming" only on a live connection. Disconnected, the REST reads of the
+            # addresses were taken at different moments, so only blocks the connection itself got past are whole.
+            quiet = self._connected and self._clock() - self._last_push >= self.quiet
+            for block in releasable(self._pending, self._newest_block, quiet=quiet, flushed=self._flushed):
+                observed.extend(self._pending.pop(block))
+                self._flushed.discard(block)
+        result.events = detect_from_fills(observed, source="ws", detected_at=now_ms)
+        result.checkpoint = self._checkpoint(now_ms)
+        if not self._unfilled:
+            await self._send_barrier()  # the blocks a gap-fill showed may have pushes on their way too
+        if self._refused is not None:
+            result.problem = f"the exchange refused a userFills subscription: {self._refused!r}"
+        elif not self.feed.is_healthy():
+            result.problem = (
+                f"the public WebSocket has been disconnected for more than {self.settings.unhealthy_after:g}s "
+                "(the log says why)"
+            )
+        return result
+
+    async def wait(self, seconds: float) -> None:
+        """Until a fill arrives, a held block's quiet time ends, a (re)connect needs a gap-fill, or ``seconds``."""
+        task = self._started()
+        if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
+            seconds = min(seconds, max(0.0, self._last_push + self.quiet - self._clock()))
+        if (unhealthy := self.feed.until_unhealthy()) is not None:
+            seconds = min(seconds, unhealthy + 0.01)
+        arrived = asyncio.ensure_future(self._arrived.wait())
+        try:
+            await asyncio.wait({arrived, task}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrived.cancel()
+        self._started()
