@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from plumbing.errors import ConfigError
 from plumbing.options import (
-    DEFAULT_REDIS_URL,
     LOG_LEVEL_OPTION,
     Option,
     hostname_pid,
@@ -21,10 +20,10 @@ from plumbing.options import (
     observability_options,
     positive_int,
     read_options,
-    redact_url,
-    redis_url_option,
     stream_option,
 )
+from plumbing.redis_connect import RedisSettings, redis_options
+from plumbing.stream_keys import same_slot, stream_key
 from schemas.stream import DEFAULT_STREAM
 
 GroupStart = Literal["0", "$"]
@@ -73,7 +72,7 @@ class RunnerSettings:
         return self.claim_interval_ms if self.claim_interval_ms is not None else max(50, self.claim_idle_ms // 2)
 
     def dead_letter_for(self, stream: str) -> str:
-        return self.dead_letter_stream or f"{stream}:dead"
+        return self.dead_letter_stream or stream_key(stream, "dead")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,10 +99,9 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ConsumerConfig:
+class ConsumerConfig(RedisSettings):
     """One consumer process's identity and connection; built once per process, passed down."""
 
-    redis_url: str = DEFAULT_REDIS_URL
     stream: str = DEFAULT_STREAM
     group: str
     consumer: str
@@ -112,6 +110,14 @@ class ConsumerConfig:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        dead = self.settings.dead_letter_for(self.stream)
+        if self.redis_kind == "cluster" and not same_slot(dead, self.stream):
+            raise ConfigError(
+                f"--dead-letter-stream / LIQ_DEAD_LETTER_STREAM {dead!r} is not in the stream's Redis Cluster hash "
+                f"slot, so dead letters cannot be written with their acknowledgements: give it the stream's {{tag}}, "
+                f"or leave it unset ({stream_key(self.stream, 'dead')!r})"
+            )
         # An idle stream is read once per block: a shorter staleness limit would report a healthy idle consumer
         # as stuck between two reads.
         o = self.observability
@@ -126,7 +132,7 @@ class ConsumerConfig:
         """A log line's worth, without the Redis password."""
         s = self.settings
         return (
-            f"stream {self.stream!r} group {self.group!r} consumer {self.consumer!r} at {redact_url(self.redis_url)} "
+            f"stream {self.stream!r} group {self.group!r} consumer {self.consumer!r} at {self.redis_where()} "
             f"(block {s.block_ms} ms, count {s.count}, claim idle {s.claim_idle_ms} ms, "
             f"max deliveries {s.max_deliveries}, dead letters to {s.dead_letter_for(self.stream)!r})"
         )
@@ -147,7 +153,7 @@ OBSERVABILITY_OPTIONS = observability_options("a successful read of the stream")
 def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tuple[Option, ...]:
     """The options every consumer process shares; ``default_group`` differs per process."""
     return (
-        redis_url_option("Redis holding the stream"),
+        *redis_options("Redis holding the stream"),
         stream_option(DEFAULT_STREAM, "Redis stream key to read."),
         Option(
             "group",
@@ -206,7 +212,7 @@ def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tu
             non_empty,
             None,
             "Stream for entries that cannot be handled.",
-            default_help="<stream>:dead",
+            default_help="<stream>:dead, {<stream>}:dead for a stream without a {tag}",
         ),
         Option(
             "retry_delay_ms",
@@ -236,6 +242,9 @@ def consumer_config(values: Mapping[str, Any]) -> ConsumerConfig:
     )
     return ConsumerConfig(
         redis_url=values["redis_url"],
+        redis_cluster_nodes=values["redis_cluster_nodes"],
+        redis_sentinels=values["redis_sentinels"],
+        redis_sentinel_master=values["redis_sentinel_master"],
         stream=values["stream"],
         group=values["group"],
         consumer=values["consumer"],

@@ -1,23 +1,23 @@
 """A Redis client fit for blocking reads, and the check that a client handed to us is one.
 
-What an outage is (which errors are waited out) is decided in :mod:`plumbing.redis_errors`, for every process.
+What an outage is (which errors are waited out) is decided in :mod:`plumbing.redis_errors`, for every process;
+which client (one server, a cluster, a Sentinel-managed master) in :mod:`plumbing.redis_connect`.
 """
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from consumers.config import ConsumerConfig
 from consumers.errors import SocketTimeoutTooShort
+from plumbing.redis_connect import RedisClient, connect_redis, socket_timeout_of
 
 SOCKET_TIMEOUT_MARGIN_S = 5.0
 """How much longer than the read block the socket waits: room for a slow network and a busy Redis."""
 
 
-def connect(config: ConsumerConfig) -> Redis:
+def connect(config: ConsumerConfig) -> RedisClient:
     """A client whose socket timeout outlasts the configured block, so an idle stream never looks like a failure."""
-    return Redis.from_url(
-        config.redis_url,
+    return connect_redis(
+        config,
         socket_timeout=config.settings.block_ms / 1000 + SOCKET_TIMEOUT_MARGIN_S,
         socket_connect_timeout=5.0,
         client_name=_client_name(f"liq-consumer:{config.group}:{config.consumer}"),
@@ -29,11 +29,11 @@ def _client_name(name: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
 
 
-def check_socket_timeout(redis: Redis, block_ms: int) -> None:
+def check_socket_timeout(redis: RedisClient, block_ms: int) -> None:
     """Raise :class:`SocketTimeoutTooShort` if ``redis`` would give up on an XREADGROUP blocked for ``block_ms``.
 
     ``socket_timeout=None`` (redis-py's default) waits forever and passes.
     """
-    timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
-    if timeout is not None and float(timeout) * 1000 <= block_ms:
-        raise SocketTimeoutTooShort(float(timeout), block_ms)
+    timeout = socket_timeout_of(redis)
+    if timeout is not None and timeout * 1000 <= block_ms:
+        raise SocketTimeoutTooShort(timeout, block_ms)

@@ -11,13 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, ResponseError
 
 from consumers.config import RunnerSettings
 from consumers.entries import as_text
 from consumers.errors import ConsumerError
 from consumers.lag import Assessment, GroupInfo, StreamInfo, assess
+from plumbing.redis_connect import RedisClient
 
 log = logging.getLogger("consumers.runner")  # the runner's machinery: one logger to follow (and to filter)
 
@@ -49,7 +49,7 @@ class ConsumerGroup:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         stream: str,
         name: str,

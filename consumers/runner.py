@@ -44,7 +44,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, assert_never
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from consumers.config import ConsumerConfig, RunnerSettings
@@ -54,7 +53,8 @@ from consumers.entries import Entry, EntryId, as_text, dead_letter_fields, id_te
 from consumers.groups import ConsumerGroup
 from plumbing.backoff import exponential
 from plumbing.errors import ConfigError
-from plumbing.redis_errors import redis_unavailable
+from plumbing.redis_connect import RedisClient
+from plumbing.redis_errors import REDIS_ERRORS, redis_unavailable
 from schemas import Event
 
 log = logging.getLogger("consumers.runner")
@@ -116,7 +116,7 @@ class Runner:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         stream: str,
         group: str,
@@ -163,7 +163,7 @@ class Runner:
     @classmethod
     def from_config(
         cls,
-        redis: Redis,
+        redis: RedisClient,
         config: ConsumerConfig,
         *,
         handler: Handler | None = None,
@@ -231,7 +231,7 @@ class Runner:
         while not self._stop.is_set():
             try:
                 result = await step()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if not redis_unavailable(exc):
                     raise  # refused credentials, a bug: waiting will not fix it
                 outages += 1
@@ -280,7 +280,7 @@ class Runner:
                     await self._step(stop_waiter)
                     self._outage_over(outages)
                     outages = 0
-                except (RedisError, OSError) as exc:
+                except REDIS_ERRORS as exc:
                     if redis_unavailable(exc):
                         outages += 1
                         self._drain_at = 0.0  # a read whose answer was lost left entries pending with us
@@ -518,10 +518,18 @@ class Runner:
                 break
             try:
                 await handler(event)
-            except Exception:
+            except Exception as exc:
                 ok = False
                 self.counters.failed += 1
-                log.exception("handler failed on entry %s (key %s); it stays pending", id_text(entry_id), event.key)
+                if redis_unavailable(exc):  # an outage (a failover, a restart) met inside the handler: no bug
+                    log.warning(
+                        "handler could not reach Redis on entry %s (key %s): %s; it stays pending",
+                        id_text(entry_id),
+                        event.key,
+                        exc,
+                    )
+                else:
+                    log.exception("handler failed on entry %s (key %s); it stays pending", id_text(entry_id), event.key)
                 continue
             self._acks.append(entry_id)
             self.counters.processed += 1

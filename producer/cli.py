@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 
 from plumbing.observability import ObservabilityServer
-from plumbing.options import redact_url
 from plumbing.process import install_signal_handlers, run_process
 from producer.config import ProducerConfig, load_config
 from producer.service import Producer
@@ -45,7 +44,7 @@ async def _main(config: ProducerConfig) -> int:
     log.info(
         "publishing to stream %r at %s from source %r (%s), %s",
         config.stream,
-        redact_url(config.redis_url),
+        config.redis_where(),
         config.source,
         source_scope(config),
         cadence(config),

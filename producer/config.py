@@ -26,11 +26,11 @@ from plumbing.options import (
     observability_options,
     positive_float,
     positive_int,
-    redis_url_option,
     resolve,
     secret,
     stream_option,
 )
+from plumbing.redis_connect import RedisSettings, redis_options
 from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
 from producer.sources.hosted import DEFAULT_URLS, HOSTED_DIALECTS, HOSTED_KEY_MISSING, HostedDialect, feed_settings
@@ -144,8 +144,38 @@ def missing_node_path(paths: Sequence[Path]) -> str | None:
     return None
 
 
+def wait_replicas(value: str) -> int | None:
+    """``auto`` (None: wait for one replica when the stream's master has one) or a number of replicas, 0 or more."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("must be auto or a number of replicas, 0 or more") from None
+    if number < 0:
+        raise ValueError("must be auto or a number of replicas, 0 or more")
+    return number
+
+
 OPTIONS: tuple[Option, ...] = (
-    redis_url_option("Redis to publish to"),
+    *redis_options("Redis to publish to"),
+    Option(
+        "wait_replicas",
+        "--wait-replicas",
+        "REDIS_WAIT_REPLICAS",
+        wait_replicas,
+        "auto",
+        "After each publish, WAIT until this many replicas have it before the checkpoint counts as moved (else the "
+        "events are held and published again); auto: 1 if the stream's master has a replica at start, else 0.",
+    ),
+    Option(
+        "wait_timeout_ms",
+        "--wait-timeout-ms",
+        "REDIS_WAIT_TIMEOUT_MS",
+        positive_int,
+        "1000",
+        "Milliseconds a publish waits for its replicas (--wait-replicas) before it counts as not yet safe.",
+    ),
     Option(
         "api_url",
         "--api-url",
@@ -389,8 +419,7 @@ OPTIONS: tuple[Option, ...] = (
 
 
 @dataclass(frozen=True)
-class ProducerConfig:
-    redis_url: str = "redis://localhost:6379/0"
+class ProducerConfig(RedisSettings):
     api_url: str = MAINNET_API_URL
     source: SourceName = "ws"
     watchlist: tuple[str, ...] = PROTOCOL_VAULTS
@@ -405,6 +434,8 @@ class ProducerConfig:
     dedup_ttl: int = 604_800
     max_pending: int = 100_000
     allow_eviction: bool = False
+    wait_replicas: int | None = None
+    wait_timeout_ms: int = 1000
     log_level: str = "INFO"
     node_paths: tuple[Path, ...] = (Path("~/hl/data/node_fills_by_block").expanduser(),)
     node_from: int | None = None
@@ -459,7 +490,23 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         None,
         ("api_url", "weight_per_minute", "http_timeout", "http_attempts"),
     ),
-    ("Redis and the stream", None, ("redis_url", "stream", "maxlen", "dedup_ttl", "max_pending", "allow_eviction")),
+    (
+        "Redis and the stream",
+        "One of --redis-url, --redis-cluster-nodes or --redis-sentinels (with --redis-sentinel-master).",
+        (
+            "redis_url",
+            "redis_cluster_nodes",
+            "redis_sentinels",
+            "redis_sentinel_master",
+            "stream",
+            "maxlen",
+            "dedup_ttl",
+            "max_pending",
+            "allow_eviction",
+            "wait_replicas",
+            "wait_timeout_ms",
+        ),
+    ),
     ("logs, metrics and health", None, ("log_level", "metrics_port", "metrics_host", "health_stale_after")),
 )
 """``--help``'s headings: which options apply to which source, so nobody tunes the node source with --coins."""

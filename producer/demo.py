@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,7 +39,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from plumbing.errors import ConfigError
 from plumbing.options import (
     LineWrappingHelpFormatter,
-    Option,
     add_options,
     environ,
     invoked_as,
@@ -49,9 +47,9 @@ from plumbing.options import (
     non_negative_float,
     parse_value,
     redact_url,
-    redis_url,
     resolve,
 )
+from plumbing.redis_connect import RedisClient, RedisSettings, connect_redis, redis_options
 from producer.publisher import key_namespace
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.fake_feeds import FakeFeeds, blocks_of
@@ -61,14 +59,7 @@ from producer.simulation.scenarios import DEMO_WATCHLIST, Fill, demo_scenario
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
-REDIS_OPTION = Option(
-    "redis_url",
-    "--redis-url",
-    "REDIS_URL",
-    redis_url,
-    "redis://localhost:6379/0",
-    "Redis to use; the demo touches only its own stream's keys.",
-)
+REDIS_OPTIONS = redis_options("Redis to use; the demo touches only its own stream's keys")
 
 
 class DemoError(Exception):
@@ -76,11 +67,10 @@ class DemoError(Exception):
 
 
 @dataclass(frozen=True, kw_only=True)
-class DemoConfig:
+class DemoConfig(RedisSettings):
     source: Literal["node", "fills", "ws", "hosted"] = "node"
     speed: float = 10.0
     """Times real time; 0 plays the sample as fast as the processes take it."""
-    redis_url: str = "redis://localhost:6379/0"
     stream: str = "demo:liquidations"
     threshold_usd: Decimal | None = None
     """None: the source's own default (:data:`DEFAULT_THRESHOLDS`)."""
@@ -119,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--speed", default="10", help="replay speed, times real time (0: as fast as possible) (default: 10)"
     )
-    add_options(parser, (REDIS_OPTION,))
+    add_options(parser, REDIS_OPTIONS)
     parser.add_argument("--stream", default="demo:liquidations", help="stream the demo resets, uses and removes")
     parser.add_argument(
         "--threshold-usd",
@@ -134,11 +124,11 @@ def load_demo_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
     """The demo's settings, each checked with the parser the real processes use for the same kind of value, so a
     typo stops here in one line instead of in a child process's traceback."""
     args = build_parser().parse_args(argv)
-    (url,) = resolve(args, environ(env), (REDIS_OPTION,)).values()
+    redis = resolve(args, environ(env), REDIS_OPTIONS)
     return DemoConfig(
+        **redis,
         source=args.source,
         speed=parse_value("--speed", args.speed, non_negative_float),
-        redis_url=url,
         stream=parse_value("--stream", args.stream, non_empty),
         threshold_usd=None
         if args.threshold_usd is None
@@ -187,7 +177,7 @@ class Demo:
 
     def env(self, **extra: str) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("HL_", "LIQ_", "ALERT_", "STATS_"))}
-        return {**keep, "REDIS_URL": self.config.redis_url, "LIQ_STREAM": self.config.stream, **extra}
+        return {**keep, **self.config.redis_env(), "LIQ_STREAM": self.config.stream, **extra}
 
     async def spawn(self, label: str, module: str, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -208,7 +198,7 @@ class Demo:
             if proc.returncode is not None:
                 raise DemoError(f"the {label} exited with code {proc.returncode}: its last lines, above, say why")
 
-    async def remove_keys(self, client: aioredis.Redis) -> int:
+    async def remove_keys(self, client: RedisClient) -> int:
         """Delete the stream and every key the demo's processes made for it; returns how many there were."""
         keys: list[Any] = [self.config.stream]
         for pattern in key_patterns(self.config.stream):
@@ -258,11 +248,11 @@ class Demo:
     async def run(self) -> int:
         """Check Redis, reset the stream, run the pipeline until the stream stops growing, then stop the processes
         and remove the keys, also when cancelled (Ctrl-C, SIGTERM) or failing half-way."""
-        client = aioredis.Redis.from_url(self.config.redis_url, socket_connect_timeout=5)
+        client = connect_redis(self.config, socket_timeout=None, socket_connect_timeout=5)
         try:
             await client.ping()
             await self.remove_keys(client)
-            shown = redact_url(self.config.redis_url)
+            shown = self.config.redis_where()
             print(f"demo: stream {self.config.stream!r} on {shown}, source {self.config.source}")
             fake: FakeHyperliquid | None = None
             try:
@@ -371,7 +361,7 @@ class Demo:
         await feeds.burst(self.to_push)
         return len(self.to_push)
 
-    async def wait_for_stream(self, client: aioredis.Redis, quiet_seconds: float = 2.0) -> int:
+    async def wait_for_stream(self, client: RedisClient, quiet_seconds: float = 2.0) -> int:
         """Until the stream stops growing for a few seconds: the producer has caught up."""
         last, since = -1, time.monotonic()
         while True:

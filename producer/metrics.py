@@ -48,6 +48,11 @@ class ProducerMetrics:
         self.duplicates = Counter(
             "hl_producer_duplicates_skipped", "Events whose dedup key was already set (published before).", registry=r
         )
+        self.unreplicated = Counter(
+            "hl_producer_publishes_unreplicated",
+            "Publishes that no replica (of --wait-replicas) confirmed in time: held and published again.",
+            registry=r,
+        )
         self.publish_seconds = Histogram(
             "hl_producer_publish_seconds",
             "Time to publish one outbox batch (script round trip).",

@@ -16,12 +16,20 @@ the stream's own: two streams that share a hash tag share no dedup key and no ch
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
-from plumbing.errors import ConfigError
+from plumbing.redis_connect import RedisClient
+
+# Re-exported: the producer's config and demo, and the bench, know these names from here.
+from plumbing.stream_keys import UnslottableStreamName as UnslottableStreamName
+from plumbing.stream_keys import hash_tag as hash_tag
+from plumbing.stream_keys import key_namespace as key_namespace
 from schemas import Event
 from schemas.stream import ENTRY_FIELDS, entry_values
 
@@ -96,44 +104,6 @@ def eviction_risk(policy: str, maxmemory: int) -> str | None:
     return "keys of its choosing (a policy this version does not know)"
 
 
-class UnslottableStreamName(ConfigError):
-    """No other key can share the stream's hash slot, so the publish script could not run on Redis Cluster."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(
-            f"the stream name {stream!r} has no non-empty {{tag}} and contains '}}', so no dedup key or checkpoint "
-            "can share its Redis Cluster hash slot: choose another --stream / LIQ_STREAM (e.g. one with a {tag})"
-        )
-
-
-def hash_tag(name: str) -> str:
-    """The part of a key Redis Cluster hashes: the content of its first ``{...}`` if that is not empty, else the
-    whole name (Redis's rule: the first ``{``, then the first ``}`` after it)."""
-    start = name.find("{")
-    if start != -1:
-        end = name.find("}", start + 1)
-        if end > start + 1:
-            return name[start + 1 : end]
-    return name
-
-
-def key_namespace(stream: str) -> str:
-    """The prefix of the stream's own keys: in the stream's hash slot, and no other stream's.
-
-    A stream with a ``{tag}`` gets ``{tag}<stream>:``: the tag keeps the slot, the full name keeps streams that
-    share the tag apart (``prod:{hl}:liqs`` and ``replay:{hl}:liqs``). A stream without one is hashed whole, so its
-    keys wrap the whole name in braces: ``{<stream>}:``, the names every earlier version used. That only works
-    for a name without ``}``; for such a name (``a{}b``, ``x}y``) no key but the stream itself is in its slot, and
-    :class:`UnslottableStreamName` says so.
-    """
-    tag = hash_tag(stream)
-    if tag != stream:
-        return f"{{{tag}}}{stream}:"
-    if not stream or "}" in stream:
-        raise UnslottableStreamName(stream)
-    return f"{{{stream}}}:"
-
-
 def legacy_key_namespace(stream: str) -> str | None:
     """The prefix earlier versions used for a stream with a ``{tag}`` (``{tag}:``, shared by every stream with that
     tag), or None where it is the same as :func:`key_namespace`'s."""
@@ -153,6 +123,28 @@ def checkpoint_key(stream: str) -> str:
     return key_namespace(stream) + "checkpoint"
 
 
+WRITTEN_FIELD = "publisher:written-ms"
+"""A checkpoint field every publish writes while it waits for replicas. ``WAIT`` counts the replicas that have
+this connection's last write: a publish that wrote nothing (every event already there, from an attempt whose
+``WAIT`` fell short) would be confirmed at once without it, on a fresh connection, whatever the replicas hold.
+The sources read only their own fields."""
+
+
+_ON_A_REPLICA = "cannot be used with replica instances"
+"""How Redis refuses WAIT on a replica."""
+
+
+class NotReplicated(RedisError):
+    """A publish reached the master but not yet the replicas asked for: a failover now could lose it.
+
+    Nothing is wrong with what was written; it is simply not yet safe. The caller keeps the events and publishes
+    them again: the dedup keys skip what the master still has, and re-add what a failover lost."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas had the publish after {timeout_ms} ms (WAIT)")
+        self.acknowledged = acknowledged
+
+
 @dataclass
 class PublishResult:
     published: list[tuple[Event, str]] = field(default_factory=list)
@@ -162,18 +154,27 @@ class PublishResult:
 
 
 class Publisher:
-    """Publishes batches of events through the script; pipelines the batches of one call."""
+    """Publishes batches of events through the script; pipelines the batches of one call (one after another on a
+    cluster, whose client refuses scripts in a pipeline).
+
+    With ``wait_replicas``, a publish returns only once that many replicas have it (``WAIT``), and raises
+    :class:`NotReplicated` otherwise: what it returned can then survive the master's loss.
+    """
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         stream: str,
         *,
         maxlen: int = 100_000,
         dedup_ttl: int = 7 * 24 * 3600,
         batch_size: int = 500,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.redis = redis
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.stream = stream
         self.maxlen = maxlen
         self.dedup_ttl = dedup_ttl
@@ -197,12 +198,22 @@ class Publisher:
         batches = [events[i : i + self.batch_size] for i in range(0, len(events), self.batch_size)] or [[]]
         if not events and not cp:
             return PublishResult()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for n, batch in enumerate(batches):
-                last = n == len(batches) - 1
-                keys, args = self._script_arguments(batch, cp if last else {})
-                await self._script(keys=keys, args=args, client=pipe)
-            replies = await pipe.execute()
+        if self.wait_replicas:
+            cp[WRITTEN_FIELD] = str(int(time.time() * 1000))
+        arguments = [
+            self._script_arguments(batch, cp if n == len(batches) - 1 else {}) for n, batch in enumerate(batches)
+        ]
+        if isinstance(self.redis, RedisCluster):
+            replies = [await self._script(keys=keys, args=args) for keys, args in arguments]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in arguments:
+                    await self._script(keys=keys, args=args, client=pipe)
+                replies = await pipe.execute()
+        if self.wait_replicas:
+            acknowledged = await self.wait(self.wait_replicas, self.wait_timeout_ms)
+            if acknowledged < self.wait_replicas:
+                raise NotReplicated(acknowledged, self.wait_replicas, self.wait_timeout_ms)
         result = PublishResult()
         for batch, ids in zip(batches, replies, strict=True):
             for event, entry_id in zip(batch, ids, strict=True):
@@ -236,12 +247,46 @@ class Publisher:
             keys += [self.legacy_dedup_prefix + event.key for event in batch]
         return keys, args
 
+    async def replica_count(self) -> int:
+        """How many replicas the stream's master has connected (``INFO replication``). Not ``WAIT 0 0``: that
+        counts the replicas that have acknowledged the latest offset, which they do once a second."""
+        if isinstance(self.redis, RedisCluster):
+            node = self.redis.get_node_from_key(self.stream)
+            info = await self.redis.info("replication", target_nodes=node)
+        else:
+            info = await self.redis.info("replication")
+        if info.get("role") != "master":  # demoted under us: publishing fails (READONLY) until it is a master
+            return 0
+        return int(info.get("connected_slaves", 0))
+
+    async def wait(self, replicas: int, timeout_ms: int) -> int:
+        """``WAIT`` on the stream's master: how many replicas have this connection's writes. The publisher is used
+        one call at a time, so its commands share one connection."""
+        try:
+            if isinstance(self.redis, RedisCluster):
+                node = self.redis.get_node_from_key(self.stream)
+                return int(await self.redis.execute_command("WAIT", replicas, timeout_ms, target_nodes=node))
+            return int(await self.redis.wait(replicas, timeout_ms))
+        except ResponseError as exc:
+            if _ON_A_REPLICA in str(exc):  # a master demoted under us: no place to publish, for now
+                raise ReadOnlyError(str(exc)) from exc
+            raise
+
     async def eviction_settings(self) -> tuple[str, int]:
         """Redis's ``maxmemory-policy`` and ``maxmemory``; raises the Redis error if CONFIG GET is denied."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.config_get("maxmemory-policy")
-            pipe.config_get("maxmemory")
-            policy, maxmemory = await pipe.execute()
+        replies: list[Any]
+        if isinstance(self.redis, RedisCluster):  # the stream's master is the node whose memory matters
+            node = self.redis.get_node_from_key(self.stream)
+            replies = [
+                await self.redis.config_get("maxmemory-policy", target_nodes=node),
+                await self.redis.config_get("maxmemory", target_nodes=node),
+            ]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.config_get("maxmemory-policy")
+                pipe.config_get("maxmemory")
+                replies = await pipe.execute()
+        policy, maxmemory = replies
         return _text(policy.get("maxmemory-policy", b"noeviction")), int(maxmemory.get("maxmemory", 0))
 
     async def load_checkpoint(self) -> dict[str, str]:
@@ -261,7 +306,7 @@ class Publisher:
                     self.legacy_dedup_prefix,
                 )
                 raw = await self.redis.hgetall(self.checkpoint_key)
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items() if _text(k) != WRITTEN_FIELD}
 
 
 def _text(value: bytes | str) -> str:

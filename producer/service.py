@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from plumbing.observability import Progress
 from plumbing.recent_keys import RecentKeys
-from plumbing.redis_errors import CREDENTIALS_REFUSED, redis_unavailable
+from plumbing.redis_connect import RedisClient, connect_redis, drop_connections
+from plumbing.redis_errors import CREDENTIALS_REFUSED, REDIS_ERRORS, redis_unavailable
 from plumbing.text import printable
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.outbox import Outbox
-from producer.publisher import Publisher, eviction_risk
+from producer.publisher import NotReplicated, Publisher, eviction_risk
 from producer.ratelimit import WeightBudget
 from producer.sources import build_source
 from schemas import Event, LiquidationEvent, event_type
@@ -34,6 +35,10 @@ log = logging.getLogger("producer")
 
 _NO_PERMISSION = "can't run this command"
 """How Redis words an ACL denial of a command a script calls (it arrives as a plain script error)."""
+
+
+REPLICA_CHECK_S = 5.0
+"""How often ``--wait-replicas auto`` asks whether the stream's master has a replica, until it has one."""
 
 
 class RedisAccessDenied(ProducerError):
@@ -91,7 +96,7 @@ class Producer:
         self,
         config: ProducerConfig,
         *,
-        redis_client: aioredis.Redis | None = None,
+        redis_client: RedisClient | None = None,
         client: HyperliquidClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -104,15 +109,23 @@ class Producer:
             retry=RetryPolicy(attempts=config.http_attempts),
             budget=self.budget,
         )
-        self.redis = redis_client or aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        self.redis = redis_client or connect_redis(
+            config, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
-        self.publisher = Publisher(self.redis, config.stream, maxlen=config.maxlen, dedup_ttl=config.dedup_ttl)
+        self.publisher = Publisher(
+            self.redis,
+            config.stream,
+            maxlen=config.maxlen,
+            dedup_ttl=config.dedup_ttl,
+            wait_replicas=config.wait_replicas or 0,
+            wait_timeout_ms=config.wait_timeout_ms,
+        )
         self.source = build_source(config, self.client)
         self.outbox = Outbox(config.max_pending)
         self.recent = RecentKeys()
         self.restored = False
         self.redis_down_since: float | None = None
+        self._replicas_checked_at: float | None = None
         self._redis_answered_this_poll = False
         """Whether this poll already learnt if Redis is up (a restore, a publish, or a failure of either)."""
         self.polls = 0
@@ -183,11 +196,16 @@ class Producer:
 
     async def _restore(self) -> None:
         if self.restored:
+            try:
+                await self._choose_replicas()
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
             return
         try:
             await self._check_eviction()
             checkpoint = await self.publisher.load_checkpoint()
-        except (redis.exceptions.RedisError, OSError) as exc:
+            await self._choose_replicas()
+        except REDIS_ERRORS as exc:
             self._redis_failed(exc)
             return
         self._redis_up()
@@ -195,6 +213,37 @@ class Producer:
         self.restored = True
         if checkpoint:
             log.info("resuming from %d checkpointed positions in %s", len(checkpoint), self.publisher.checkpoint_key)
+
+    async def _choose_replicas(self) -> None:
+        """``--wait-replicas auto``: wait for one replica after each publish once the stream's master has been seen
+        with one. Asked at start and then every :data:`REPLICA_CHECK_S` until a replica is seen (one that was still
+        syncing at start counts as soon as it is there), and never turned off again: a master that lost its replica
+        is exactly the one whose writes a failover would lose."""
+        if self.config.wait_replicas is not None or self.publisher.wait_replicas:
+            return
+        now = time.monotonic()
+        if self._replicas_checked_at is not None and now - self._replicas_checked_at < REPLICA_CHECK_S:
+            return
+        self._replicas_checked_at = now
+        try:
+            replicas = await self.publisher.replica_count()
+        except redis.exceptions.ResponseError as exc:  # INFO denied by an ACL
+            if isinstance(exc, redis.exceptions.ReadOnlyError):
+                raise
+            log.warning(
+                "could not ask Redis how many replicas the stream's master has (%s): publishing without waiting for "
+                "replicas (allow INFO, or set --wait-replicas / REDIS_WAIT_REPLICAS)",
+                exc,
+            )
+            self._replicas_checked_at = math.inf  # asked once: the ACL will not change its mind
+            return
+        self.publisher.wait_replicas = 1 if replicas else 0
+        if replicas:
+            log.info(
+                "the stream's master has %d replica(s): each publish waits (up to %d ms) until one has it",
+                replicas,
+                self.config.wait_timeout_ms,
+            )
 
     async def _check_eviction(self) -> None:
         """Refuse (or, if allowed, warn loudly about) a Redis that may evict our keys; see eviction_risk."""
@@ -229,7 +278,13 @@ class Producer:
             started = time.perf_counter()
             try:
                 result = await self.publisher.publish(batch.events, batch.checkpoint)
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except NotReplicated as exc:
+                # Held, and published again: the dedup keys skip what the master kept, re-add what a failover lost.
+                self.metrics.unreplicated.inc()
+                self._redis_down(exc)
+                await drop_connections(self.redis)  # the next attempt asks the sentinels (or the cluster) again
+                break
+            except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
                 break
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -247,17 +302,23 @@ class Producer:
     async def _check_redis(self) -> None:
         try:
             await self.redis.ping()
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(exc)
         else:
             self._redis_up()
 
-    def _redis_failed(self, exc: redis.exceptions.RedisError | OSError) -> None:
+    def _redis_failed(self, exc: Exception) -> None:
         """What a failed Redis call means: refused credentials, or an ACL denying a command (inside the publish
-        script too), end the process; an outage or a Redis refusing writes is held and retried; anything else is a
-        bug and raised as it is."""
+        script too), end the process; so does a cluster node given as REDIS_URL (every key of another slot is
+        MOVED for good); an outage or a Redis refusing writes is held and retried; anything else is a bug and
+        raised as it is."""
         if isinstance(exc, CREDENTIALS_REFUSED) or _NO_PERMISSION in str(exc):
             raise RedisAccessDenied(f"Redis refused us at {self._redis_where()}: {exc}") from exc
+        if isinstance(exc, redis.exceptions.AskError) and self.config.redis_kind == "server":
+            raise RedisAccessDenied(
+                f"Redis at {self._redis_where()} is a Redis Cluster node that does not serve the stream ({exc}): "
+                "give the cluster's nodes as --redis-cluster-nodes / REDIS_CLUSTER_NODES instead of --redis-url"
+            ) from exc
         if not redis_unavailable(exc):
             raise exc
         self._redis_down(exc)
@@ -282,8 +343,7 @@ class Producer:
             )
 
     def _redis_where(self) -> str:
-        kwargs = self.redis.connection_pool.connection_kwargs
-        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        return self.config.redis_where()
 
     def _interval(self, weight_used: float) -> float:
         """The configured interval, or longer when the last poll's weight would break the budget."""

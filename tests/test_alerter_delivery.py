@@ -16,6 +16,7 @@ from consumers.alerter.format import Message, format_alert
 from consumers.alerter.sinks import DiscordSink, SlackSink, StdoutSink, TelegramSink, WebhookSink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
 from plumbing.options import Secret
+from plumbing.stream_keys import stream_key
 from tests.helpers import FakeWebhooks, make_event, wait_until
 
 TOKEN = "123456:SECRET-token"
@@ -47,7 +48,7 @@ def make_delivery(
 ) -> Delivery:
     return Delivery(
         redis,
-        prefix=f"{stream}:alerted",
+        prefix=stream_key(stream, "alerted"),
         owner=owner,
         attempts=attempts,
         backoff_s=0.01,

@@ -19,6 +19,7 @@ from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertNotDelivered
 from plumbing.options import Secret
+from plumbing.stream_keys import stream_key
 from schemas import AdlEvent, Event, encode_entry
 from tests.faults.invariants import raw_entries
 from tests.helpers import FakeWebhooks, make_event, wait_until
@@ -46,7 +47,7 @@ def make_alerter(
     attempts: int = 3,
 ) -> Alerter:
     delivery = Delivery(
-        redis, prefix=f"{stream}:alerted", attempts=attempts, backoff_s=0.01, outage_max_s=0, claim_ttl_s=5
+        redis, prefix=stream_key(stream, "alerted"), attempts=attempts, backoff_s=0.01, outage_max_s=0, claim_ttl_s=5
     )
     return Alerter(
         sinks=sinks,
@@ -177,7 +178,7 @@ async def test_secrets_stay_out_of_the_logs_all_the_way_to_the_dead_letter(
     await task
     assert "HTTP 500" in caplog.text
     assert "SECRET" not in caplog.text
-    [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
+    [(_, letter)] = raw_entries(await redis.xrange(stream_key(stream, "dead")))
     assert letter[b"reason"].startswith(b"max_deliveries")
 
 
@@ -186,7 +187,7 @@ async def test_held_back_alerts_survive_a_crash_and_the_restarted_process_summar
 ) -> None:
     """SIGKILL inside the cooldown window: the held-back events were acknowledged, so only Redis remembers them."""
     out, clock = io.StringIO(), Clock()
-    key = f"{stream}:held:alerter:a1"
+    key = stream_key(stream, "held:alerter:a1")
 
     def alerter() -> Alerter:
         made = make_alerter(redis, stream, [StdoutSink(out)], clock=clock, burst=1)
@@ -215,7 +216,7 @@ async def test_held_back_alerts_survive_a_crash_and_the_restarted_process_summar
 async def test_a_summary_that_cannot_be_sent_is_kept_for_the_next_start(
     redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
 ) -> None:
-    key = f"{stream}:held:alerter:a1"
+    key = stream_key(stream, "held:alerter:a1")
     clock = Clock()
     alerter = make_alerter(
         redis, stream, [WebhookSink(session, Secret(f"{hooks.url}/hook"), timeout_s=2)], clock=clock, burst=1

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert c.settings == RunnerSettings(
         block_ms=5000, count=100, claim_idle_ms=60_000, max_deliveries=5, group_start="$", retry_delay_ms=1000
     )
-    assert c.settings.dead_letter_for(c.stream) == "hyperliquid:liquidations:dead"
+    assert c.settings.dead_letter_for(c.stream) == "{hyperliquid:liquidations}:dead"
     assert config.thresholds.default == Decimal(100_000) and config.sinks == ("stdout",)
     assert load_stats_config([], {}).consumer.group == "stats"
 
@@ -47,7 +47,7 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
         500,
         "0",
     )
-    assert config.interval_s == 5 and config.key == f"env:stream:stats:flag-group:{c.consumer}"
+    assert config.interval_s == 5 and config.key == f"{{env:stream}}:stats:flag-group:{c.consumer}"
     assert config.ttl_s == 60
 
 

@@ -26,6 +26,7 @@ from consumers.config import ObservabilitySettings
 from consumers.metrics import serve_metrics
 from consumers.stats.config import load_stats_config
 from plumbing.errors import ConfigError, MetricsUnavailable
+from plumbing.redis_connect import RedisClient
 from schemas import AdlEvent, Event, encode_entry
 from tests.helpers import REDIS_URL, RedisServer, free_port, make_event, wait_until
 
@@ -72,7 +73,7 @@ def adl() -> AdlEvent:
     )
 
 
-async def publish(redis: Redis, stream: str, events: list[Event]) -> None:
+async def publish(redis: RedisClient, stream: str, events: list[Event]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for event in events:
             pipe.xadd(stream, encode_entry(event))  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from consumers.entries import id_tuple
+from plumbing.stream_keys import stream_key
 from schemas import encode_entry
 from tests.faults.invariants import raw_entries
 from tests.helpers import make_event, wait_until
@@ -78,7 +79,7 @@ async def test_sigterm_stops_the_stats_process_after_flushing_and_reporting(redi
     assert "full view" in table and [line.split()[:2] for line in table.splitlines() if line.startswith("all")] == [
         ["all", "40"]
     ]
-    published = await redis_client.get(f"{stream}:stats:stats:proc-1")
+    published = await redis_client.get(stream_key(stream, "stats:stats:proc-1"))
     assert published is not None, "the stats consumer published no snapshot"
     snapshot = json.loads(published)
     assert Decimal(snapshot["totals"]["value_usd"]) == sum(e.value_usd for e in events)

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from consumers import ConsumerConfig, Runner, RunnerSettings, SocketTimeoutTooShort, connect
 from consumers.entries import id_text
 from plumbing.errors import ConfigError
+from plumbing.redis_connect import socket_timeout_of
+from plumbing.stream_keys import stream_key
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.invariants import raw_entries
 from tests.helpers import Recorder, make_event, stop, wait_until
@@ -142,7 +145,8 @@ async def test_poison_entries_go_to_the_dead_letter_stream_and_the_group_keeps_f
     assert r.counters.dead_lettered == 4
     assert await group_pending(redis, stream) == 0
     letters = {
-        fields[b"original_id"].decode(): fields for _, fields in raw_entries(await redis.xrange(f"{stream}:dead"))
+        fields[b"original_id"].decode(): fields
+        for _, fields in raw_entries(await redis.xrange(stream_key(stream, "dead")))
     }
     assert set(letters) == set(poison_ids.values())
     reasons = {name: letters[entry_id][b"reason"].decode() for name, entry_id in poison_ids.items()}
@@ -184,7 +188,7 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_after_max_deliveries
     await stop(r, task)
     assert seen.calls[doomed] == 3
     assert len(seen.keys) == 4
-    [(_, letter)] = raw_entries(await redis.xrange(f"{stream}:dead"))
+    [(_, letter)] = raw_entries(await redis.xrange(stream_key(stream, "dead")))
     assert letter[b"original_id"].decode() == ids[1]
     assert letter[b"reason"] == b"max_deliveries: delivered 4 times, more than the limit of 3"
     assert await group_pending(redis, stream) == 0
@@ -399,7 +403,7 @@ async def test_a_client_that_would_time_out_a_blocked_read_is_refused(redis: Red
     )
     client = connect(config)
     try:
-        assert client.connection_pool.connection_kwargs["socket_timeout"] > 30
+        assert (socket_timeout_of(client) or 0) > 30
     finally:
         await client.aclose()
 
@@ -465,3 +469,26 @@ async def test_a_redis_demoted_to_replica_is_waited_out_and_said_once(
         await client.aclose()
     assert caplog.text.count("Redis unavailable") == 1
     assert "Redis is back" in caplog.text
+
+
+async def test_a_handler_that_meets_a_redis_outage_logs_one_line_and_the_entry_is_retried(
+    redis: Redis, stream: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover reaches a handler that writes to Redis (the alerter's markers) as a ConnectionError: an outage,
+    said in one line, not a handler bug with a traceback."""
+    caplog.set_level(logging.WARNING, logger="consumers.runner")
+    seen: list[str] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event.key)
+        if len(seen) == 1:
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:7000. Connect call failed")
+
+    [event] = [make_event()]
+    await publish(redis, stream, [event])
+    r = runner(redis, stream, handler)
+    task = asyncio.create_task(r.run())
+    await wait_until(lambda: len(seen) == 2, message="the entry handled again after the outage")
+    await stop(r, task)
+    assert "handler could not reach Redis on entry" in caplog.text and "Traceback" not in caplog.text
+    assert await group_pending(redis, stream) == 0

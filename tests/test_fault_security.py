@@ -55,6 +55,8 @@ COMMANDS = (
     "+xinfo|consumers",
     "+multi",
     "+exec",
+    "+wait",
+    "+info",
 )
 GROUPS = ("stats", "alerter")
 HANG = 6.0

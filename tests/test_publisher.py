@@ -14,6 +14,7 @@ from plumbing.errors import ConfigError
 from producer.config import load_config
 from producer.publisher import (
     PUBLISH_SCRIPT,
+    NotReplicated,
     Publisher,
     UnslottableStreamName,
     checkpoint_key,
@@ -264,3 +265,20 @@ async def test_a_key_published_before_completeness_was_recorded_counts_as_comple
     event = make_event(complete=True)
     await redis_client.set(dedup_key(stream, event.key), "1", ex=60)
     assert len((await Publisher(redis_client, stream).publish([event])).duplicates) == 1
+
+
+async def test_a_publish_no_replica_confirmed_raises_and_a_retry_finds_its_events_already_there(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    """The test Redis has no replica, so WAIT 1 always falls short: the caller is told (NotReplicated) and keeps
+    the events; publishing them again adds nothing, and the field that makes every waited publish a write stays
+    out of the checkpoint the source resumes from."""
+    publisher = Publisher(redis_client, stream, wait_replicas=1, wait_timeout_ms=20)
+    batch = events(3)
+    with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+        await publisher.publish(batch, {"fills:0xa": "100"})
+    with pytest.raises(NotReplicated):
+        await publisher.publish(batch, {"fills:0xa": "100"})
+    assert len(raw_entries(await redis_client.xrange(stream))) == 3
+    assert await publisher.load_checkpoint() == {"fills:0xa": "100"}
+    assert await publisher.replica_count() == 0

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from consumers import ConsumerConfig, Runner, RunnerSettings
 from consumers.stats import StatsConfig, StatsService
 from consumers.stats.service import describe_view
+from plumbing.stream_keys import stream_key
 from schemas import Event, LiquidationEvent, encode_entry
 from tests.faults.poison import HUGE_AMOUNTS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES, with_field
 from tests.helpers import make_event, wait_until
@@ -190,7 +191,7 @@ async def test_the_snapshot_is_published_as_json_and_printed(redis: Redis, strea
     task = await start(service)
     await service.report()
     await stop(service, task)
-    key = f"{stream}:stats:stats:s1"
+    key = stream_key(stream, "stats:stats:s1")
     published = await redis.get(key)
     assert published is not None, "no snapshot was published"
     snapshot = json.loads(published)

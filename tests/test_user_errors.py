@@ -129,3 +129,37 @@ def test_every_amount_option_says_not_a_number_the_same_way() -> None:
     for env in ({"ALERT_THRESHOLD_USD": "lots"}, {"ALERT_COIN_THRESHOLDS": "BTC=lots"}):
         with pytest.raises(ConfigError, match=r"='[^']*lots': not a number: must be an amount, 0 or more"):
             load_alerter_config([], env)
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("producer", ("--once",)),
+        ("consumers.alerter", ()),
+        ("consumers.stats", ()),
+        ("consumers.tail", ()),
+        ("producer.demo", ()),
+    ],
+)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"REDIS_URL": "redis://db:6379/0", "REDIS_CLUSTER_NODES": "10.0.0.1:7000"},
+            "--redis-url / REDIS_URL and --redis-cluster-nodes / REDIS_CLUSTER_NODES are both set: give one",
+        ),
+        (
+            {"REDIS_CLUSTER_NODES": "10.0.0.1:7000", "REDIS_SENTINELS": "10.0.0.1:26379"},
+            "--redis-cluster-nodes / REDIS_CLUSTER_NODES and --redis-sentinels / REDIS_SENTINELS are both set",
+        ),
+        ({"REDIS_SENTINELS": "10.0.0.1:26379"}, "needs --redis-sentinel-master / REDIS_SENTINEL_MASTER"),
+        ({"REDIS_CLUSTER_NODES": "10.0.0.1"}, "'10.0.0.1' is not host:port"),
+    ],
+    ids=["url-and-cluster", "cluster-and-sentinels", "sentinels-without-master", "node-without-port"],
+)
+async def test_contradicting_or_malformed_redis_settings_are_a_bad_setting(
+    tmp_path: Path, module: str, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    code, err = await run(tmp_path, module, *args, env=env)
+    assert code == 2
+    assert err.startswith("configuration error: ") and message in err

@@ -30,13 +30,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumers.alerter.format import Message
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered, SinkError
 from plumbing.backoff import exponential
+from plumbing.redis_connect import RedisClient
 from plumbing.text import printable
 
 log = logging.getLogger("consumers.alerter")
@@ -92,7 +92,7 @@ def next_wait(attempt: int, backoff_s: float, backoff_max_s: float, retry_after:
 class Delivery:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         owner: str = "alerter",

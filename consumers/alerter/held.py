@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 import msgspec
-from redis.asyncio import Redis
 
 from consumers.alerter.cooldown import HeldBack
 from consumers.entries import as_text
+from plumbing.redis_connect import RedisClient
 
 
 class HeldAlert(msgspec.Struct, frozen=True, array_like=True):
@@ -66,7 +66,7 @@ def decode_held(fields: Mapping[bytes | str, bytes | str]) -> list[tuple[str, He
 
 
 class HeldStore:
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: RedisClient, key: str) -> None:
         self.redis = redis
         self.key = key
         self._forget = redis.register_script(_FORGET)

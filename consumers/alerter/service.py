@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumers.alerter.config import AlerterConfig, Thresholds
@@ -30,6 +29,8 @@ from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
 from consumers.runner import Runner
 from plumbing.recent_keys import RecentKeys
+from plumbing.redis_connect import RedisClient
+from plumbing.stream_keys import stream_key
 from plumbing.text import printable
 from schemas import Event, LiquidationEvent
 
@@ -84,11 +85,11 @@ class Alerter:
         self._admitted = RecentKeys(_ADMITTED_MEMORY)
 
     @classmethod
-    def from_config(cls, config: AlerterConfig, redis: Redis, sinks: Sequence[Sink]) -> Alerter:
+    def from_config(cls, config: AlerterConfig, redis: RedisClient, sinks: Sequence[Sink]) -> Alerter:
         c = config.consumer
         delivery = Delivery(
             redis,
-            prefix=f"{c.stream}:alerted",
+            prefix=stream_key(c.stream, "alerted"),
             owner=c.consumer,
             attempts=config.sink_attempts,
             backoff_s=config.sink_backoff_ms / 1000,
@@ -102,7 +103,7 @@ class Alerter:
             delivery=delivery,
             thresholds=config.thresholds,
             cooldown=Cooldown(config.cooldown_s, config.burst),
-            held=HeldStore(redis, f"{c.stream}:held:{c.group}:{c.consumer}"),
+            held=HeldStore(redis, stream_key(c.stream, f"held:{c.group}:{c.consumer}")),
             explorer_url=config.explorer_url,
         )
 

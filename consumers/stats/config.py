@@ -15,6 +15,7 @@ from plumbing.options import (
     positive_int,
     read_options,
 )
+from plumbing.stream_keys import stream_key
 
 OPTIONS: tuple[Option, ...] = (
     *runner_options(default_group="stats"),
@@ -68,7 +69,7 @@ class StatsConfig:
     @property
     def key(self) -> str:
         c = self.consumer
-        return self.snapshot_key or f"{c.stream}:stats:{c.group}:{c.consumer}"
+        return self.snapshot_key or stream_key(c.stream, f"stats:{c.group}:{c.consumer}")
 
     @property
     def ttl_s(self) -> int:

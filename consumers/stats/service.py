@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from consumers.entries import id_text
@@ -36,6 +35,7 @@ from consumers.runner import Runner
 from consumers.stats.config import StatsConfig
 from consumers.stats.table import render_table
 from consumers.totals import Totals
+from plumbing.redis_connect import RedisClient
 from schemas import EntryError, Event, decode_entry, event_type
 
 log = logging.getLogger("consumers.stats")
@@ -75,7 +75,7 @@ class StatsService:
     def __init__(
         self,
         config: StatsConfig,
-        redis: Redis,
+        redis: RedisClient,
         *,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,

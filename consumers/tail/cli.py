@@ -17,17 +17,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from consumers.connection import SOCKET_TIMEOUT_MARGIN_S
 from consumers.entries import id_text, read_reply_entries
 from consumers.tail.config import NEW_ONLY, TailConfig, load_tail_config
 from consumers.tail.format import format_entry, table_header
 from plumbing.backoff import exponential
-from plumbing.options import redact_url
 from plumbing.process import EXIT_OK, install_signal_handlers, run_process
-from plumbing.redis_errors import redis_unavailable
+from plumbing.redis_connect import RedisClient, connect_redis
+from plumbing.redis_errors import REDIS_ERRORS, redis_unavailable
 from schemas import MalformedEntry
 
 log = logging.getLogger("consumers.tail")
@@ -39,17 +36,17 @@ PAGE = 500
 MAX_RETRY_S = 5.0
 
 
-def connect_tail(config: TailConfig) -> Redis:
+def connect_tail(config: TailConfig) -> RedisClient:
     """A client whose socket timeout outlasts the blocking read, so a quiet stream never looks like a failure."""
-    return Redis.from_url(
-        config.redis_url,
+    return connect_redis(
+        config,
         socket_timeout=BLOCK_MS / 1000 + SOCKET_TIMEOUT_MARGIN_S,
         socket_connect_timeout=5.0,
         client_name="liq-tail",
     )
 
 
-async def newest_id(redis: Redis, stream: str) -> str:
+async def newest_id(redis: RedisClient, stream: str) -> str:
     """The id of the stream's newest entry (``0-0`` if it has none): reading after it gives only new entries.
 
     Resolved once, at the start: XREAD with ``$`` again at every read would miss what arrived between two reads.
@@ -72,7 +69,7 @@ def reader_gone(out: TextIO) -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
-async def follow(redis: Redis, config: TailConfig, out: TextIO, stop: asyncio.Event | None = None) -> int:
+async def follow(redis: RedisClient, config: TailConfig, out: TextIO, stop: asyncio.Event | None = None) -> int:
     """Print entries from ``config.after`` on until ``config.count`` were printed, ``stop`` is set or the reader of
     ``out`` has gone; returns how many were printed."""
     stop = stop or asyncio.Event()
@@ -84,7 +81,7 @@ async def follow(redis: Redis, config: TailConfig, out: TextIO, stop: asyncio.Ev
 
 
 async def _follow(
-    redis: Redis, config: TailConfig, out: TextIO, stop: asyncio.Event, stop_waiter: asyncio.Future[Any]
+    redis: RedisClient, config: TailConfig, out: TextIO, stop: asyncio.Event, stop_waiter: asyncio.Future[Any]
 ) -> int:
     after = config.after
     connected = False
@@ -102,7 +99,7 @@ async def _follow(
         want = PAGE if config.count is None else min(PAGE, config.count - printed)
         try:
             reply = await _read(redis, {config.stream: after}, want, stop_waiter)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if not connected or not redis_unavailable(exc):
                 raise
             outages += 1
@@ -136,7 +133,7 @@ async def _follow(
 _STOPPED = object()
 
 
-async def _read(redis: Redis, streams: dict[Any, Any], count: int, stop_waiter: asyncio.Future[Any]) -> Any:
+async def _read(redis: RedisClient, streams: dict[Any, Any], count: int, stop_waiter: asyncio.Future[Any]) -> Any:
     """One blocking XREAD, or :data:`_STOPPED` as soon as a stop is asked for.
 
     The read is raced against the stop rather than cancelled and awaited: a stop must not depend on how promptly
@@ -165,7 +162,7 @@ async def run_tail(config: TailConfig, *, out: TextIO | None = None) -> int:
     log.info(
         "following %r at %s from %s%s; Ctrl-C stops",
         config.stream,
-        redact_url(config.redis_url),
+        config.redis_where(),
         "new entries" if config.start == NEW_ONLY else config.start,
         "" if config.count is None else f" until {config.count} events are printed",
     )

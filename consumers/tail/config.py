@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 from consumers.config import runner_options
 from plumbing.errors import ConfigError
-from plumbing.options import DEFAULT_REDIS_URL, build_parser, environ, invoked_as, positive_int, resolve
+from plumbing.options import build_parser, environ, invoked_as, positive_int, resolve
+from plumbing.redis_connect import RedisSettings
 from schemas.stream import DEFAULT_STREAM
 
 _SHARED = {opt.name: opt for opt in runner_options(default_group="tail")}
-OPTIONS = tuple(_SHARED[name] for name in ("redis_url", "stream", "log_level"))
+OPTIONS = tuple(
+    _SHARED[name]
+    for name in ("redis_url", "redis_cluster_nodes", "redis_sentinels", "redis_sentinel_master", "stream", "log_level")
+)
 """The settings the tail shares with the consumer processes (same variables, same flags)."""
 
 NEW_ONLY = "$"
@@ -55,8 +59,7 @@ def read_after(start: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TailConfig:
-    redis_url: str = DEFAULT_REDIS_URL
+class TailConfig(RedisSettings):
     stream: str = DEFAULT_STREAM
     start: str = NEW_ONLY
     """``--from`` as given; :attr:`after` is what XREAD is told."""
@@ -107,6 +110,9 @@ def load_tail_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         raise ConfigError(f"--count={args.limit!r}: must be a whole number greater than 0") from None
     config = TailConfig(
         redis_url=values["redis_url"],
+        redis_cluster_nodes=values["redis_cluster_nodes"],
+        redis_sentinels=values["redis_sentinels"],
+        redis_sentinel_master=values["redis_sentinel_master"],
         stream=values["stream"],
         start=args.start,
         count=count,

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 import redis.exceptions
 
+from plumbing.redis_connect import RedisClient
+from plumbing.stream_keys import stream_key
 from producer.simulation.scenarios import ExpectedLiquidation
 from schemas import EntryError, Event, LiquidationEvent, decode_entry
 from tests.faults.feed import Expected
@@ -74,7 +75,7 @@ def raw_entries(reply: object) -> list[RawEntry]:
     return cast(list[RawEntry], reply)
 
 
-async def read_stream(client: aioredis.Redis, stream: str) -> list[RawEntry]:
+async def read_stream(client: RedisClient, stream: str) -> list[RawEntry]:
     """Every entry, paged (XRANGE), as raw fields."""
     entries: list[RawEntry] = []
     start: bytes | str = "-"
@@ -86,11 +87,11 @@ async def read_stream(client: aioredis.Redis, stream: str) -> list[RawEntry]:
         start = b"(" + page[-1][0]
 
 
-async def stream_keys(client: aioredis.Redis, stream: str) -> list[str]:
+async def stream_keys(client: RedisClient, stream: str) -> list[str]:
     return [fields.get(b"key", b"").decode() for _, fields in await read_stream(client, stream)]
 
 
-async def stream_longer(client: aioredis.Redis, stream: str, length: int) -> bool:
+async def stream_longer(client: RedisClient, stream: str, length: int) -> bool:
     """The stream grew past ``length`` (to catch a flow of entries at its start)."""
     return int(await client.xlen(stream)) > length
 
@@ -139,7 +140,7 @@ def mismatch(event: Event, want: Expected) -> str | None:
     )
 
 
-async def audit_stream(client: aioredis.Redis, stream: str, expected: Mapping[str, Expected]) -> StreamAudit:
+async def audit_stream(client: RedisClient, stream: str, expected: Mapping[str, Expected]) -> StreamAudit:
     audit = StreamAudit()
     for _, fields in await read_stream(client, stream):
         audit.entries += 1
@@ -163,7 +164,7 @@ async def audit_stream(client: aioredis.Redis, stream: str, expected: Mapping[st
 
 
 async def wait_published(
-    client: aioredis.Redis, stream: str, keys: Iterable[str], *, within: float, what: str = "the events shown so far"
+    client: RedisClient, stream: str, keys: Iterable[str], *, within: float, what: str = "the events shown so far"
 ) -> float:
     """Seconds until every key is in the stream."""
     wanted = set(keys)
@@ -184,7 +185,7 @@ async def wait_published(
 # --- the consumer groups ---------------------------------------------------------------------------------------
 
 
-async def group_states(client: aioredis.Redis, stream: str) -> dict[str, dict[str, Any]]:
+async def group_states(client: RedisClient, stream: str) -> dict[str, dict[str, Any]]:
     try:
         groups = await client.xinfo_groups(stream)
     except redis.exceptions.ResponseError:
@@ -192,7 +193,7 @@ async def group_states(client: aioredis.Redis, stream: str) -> dict[str, dict[st
     return {_text(g["name"]): {_text(k): v for k, v in g.items()} for g in groups}
 
 
-async def groups_caught_up(client: aioredis.Redis, stream: str, names: Iterable[str]) -> bool:
+async def groups_caught_up(client: RedisClient, stream: str, names: Iterable[str]) -> bool:
     """Every named group was delivered the stream's last entry and acknowledged everything delivered."""
     info = await client.xinfo_stream(stream)
     last = _text(info["last-generated-id"])
@@ -204,7 +205,7 @@ async def groups_caught_up(client: aioredis.Redis, stream: str, names: Iterable[
     return True
 
 
-async def describe_groups(client: aioredis.Redis, stream: str) -> str:
+async def describe_groups(client: RedisClient, stream: str) -> str:
     try:
         states = await group_states(client, stream)
         last = _text((await client.xinfo_stream(stream))["last-generated-id"])
@@ -219,14 +220,14 @@ async def describe_groups(client: aioredis.Redis, stream: str) -> str:
     return "\n".join(lines)
 
 
-async def dead_letters(client: aioredis.Redis, stream: str) -> int:
-    return int(await client.xlen(f"{stream}:dead"))
+async def dead_letters(client: RedisClient, stream: str) -> int:
+    return int(await client.xlen(stream_key(stream, "dead")))
 
 
 # --- the stats consumer's totals -------------------------------------------------------------------------------
 
 
-async def stats_snapshot(client: aioredis.Redis, key: str) -> dict[str, Any] | None:
+async def stats_snapshot(client: RedisClient, key: str) -> dict[str, Any] | None:
     raw = await client.get(key)
     return None if raw is None else json.loads(raw)
 
@@ -254,7 +255,7 @@ def totals_problems(snapshot: dict[str, Any] | None, expected: Mapping[str, Expe
     return problems
 
 
-async def wait_stats(client: aioredis.Redis, key: str, expected: Mapping[str, Expected], *, within: float) -> float:
+async def wait_stats(client: RedisClient, key: str, expected: Mapping[str, Expected], *, within: float) -> float:
     async def matches() -> bool:
         return not totals_problems(await stats_snapshot(client, key), expected)
 
@@ -267,13 +268,13 @@ async def wait_stats(client: aioredis.Redis, key: str, expected: Mapping[str, Ex
 # --- the alerter's markers -------------------------------------------------------------------------------------
 
 
-async def unsent_alerts(client: aioredis.Redis, stream: str, keys: Iterable[str], sink: str) -> list[str]:
+async def unsent_alerts(client: RedisClient, stream: str, keys: Iterable[str], sink: str) -> list[str]:
     """Liquidation keys whose alert marker for ``sink`` is not ``sent``."""
     keys = list(keys)
     unsent = []
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
-        states = await client.mget([f"{stream}:alerted:{key}:{sink}" for key in chunk])
+        states = await client.mget([stream_key(stream, f"alerted:{key}:{sink}") for key in chunk])
         unsent += [key for key, state in zip(chunk, states, strict=True) if state != b"sent"]
     return unsent
 
@@ -305,7 +306,7 @@ def as_expected(events: Iterable[Event]) -> dict[str, Expected]:
 
 
 async def settle(
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     expected: Mapping[str, Expected],
     *,
@@ -340,7 +341,7 @@ async def settle(
 
 
 async def assert_delivered(
-    client: aioredis.Redis,
+    client: RedisClient,
     stream: str,
     expected: Mapping[str, Expected],
     *,

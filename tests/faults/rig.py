@@ -16,12 +16,13 @@ user passes them: environment variables of a real ``python -m ...`` process.
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import redis.asyncio as aioredis
 
+from plumbing.stream_keys import stream_key
 from tests.faults.chaos import ChaosExchange
 from tests.faults.procs import Proc, crashes
 from tests.faults.redis_proc import RedisProcess
@@ -32,8 +33,16 @@ TEN_YEARS_S = str(10 * 365 * 24 * 3600)
 
 class Rig:
     def __init__(
-        self, tmp_path: Path, *, redis: RedisProcess | None = None, stream: str = STREAM, start_redis: bool = True
+        self,
+        tmp_path: Path,
+        *,
+        redis: RedisProcess | None = None,
+        stream: str = STREAM,
+        start_redis: bool = True,
+        connection_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``connection_env``: a Redis the test set up itself (a cluster, Sentinel) and reads with its own client;
+        the rig neither starts nor stops it, and the processes get these variables instead of a REDIS_URL."""
         self.tmp = tmp_path
         self.redis = redis or RedisProcess(tmp_path / "redis")
         self.exchange = ChaosExchange()
@@ -41,8 +50,10 @@ class Rig:
         self.logdir = tmp_path / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.procs: list[Proc] = []
-        self.start_redis = start_redis
+        self.own_redis = not connection_env
+        self.start_redis = start_redis and self.own_redis
         self.db: aioredis.Redis = None  # type: ignore[assignment]  # set on entry
+        self.connection_env = dict(connection_env or {})
         self.redis_url: str = ""
         """The URL our processes get (the admin's unless a scenario says otherwise)."""
 
@@ -50,8 +61,9 @@ class Rig:
         if self.redis.proc is None and self.start_redis:
             await self.redis.start()
         await self.exchange.start()
-        self.db = self.redis.client()
-        self.redis_url = self.redis_url or self.redis.url()
+        if self.own_redis:
+            self.db = self.redis.client()
+            self.redis_url = self.redis_url or self.redis.url()
         return self
 
     async def __aexit__(
@@ -60,18 +72,23 @@ class Rig:
         for proc in self.procs:
             await proc.kill_and_reap()
         await self.exchange.stop()
-        await self.db.aclose()
-        await self.redis.stop()
+        if self.own_redis:
+            await self.db.aclose()
+            await self.redis.stop()
         if exc_type is not None:  # the logs are the first thing one wants when a scenario fails
             for proc in self.procs:
                 print(proc.tail(40))
-            print("--- redis.log ---\n" + self.redis.log_tail())
+            if self.own_redis:
+                print("--- redis.log ---\n" + self.redis.log_tail())
 
     # --- processes -------------------------------------------------------------------------------------------
 
+    def redis_env(self) -> dict[str, str]:
+        return self.connection_env or {"REDIS_URL": self.redis_url}
+
     def producer_env(self, watchlist: Sequence[str], **overrides: str) -> dict[str, str]:
         env = {
-            "REDIS_URL": self.redis_url,
+            **self.redis_env(),
             "HL_API_URL": self.exchange.url,
             "HL_SOURCE": "fills",
             "LIQ_STREAM": self.stream,
@@ -88,7 +105,7 @@ class Rig:
 
     def consumer_env(self, name: str, group: str, **overrides: str) -> dict[str, str]:
         env = {
-            "REDIS_URL": self.redis_url,
+            **self.redis_env(),
             "LIQ_STREAM": self.stream,
             "LIQ_GROUP": group,
             "LIQ_CONSUMER": name,
@@ -131,7 +148,7 @@ class Rig:
         return await self.start(name, "consumers.alerter", env)
 
     def stats_key(self, consumer: str, group: str = "stats") -> str:
-        return f"{self.stream}:stats:{group}:{consumer}"
+        return stream_key(self.stream, f"stats:{group}:{consumer}")
 
     async def stop_all(self, within: float = 30.0) -> dict[str, int]:
         """SIGTERM every live process, as a supervisor does; returns the exit codes (all must be 0)."""
