@@ -139,6 +139,7 @@ class CoverageWatch:
         *,
         feed_settings: Callable[[Sequence[str]], FeedSettings],
         report_every: float = 60.0,
+        list_retry: float = LIST_RETRY,
         ranking: MakerRanking | None = None,
     ) -> None:
         self.client = client
@@ -147,16 +148,18 @@ class CoverageWatch:
         self.feed_settings = feed_settings
         """The feed following the coins, once listed."""
         self.report_every = report_every
+        self.list_retry = list_retry
         self.ranking = ranking or MakerRanking()
         self.coins: list[str] = []
         self.feed: WebSocketFeed | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the task (once; again after it failed, which it logs)."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            if (exc := self._task.exception()) is not None:
-                log.error("coverage: the trades feed failed (%s: %s); restarting it", type(exc).__name__, exc)
+        """Start the task: once, and again after it failed (logged; the producer goes on either way). A task
+        that ended without failing (no coin listed) is not restarted: listing again would find the same."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("coverage: the trades feed failed (%s: %s); restarting it", type(exc).__name__, exc)
             self._task = None
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="coverage")
@@ -199,8 +202,8 @@ class CoverageWatch:
                 main = await self.client.perp_meta()
                 dexes = {dex.name: await self.client.perp_meta(dex.name) for dex in await self.client.perp_dexs()}
             except ExchangeError as exc:
-                log.warning("coverage: cannot list the perp coins (%s); trying again in %gs", exc, LIST_RETRY)
-                await asyncio.sleep(LIST_RETRY)
+                log.warning("coverage: cannot list the perp coins (%s); trying again in %gs", exc, self.list_retry)
+                await asyncio.sleep(self.list_retry)
                 continue
             return perp_coins(main, dexes)
 

@@ -18,12 +18,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from plumbing.errors import ConfigError
-from producer.client import ClientStats, HyperliquidClient, PerpAsset, PerpMeta
+from producer.client import ClientStats, HyperliquidClient, PerpAsset, PerpMeta, RetryPolicy
 from producer.config import load_config
 from producer.coverage import MakerRanking
 from producer.coverage_watch import (
     MAX_COINS,
     SUBSCRIBE_INTERVAL,
+    CoverageWatch,
     build_coverage,
     coverage_line,
     followed,
@@ -35,7 +36,7 @@ from producer.errors import MalformedResponse
 from producer.exchange_types import Trade
 from producer.feed_messages import Trades
 from producer.metrics import ProducerMetrics
-from producer.simulation.fake_exchange import FakeHyperliquid, Fault
+from producer.simulation.fake_exchange import SERVER_ERROR, FakeHyperliquid, Fault
 from producer.simulation.fake_feeds import FakeFeeds
 from producer.simulation.market import MarketSpec, build_market
 from producer.simulation.market_replay import MarketReplay
@@ -206,6 +207,36 @@ async def test_the_fake_lists_the_coins_it_holds_when_told_none() -> None:
     assert [d["name"] for d in fake.answer({"type": "perpDexs"})[1][1:]] == ["xyz"]
     assert [a["name"] for a in fake.answer({"type": "meta"})[1]["universe"]] == ["BTC"]
     assert fake.answer({"type": "meta", "dex": "nope"})[0] == 422
+
+
+async def test_a_failed_listing_is_retried_and_the_coins_then_followed(
+    fake_hl: FakeHyperliquid, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_hl.list_coins(["BTC", "xyz:CRWV"])
+    fake_hl.fail_next(SERVER_ERROR, match=lambda body: body.get("type") == "perpDexs")
+    metrics = ProducerMetrics(ClientStats(), CollectorRegistry())
+    client = HyperliquidClient(fake_hl.url, retry=RetryPolicy(attempts=1))
+    watch = CoverageWatch(
+        client,
+        [MAKER_A],
+        metrics,
+        feed_settings=lambda coins: trades_settings(fake_hl.feeds.public_url, coins),
+        list_retry=0.01,
+    )
+    try:
+        watch.start()
+        await wait_until(
+            lambda: any(c.coins == {"BTC", "xyz:CRWV"} for c in fake_hl.feeds.live("public")),
+            message="both coins followed",
+        )
+        await fake_hl.feeds.push_trades("BTC", [msgspec.to_builtins(trade("BTC", MAKER_A, "2.0", "3.0", tid=1))])
+        await wait_until(lambda: watch.ranking.maker_count == 1, message="the trade counted")
+    finally:
+        watch.close()
+        await client.close()
+    assert watch.report().overall.fraction == 1.0
+    assert metrics.registry.get_sample_value("hl_producer_watch_coverage_coins") == 2
+    assert "coverage: cannot list the perp coins" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- live, measured
