@@ -39,6 +39,26 @@ class FillsPage:
     """Items in the answer, malformed ones included: a full page (2,000) means there may be more."""
 
 
+class PerpAsset(msgspec.Struct, frozen=True):
+    """One perp market of a dex's ``meta`` universe; its other fields (szDecimals, leverage) are not read."""
+
+    name: str
+    """The coin as the feeds name it: ``BTC`` on the main dex, ``xyz:CRWV`` on a builder-deployed one."""
+    is_delisted: bool = msgspec.field(default=False, name="isDelisted")
+
+
+class PerpMeta(msgspec.Struct, frozen=True):
+    """A dex's ``meta`` answer: the perp markets listed on it."""
+
+    universe: list[PerpAsset]
+
+
+class PerpDex(msgspec.Struct, frozen=True):
+    """A builder-deployed perp dex of the ``perpDexs`` answer (its deployer, oracle and caps are not read)."""
+
+    name: str
+
+
 @dataclass
 class ClientStats:
     """Counters of the client's requests, served as the producer's ``hl_producer_api_*`` metrics."""
@@ -129,6 +149,29 @@ class HyperliquidClient:
         """The last few public trades of ``coin``, newest first."""
         trades, _ = await self._info_list({"type": "recentTrades", "coin": coin}, Trade)
         return trades
+
+    async def perp_meta(self, dex: str = "") -> PerpMeta:
+        """The perp markets of ``dex`` (the main dex without one)."""
+        body: dict[str, Any] = {"type": "meta"}
+        if dex:
+            body["dex"] = dex
+        meta: PerpMeta = self._decode_object(await self._post(body), PerpMeta, body)
+        return meta
+
+    async def perp_dexs(self) -> list[PerpDex]:
+        """The builder-deployed perp dexes. The answer lists the main dex first, as ``null``: left out here."""
+        body: dict[str, Any] = {"type": "perpDexs"}
+        dexes: list[PerpDex | None] = self._decode_object(await self._post(body), list[PerpDex | None], body)
+        return [dex for dex in dexes if dex is not None]
+
+    def _decode_object(self, raw: bytes, kind: Any, body: dict[str, Any]) -> Any:
+        """One whole answer of shape ``kind``: these answers are read rarely and used whole, so a bad one is an
+        error (retried by the caller later), never partly used."""
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.DecodeError as exc:
+            self.stats.malformed += 1
+            raise MalformedResponse(f"{body['type']}: malformed answer ({exc}): {raw[:120]!r}") from None
 
     async def _info_list(self, body: dict[str, Any], item_type: type[T]) -> tuple[list[T], int]:
         raw = await self._post(body)

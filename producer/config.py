@@ -380,6 +380,23 @@ OPTIONS: tuple[Option, ...] = (
         "30",
         "ws and hosted: seconds disconnected after which /healthz answers 503.",
     ),
+    Option(
+        "coverage",
+        "--coverage",
+        "HL_COVERAGE",
+        boolean,
+        "true",
+        "ws and fills: follow every perp coin's public trades and report the share of maker volume the watchlist "
+        "makes (the estimated share of market liquidations seen), in the metrics and the log.",
+    ),
+    Option(
+        "coverage_every",
+        "--coverage-every",
+        "HL_COVERAGE_EVERY",
+        positive_float,
+        "60",
+        "Seconds between two coverage reports (the log line and the gauges).",
+    ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
     Option(
         "maxlen",
@@ -458,6 +475,8 @@ class ProducerConfig(RedisSettings):
     feed_ping_after: float = 50.0
     feed_silence_limit: float = 65.0
     feed_unhealthy_after: float = 30.0
+    coverage: bool = True
+    coverage_every: float = 60.0
 
 
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
@@ -467,6 +486,12 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "Watched addresses' fills: ws (the default without a key) has them pushed over the public WebSocket, "
         "10 addresses at most, and reads what a disconnect hid over REST; fills polls userFillsByTime for each.",
         ("watchlist", "lookback", "ws_url", "ws_quiet"),
+    ),
+    (
+        "coverage (ws and fills sources)",
+        "What share of the market liquidations the watchlist sees, estimated live from every perp coin's public "
+        "trades: one WebSocket connection of its own and a few info requests at start.",
+        ("coverage", "coverage_every"),
     ),
     ("trades source", "Polls recentTrades for each coin (the original tracker's heuristic).", ("coins",)),
     (

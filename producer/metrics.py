@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from producer.client import ClientStats
+from producer.coverage import Coverage
 
 API_ERROR_KINDS = ("rate_limited", "server_errors", "timeouts", "connection_errors", "malformed", "skipped_items")
 
@@ -76,3 +77,41 @@ class ProducerMetrics:
             registry=r,
         )
         r.register(_ClientCollector(client_stats))
+        self.coverage_ratio = Gauge(
+            "hl_producer_watch_coverage_ratio",
+            "Share of a coin's maker volume the watched addresses made in the ranking's window, by USD or by "
+            "trades: the estimated share of its market liquidations the producer sees.",
+            ["coin", "by"],
+            registry=r,
+        )
+        self.coverage_overall = Gauge(
+            "hl_producer_watch_coverage_overall_ratio",
+            "Share of all coins' maker volume the watched addresses made, by USD or by trades.",
+            ["by"],
+            registry=r,
+        )
+        self.coverage_window_trades = Gauge(
+            "hl_producer_watch_coverage_window_trades", "Public trades in the ranking's window.", registry=r
+        )
+        self.coverage_trades = Counter(
+            "hl_producer_watch_coverage_trades", "Public trades counted into the maker ranking.", registry=r
+        )
+        self.coverage_coins = Gauge(
+            "hl_producer_watch_coverage_coins", "Perp coins whose public trades are followed.", registry=r
+        )
+        self._coverage_coins: set[str] = set()
+
+    def set_coverage(self, coverage: Coverage) -> None:
+        """The gauges of one measure; a coin that left the window loses its series (no stale share)."""
+        for coin in self._coverage_coins - coverage.per_coin.keys():
+            for by in ("usd", "trades"):
+                self.coverage_ratio.remove(coin, by)
+        self._coverage_coins = set(coverage.per_coin)
+        for coin, share in coverage.per_coin.items():
+            self.coverage_ratio.labels(coin, "usd").set(share.fraction or 0.0)
+            self.coverage_ratio.labels(coin, "trades").set(share.trade_fraction or 0.0)
+        if coverage.overall.fraction is not None:
+            self.coverage_overall.labels("usd").set(coverage.overall.fraction)
+        if coverage.overall.trade_fraction is not None:
+            self.coverage_overall.labels("trades").set(coverage.overall.trade_fraction)
+        self.coverage_window_trades.set(coverage.overall.total_trades)

@@ -23,6 +23,7 @@ from plumbing.redis_errors import CREDENTIALS_REFUSED, REDIS_ERRORS, redis_unava
 from plumbing.text import printable
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
+from producer.coverage_watch import build_coverage
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.outbox import Outbox
@@ -130,6 +131,8 @@ class Producer:
         """Whether this poll already learnt if Redis is up (a restore, a publish, or a failure of either)."""
         self.polls = 0
         self.metrics = ProducerMetrics(self.client.stats)
+        self.coverage = build_coverage(config, self.client, self.metrics)
+        """The live coverage measure, for the sources that watch addresses (None when off or not applicable)."""
         self.progress = Progress(config.health_stale_after)
         self._stop = asyncio.Event()
 
@@ -142,6 +145,8 @@ class Producer:
 
     async def close(self) -> None:
         self.source.close()
+        if self.coverage is not None:
+            self.coverage.close()
         await self.client.close()
         await self.redis.aclose()
 
@@ -151,6 +156,8 @@ class Producer:
         summary = PollSummary()
         self._redis_answered_this_poll = False
         await self._restore()
+        if self.coverage is not None:
+            self.coverage.start()  # here, not at construction: it needs the running loop
         if self.outbox.full:
             log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
         else:

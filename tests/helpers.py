@@ -266,6 +266,7 @@ def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> Produ
         poll_interval=0.05,
         http_attempts=2,
         weight_per_minute=1_000_000,
+        coverage=False,  # its own info requests and connection would take the faults a test queues for the source
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -320,6 +321,7 @@ def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL)
         "HL_LOOKBACK": str(10 * 365 * 86400),
         "HL_WEIGHT_PER_MINUTE": "100000",
         "HL_POLL_INTERVAL": "0.2",
+        "HL_COVERAGE": "false",  # its info requests and connection would take faults queued for the source
     }
 
 

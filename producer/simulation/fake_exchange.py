@@ -30,7 +30,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from producer.simulation.fake_feeds import FakeFeeds
-from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
+from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, coin_spec, demo_scenario
 
 __all__ = [
     "BAD_GATEWAY",
@@ -132,10 +132,11 @@ class _Pending:
 class FakeHyperliquid:
     """In-memory fake of the info API. Mutable while running, so tests can add fills between polls.
 
-    Serves ``recentTrades`` (newest first, at most :attr:`recent_trades_limit`) and ``userFillsByTime``
-    (ascending time, ``startTime <= time <= endTime``, at most :attr:`max_fills_per_answer` per answer, only
-    the :attr:`reachable_fills` newest fills of an address reachable at all). Anything else is a 422 with a text
-    body, like the real API. Every decoded body is appended to :attr:`requests`, faulted ones included.
+    Serves ``meta`` (with or without ``dex``) and ``perpDexs`` from :attr:`universe`, ``recentTrades`` (newest
+    first, at most :attr:`recent_trades_limit`) and ``userFillsByTime`` (ascending time, ``startTime <= time <=
+    endTime``, at most :attr:`max_fills_per_answer` per answer, only the :attr:`reachable_fills` newest fills of
+    an address reachable at all). Anything else is a 422 with a text body, like the real API. Every decoded body
+    is appended to :attr:`requests`, faulted ones included.
     """
 
     def __init__(self) -> None:
@@ -145,6 +146,9 @@ class FakeHyperliquid:
         self.max_fills_per_answer: int = 2000
         self.reachable_fills: int = 10_000
         self.recent_trades_limit: int = 10
+        self.universe: dict[str, list[str]] | None = None
+        """Dex name (``""`` for the main dex) -> its perp coins, as ``meta`` and ``perpDexs`` list them; None lists
+        the coins of the fills and trades held, each ``dex:COIN`` on its dex (see :meth:`list_coins`)."""
         self.url: str = ""
         self.feeds = FakeFeeds(history=self.fills)
         """The WebSocket feeds on the same port (``/ws`` for the public one): ``fake.feeds.push(pairs)`` adds fills
@@ -168,6 +172,17 @@ class FakeHyperliquid:
             self.add_fills(address, fills)
         for coin, trades in scenario.trades.items():
             self.add_trades(coin, trades)
+
+    def list_coins(self, coins: Iterable[str]) -> None:
+        """List ``coins`` as the exchange's perp markets, each ``dex:COIN`` on its builder-deployed dex, whether or
+        not anything has traded yet (the exchange lists a market before its first trade)."""
+        self.universe = _by_dex(coins)
+
+    def _universe(self) -> dict[str, list[str]]:
+        if self.universe is not None:
+            return self.universe
+        coins = set(self.trades) | {fill["coin"] for fills in self.fills.values() for fill in fills}
+        return _by_dex(sorted(coins))
 
     # ------------------------------------------------------------------ faults
     def fail_next(self, fault: Fault, times: int = 1, match: Callable[[dict[str, Any]], bool] | None = None) -> None:
@@ -211,6 +226,38 @@ class FakeHyperliquid:
         trades = sorted(self.trades.get(coin, ()), key=lambda trade: (trade["time"], trade["tid"]), reverse=True)
         return trades[: self.recent_trades_limit]
 
+    def _meta(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The mainnet shape: the universe (name, szDecimals, maxLeverage, marginTableId), its margin tables and
+        the collateral token; an unknown dex is refused."""
+        dex = body.get("dex", "")
+        coins = self._universe().get(dex) if isinstance(dex, str) else None
+        if coins is None:
+            return None
+        return {
+            "universe": [
+                {"name": coin, "szDecimals": coin_spec(coin).sz_dp, "maxLeverage": 20, "marginTableId": 20}
+                for coin in coins
+            ],
+            "marginTables": [[20, {"description": "", "marginTiers": [{"lowerBound": "0.0", "maxLeverage": 20}]}]],
+            "collateralToken": 0,
+        }
+
+    def _perp_dexs(self) -> list[dict[str, Any] | None]:
+        """The main dex first as ``null``, then each builder-deployed dex with its deployer and caps."""
+        dexes: list[dict[str, Any] | None] = [None]
+        for index, name in enumerate(sorted(dex for dex in self._universe() if dex)):
+            dexes.append(
+                {
+                    "name": name,
+                    "fullName": f"{name.upper()} perps",
+                    "deployer": f"0x{index + 1:040x}",
+                    "oracleUpdater": None,
+                    "feeRecipient": None,
+                    "assetToStreamingOiCap": [],
+                }
+            )
+        return dexes
+
     def answer(self, body: Any) -> tuple[int, Any]:
         """(status, JSON payload or error text) the fake gives for ``body``, faults aside. Public for unit tests."""
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
@@ -220,6 +267,13 @@ class FakeHyperliquid:
             result = self._recent_trades(body)
         elif kind == "userFillsByTime":
             result = self._user_fills(body)
+        elif kind == "meta":
+            meta = self._meta(body)
+            if meta is None:
+                return 422, f"{_DESERIALIZE_ERROR}: unknown dex"
+            return 200, meta
+        elif kind == "perpDexs":
+            return 200, self._perp_dexs()
         else:
             return 422, f"{_DESERIALIZE_ERROR}: unknown variant `{kind}`"
         if result is None:
@@ -258,7 +312,7 @@ class FakeHyperliquid:
             return web.Response(status=status, text=payload)
         if fault is not None and fault.kind == "wrong_types":
             payload = _break_types(payload)
-        elif fault is not None and fault.kind == "extra_field":
+        elif fault is not None and fault.kind == "extra_field" and isinstance(payload, list):
             payload = [{**item, fault.field: fault.payload} for item in payload]
         return _json_response(payload)
 
@@ -288,6 +342,15 @@ class FakeHyperliquid:
             runner, self._runner = self._runner, None
             await runner.cleanup()
         self.url = ""
+
+
+def _by_dex(coins: Iterable[str]) -> dict[str, list[str]]:
+    """Coins grouped by dex, in order: ``xyz:CRWV`` on dex ``xyz``, ``BTC`` on the main dex (``""``)."""
+    grouped: dict[str, list[str]] = {"": []}
+    for coin in coins:
+        dex = coin.partition(":")[0] if ":" in coin else ""
+        grouped.setdefault(dex, []).append(coin)
+    return grouped
 
 
 def _is_int(value: Any) -> bool:

@@ -40,6 +40,7 @@ def ws_env(fake: FakeHyperliquid, stream: str, watchlist: Sequence[str]) -> dict
         "HL_WS_QUIET": "0.2",
         # Far longer than any test waits: live events arrive in time only because a push wakes the loop.
         "HL_POLL_INTERVAL": "60",
+        "HL_COVERAGE": "false",  # its connection and info requests would take faults queued for the source
     }
 
 
