@@ -69,7 +69,7 @@ def assert_whole(events: list[Event], truth: ExpectedLiquidation) -> None:
     assert set(event.tids) == truth.tids and event.size == truth.size and event.value_usd == truth.value_usd
 
 
-async def test_a_new_liquidation_is_confirmed_by_a_second_sweep_within_the_same_poll() -> None:
+async def test_a_liquidation_whose_block_had_landed_before_the_sweep_is_published_without_a_second_read() -> None:
     client, makers, truth = two_maker_liquidation()
     source = source_for(client, makers)
     now = truth.timestamp + 10_000
@@ -77,7 +77,8 @@ async def test_a_new_liquidation_is_confirmed_by_a_second_sweep_within_the_same_
     result = await source.poll(now)
 
     assert_whole(result.events, truth)
-    assert client.reads == makers + makers  # the confirming sweep followed at once
+    # The first read returned a leg, so the block had landed: every address read from then on holds its legs.
+    assert client.reads == makers
     client.reads.clear()
     assert (await source.poll(now + 1_000)).events == []  # handed over once: a re-read returns it no more
     assert client.reads == makers  # nothing new, so one sweep
@@ -91,6 +92,50 @@ async def test_a_liquidation_landing_mid_sweep_is_published_with_both_legs() -> 
     result = await source.poll(truth.timestamp + 10_000)
 
     assert_whole(result.events, truth)
+    assert client.reads == [*makers, makers[0]]  # only the maker read before the block landed is read again
+
+
+async def test_only_the_addresses_read_before_the_block_and_not_past_it_are_read_again() -> None:
+    """Watched: maker 1 (read before the block landed), a busy address (read before it was seen too, but its read
+    returned a newer fill, so a later block had landed: it holds every fill up to then), maker 2 (where the block
+    is first seen) and two quiet addresses read after it. Only maker 1 may lack a leg."""
+    builder = ScenarioBuilder(seed=12)
+    m1, busy, quiet_1, m2, quiet_2 = (builder.address() for _ in range(5))
+    truth = builder.market_liquidation(coin="ETH", side="short", makers=[m1, m2])
+    builder.ordinary_fills(busy, 2, time_ms=truth.timestamp + 5)
+    builder.ordinary_fills(quiet_1, 1, time_ms=truth.timestamp - 5_000)
+    scenario = builder.build()
+    client = ScriptedClient({a: scenario.fills.get(a, []) for a in (m1, busy, quiet_1, m2, quiet_2)})
+    client.unwritten[m1] = 1
+    watchlist = [m1, busy, m2, quiet_1, quiet_2]
+    source = source_for(client, watchlist)
+
+    result = await source.poll(truth.timestamp + 10_000)
+
+    assert_whole(result.events, truth)
+    assert client.reads == [*watchlist, m1]
+
+
+async def test_a_restart_while_a_liquidation_waits_reads_its_legs_again() -> None:
+    """The held legs live in memory; the checkpoint stays before them, so a restarted producer finds them all,
+    though the readable maker was read past them (it traded after the liquidation)."""
+    builder = ScenarioBuilder(seed=13)
+    makers = [builder.address(), builder.address()]
+    truth = builder.market_liquidation(coin="BTC", side="long", makers=makers)
+    builder.ordinary_fills(makers[1], 2, time_ms=truth.timestamp + 1_000)
+    scenario = builder.build()
+    client = ScriptedClient({m: scenario.fills[m] for m in makers})
+    client.down.add(makers[0])
+    source = source_for(client, makers)
+    held = await source.poll(truth.timestamp + 10_000)
+    assert held.events == []
+    # Held back to the unreadable maker's lookback, not before it: a restart does not read all history again.
+    assert truth.timestamp + 10_000 - LOOKBACK_MS <= int(held.checkpoint[f"fills:{makers[1]}"]) <= truth.timestamp
+
+    client.down.clear()
+    restarted = source_for(client, makers)
+    restarted.restore(held.checkpoint)
+    assert_whole((await restarted.poll(truth.timestamp + 11_000)).events, truth)
 
 
 async def test_a_liquidation_waits_while_one_of_its_makers_cannot_be_read_then_publishes_whole() -> None:

@@ -28,7 +28,30 @@ watermark into the future, and the address would not be read again until then.""
 
 
 class FillsSource(LiquidationSource):
-    """Fills of a watchlist of addresses, paged forward from per-address watermarks."""
+    """Fills of a watchlist of addresses, paged forward from per-address positions.
+
+    A published event is never amended (its key keeps any later version out), so a liquidation is published
+    only once every watched address is known to hold no leg of it that was not read. The addresses are read one
+    after another, and a block that lands mid-sweep shows up at the addresses read after it and not at those read
+    before. Which addresses may still lack legs of a liquidation first seen in a sweep, and so must be read
+    again? Not the ones its legs name: any watched address can be the counterparty of any leg, so nothing in a
+    fill says who else took part. Not the ones read after the liquidation's time by our clock either: a block
+    reaches the API some time after the time it is stamped with, and the two clocks drift. What the exchange
+    does guarantee is order: a block visible to one read is visible to every read begun after it, and blocks
+    become visible in the order of their times. So an address ``b`` is complete for a liquidation at time ``t``
+    when
+
+    * ``b``'s last good read began no earlier than the read that first returned a fill of the liquidation's block
+      (that read proves the block had landed; ``b``'s own read returning a leg is that read), or
+    * ``b`` has been read past ``t``: its position (the newest fill time read) is after ``t``, so a later block
+      had landed when it was read (strictly after: two blocks may share a millisecond), or
+    * ``b`` has been unreadable for longer than its allowance of held polls: liveness wins.
+
+    A sweep reads every address; when it leaves liquidations waiting, a confirming read follows at once, of only
+    the addresses not complete for them, each from its own position (what it returned before is kept in memory,
+    not read again). A liquidation at the first watched address is complete without a second read; one seen
+    at the last address whose earlier addresses had nothing newer costs one read per earlier address.
+    """
 
     name = "fills"
 
@@ -40,12 +63,23 @@ class FillsSource(LiquidationSource):
         self.lookback_ms = lookback_ms
         self.max_hold_polls = max_hold_polls
         self.watermarks: dict[str, int] = {}
-        """Per address, where the next read starts (inclusive): the time of the newest fill read, never past now,
-        and pulled back to the earliest liquidation still waiting for confirmation or for an unreadable address."""
+        """Per address, where a restarted producer's first read starts (inclusive), as checkpointed: the time of
+        the newest fill read, never past now, and held back to the earliest liquidation fill not yet handed over
+        and to the position of an unreadable address (a restart forgets what this process keeps in memory)."""
+        self.positions: dict[str, int] = {}
+        """Per address, where this process's next read starts (inclusive): every fill of the address stamped
+        before it has been read, and the liquidation fills not yet handed over are in :attr:`_held`."""
         self.failures: dict[str, int] = {}
         """Per address, the polls in a row that could not read it."""
-        self._sighted: set[str] = set()
-        """Keys of liquidations the last sweep saw for the first time; the next sweep confirms them."""
+        self._reads = 0
+        """Reads begun so far: the order of reads, which is what tells a read begun after a block landed."""
+        self._read_at: dict[str, int] = {}
+        """Per address, the order number of its last good read."""
+        self._held: dict[tuple[str, int], tuple[str, Fill, int]] = {}
+        """Liquidation fills of the events not yet handed over, by (address, tid): the address, the fill, and the
+        order number of the read that first returned it."""
+        self._excused: set[str] = set()
+        """Addresses unreadable for longer than their allowance: liquidations no longer wait for them."""
         self._returned = RecentKeys()
         """Keys already handed to the publisher; a re-read of them is neither held nor returned again."""
         self._skipped_tids: set[int] = set()
@@ -60,72 +94,121 @@ class FillsSource(LiquidationSource):
                 address = name.removeprefix(WATERMARK_PREFIX)
                 # Never move backwards: what this process already read is in its outbox.
                 self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
+                if address in self.positions:
+                    self.positions[address] = max(self.positions[address], self.watermarks[address])
 
     async def poll(self, now_ms: int) -> PollResult:
-        """One or two sweeps of the watchlist; returns the liquidations seen whole.
-
-        The addresses are read one after another, so a block that lands mid-sweep shows up at the addresses read
-        after it and not at those read before: a liquidation first seen in a sweep may lack legs. A published
-        event is never amended (its key keeps any later version out), so a liquidation is published only from
-        the sweep after the one that first saw it; when a sweep found new ones, the confirming sweep follows at
-        once, re-reading every address from the earliest of them.
-        """
+        """A sweep of the watchlist, then, if liquidations wait, one read of each address that may lack their legs
+        (see the class); returns the liquidations seen whole. What still waits is confirmed by the next poll."""
         result = PollResult()
         ready: dict[str, Event] = {}
-        for _ in range(2):
-            confirmed, waiting, failing = await self._sweep(now_ms, result)
+        addresses = self.watchlist
+        read: set[str] = set()
+        for sweep in range(2):
+            confirmed, again, failing = await self._sweep(addresses, now_ms, result, read, full=sweep == 0)
             ready.update((event.key, event) for event in confirmed)
-            if not waiting or failing:  # an address that holds the others back would fail the sweep again
+            if not again or failing:  # an address that holds the others back would fail the read again
                 break
+            addresses = again
+        self._checkpoint(now_ms, result, read)
         result.events = sorted(ready.values(), key=lambda e: (e.timestamp, e.key))
         return result
 
-    async def _sweep(self, now_ms: int, result: PollResult) -> tuple[list[Event], bool, bool]:
-        """Read every address once: the events confirmed by an earlier sweep, whether new ones wait, and whether
-        an unreadable address holds liquidations back."""
-        observed: list[tuple[str, Fill]] = []
-        newest: dict[str, int] = {}
-        failed: dict[str, int] = {}
-        for address in self.watchlist:
-            start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+    async def _sweep(
+        self, addresses: Sequence[str], now_ms: int, result: PollResult, read: set[str], *, full: bool
+    ) -> tuple[list[Event], list[str], bool]:
+        """Read ``addresses`` once each (adding those that returned fills to ``read``): the events now complete,
+        the addresses to read again for those still waiting, and whether an unreadable address holds liquidations
+        back."""
+        failed: list[str] = []
+        for address in addresses:
+            start = read_from(self._position(address), now_ms, self.lookback_ms)
+            order = self._reads
+            self._reads += 1
             fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
-            observed.extend((address, fill) for fill in fills if fill.liquidation is not None)
+            for fill in fills:
+                if fill.liquidation is not None:
+                    self._held.setdefault((address, fill.tid), (address, fill, order))
             result.items += len(fills)
             result.skipped += self._skip_future(address, future, now_ms)
             if fills:
+                read.add(address)
                 # A fill within the skew allowance is believed, but the next read still starts no later than now.
-                newest[address] = min(max(start, fills[-1].time), now_ms)
+                self.positions[address] = min(max(start, fills[-1].time), now_ms)
             if error is None:
                 self.failures.pop(address, None)
+                self._read_at[address] = order
+                self._excused.discard(address)
             else:
                 result.errors.append(error)
-                failed[address] = newest.get(address, start)
+                failed.append(address)
         # When every address failed, the exchange is out, not one address: that uses up no address's allowance.
-        outage = len(failed) == len(self.watchlist)
+        outage = full and len(failed) == len(self.watchlist)
         if outage and result.items == 0:
             result.unreachable = True
-        holding = [reached for address, reached in failed.items() if outage or self._hold_for(address)]
-        horizon = min(holding) if holding else None
-        failing = horizon is not None
-        if horizon is not None:
-            # An address we could not read may hold legs of any liquidation from its position on: those wait.
-            observed = [(address, fill) for address, fill in observed if fill.time < horizon]
-        # One detector pass over every address's fills, so both legs of a trade meet before the event is built.
+        failing = False
+        for address in failed:
+            if outage or self._hold_for(address):
+                failing = True
+                self._excused.discard(address)
+            else:
+                self._excused.add(address)
+        # One detector pass over every held fill, so all legs of a trade meet before the event is built.
+        observed = [(address, fill) for address, fill, _ in self._held.values()]
         events = self._returned.fresh_peek(detect_from_fills(observed, source="fills", detected_at=now_ms))
-        confirmed = [e for e in events if e.key in self._sighted]
-        waiting = [e for e in events if e.key not in self._sighted]
-        self._sighted = {e.key for e in waiting}
+        landed = self._landed()
+        confirmed: list[Event] = []
+        again: set[str] = set()
+        waiting: set[int] = set()
+        for event in events:
+            lacking = self._lacking(event, min((landed[tid] for tid in event.tids), default=self._reads))
+            if lacking:
+                again.update(lacking)
+                waiting.update(event.tids)
+            else:
+                confirmed.append(event)
         self._returned.fresh(confirmed)
-        if waiting:
-            first = min(e.timestamp for e in waiting)
-            horizon = first if horizon is None else min(horizon, first)
-        if horizon is not None:
-            # Every address is read again from the horizon, so what waits is seen whole by the next sweep.
-            newest = {a: max(min(self.watermarks.get(a, 0), now_ms), min(t, horizon)) for a, t in newest.items()}
-        for address, time in newest.items():
-            self.watermarks[address] = time
-            result.checkpoint[WATERMARK_PREFIX + address] = str(time)
-        return confirmed, bool(waiting), failing
+        self._held = {key: held for key, held in self._held.items() if held[1].tid in waiting}
+        return confirmed, [a for a in self.watchlist if a in again], failing
+
+    def _position(self, address: str) -> int | None:
+        position = self.positions.get(address)
+        return self.watermarks.get(address) if position is None else position
+
+    def _landed(self) -> dict[int, int]:
+        """Per trade id held, the order number of the first read that returned it: its block had landed then."""
+        landed: dict[int, int] = {}
+        for _, fill, order in self._held.values():
+            landed[fill.tid] = min(order, landed.get(fill.tid, order))
+        return landed
+
+    def _lacking(self, event: Event, landed: int) -> list[str]:
+        """The watched addresses that may hold legs of ``event`` not read yet (see the class for the rule)."""
+        return [
+            address
+            for address in self.watchlist
+            if address not in self._excused
+            and self._read_at.get(address, -1) < landed
+            and (self._position(address) or 0) <= event.timestamp
+        ]
+
+    def _checkpoint(self, now_ms: int, result: PollResult, read: set[str]) -> None:
+        """Record the position of each address that moved or returned fills, held back to what a restart must
+        read again to find what waits (a restart forgets the held fills)."""
+        holds = [fill.time for _, fill, _ in self._held.values()]
+        holds += [
+            read_from(self._position(a), now_ms, self.lookback_ms)
+            for a in self.watchlist
+            if self.failures.get(a, 0) and a not in self._excused
+        ]
+        horizon = min(holds) if holds else None
+        for address, position in self.positions.items():
+            old = self.watermarks.get(address)
+            mark = position if horizon is None else min(position, horizon)
+            mark = mark if old is None else max(min(old, now_ms), mark)
+            if mark != old or address in read:
+                self.watermarks[address] = mark
+                result.checkpoint[WATERMARK_PREFIX + address] = str(mark)
 
     def _hold_for(self, address: str) -> bool:
         """Whether to hold liquidations back for a failing address; after too many polls, liveness wins."""
