@@ -229,8 +229,9 @@ OPTIONS: tuple[Option, ...] = (
         "--weight-per-minute",
         "HL_WEIGHT_PER_MINUTE",
         positive_float,
-        "1000",
-        "Request weight per minute this producer may use (the exchange allows 1200 per IP).",
+        "1150",
+        "Request weight per minute this producer may use (the exchange allows 1200 per IP; 50 are left for "
+        "anything else on the IP).",
     ),
     Option(
         "http_timeout",
@@ -443,7 +444,7 @@ class ProducerConfig(RedisSettings):
     coins: tuple[str, ...] = DEFAULT_COINS
     poll_interval: float = 10.0
     lookback: float = 3600.0
-    weight_per_minute: float = 1000.0
+    weight_per_minute: float = 1150.0
     http_timeout: float = 10.0
     http_attempts: int = 5
     stream: str = DEFAULT_STREAM

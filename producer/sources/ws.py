@@ -13,7 +13,7 @@ address), but within milliseconds instead of a poll interval. The public feed ha
   (``userFillsByTime``) from its watermark, and until that read is in,
   the address's fills are held: a liquidation is detected from the snapshot, the gap-fill and the live pushes
   together, never from a part of them. The reads of the addresses follow one another, so a sweep that found
-  liquidations the socket had not delivered is confirmed by a second one (as the ``fills`` source confirms).
+  liquidations the socket had not delivered is confirmed by a second one.
 
 A liquidation's legs on different watched addresses arrive as one message per address, so a block's fills are held
 until they can be complete: a block whose every liquidation is whole already (the liquidated user's own fills, or a
