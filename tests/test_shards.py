@@ -6,6 +6,8 @@ The pure parts are tested directly; the publisher on the real Redis at 127.0.0.1
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 
 import pytest
@@ -13,6 +15,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.crc import key_slot
 
+from consumers.tail.cli import follow
+from consumers.tail.config import TailConfig
 from plumbing.errors import ConfigError
 from plumbing.shards import segment, shard_of, shard_streams
 from plumbing.stream_keys import hash_tag, key_namespace, same_slot
@@ -21,7 +25,7 @@ from producer.publisher import Publisher, PublishResult, checkpoint_key, dedup_k
 from producer.sharded_publisher import ShardedPublisher
 from schemas import Event, decode_entry
 from tests.faults.invariants import raw_entries
-from tests.helpers import events
+from tests.helpers import REDIS_URL, events
 
 # --- pure -------------------------------------------------------------------------------------------------------
 
@@ -151,3 +155,23 @@ async def test_a_crash_between_shard_publishes_loses_nothing_and_doubles_nothing
     keys = [e.key for shard in found for e in shard]
     assert sorted(keys) == sorted(e.key for e in batch) and len(set(keys)) == len(keys)
     assert await restarted.load_checkpoint() == {"fills:0xa": "200"}
+
+
+async def test_the_tail_prints_every_shards_entries_once(redis_client: aioredis.Redis, stream: str) -> None:
+    batch = events(30)
+    await ShardedPublisher(redis_client, stream, shards=3).publish(batch)
+    out = io.StringIO()
+    config = TailConfig(redis_url=REDIS_URL, stream=stream, shards=3, start="0", count=30, as_json=True)
+    assert await follow(redis_client, config, out) == 30
+    printed = [json.loads(line)["tx_hash"] for line in out.getvalue().splitlines()]
+    assert sorted(printed) == sorted(event.tx_hash for event in batch)
+
+
+async def test_the_tail_stops_at_its_count_when_several_shards_answer_at_once(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    await ShardedPublisher(redis_client, stream, shards=3).publish(events(30))
+    out = io.StringIO()
+    config = TailConfig(redis_url=REDIS_URL, stream=stream, shards=3, start="0", count=4, as_json=True)
+    assert await follow(redis_client, config, out) == 4
+    assert len(out.getvalue().splitlines()) == 4
