@@ -3,9 +3,10 @@
 A Redis Cluster refuses one ``XREADGROUP`` over keys of several slots, and the shards are in different slots on
 purpose (:mod:`plumbing.shards`), so each shard gets its own :class:`~consumers.runner.Runner`: its own group on
 its stream (same group and consumer name on every shard), its own acknowledgements, claims and dead letters, all in
-the shard's slot. They share the handler, so a service's state (the stats aggregator's totals, the alerter's
-cooldown) sees every shard; the merge is just that, since every event is in exactly one shard and a consumer that
-sums per event or acts per key needs no order between shards. Order holds within a shard only.
+the shard's slot. They share the handler, called for one shard at a time as a single Runner calls it, so a
+service's state (the stats aggregator's totals, the alerter's cooldown) sees every shard; the merge is just that,
+since every event is in exactly one shard and a consumer that sums per event or acts per key needs no order between
+shards. Order holds within a shard only.
 
 With one shard this is one Runner on the stream itself, as before.
 """
@@ -22,6 +23,7 @@ from consumers.groups import ConsumerGroup
 from consumers.runner import BatchHandler, Handler, Runner, RunnerCounters
 from plumbing.redis_connect import RedisClient
 from plumbing.shards import shard_streams
+from schemas import Event
 
 T = TypeVar("T")
 
@@ -51,14 +53,26 @@ class ShardedRunner:
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
     ) -> ShardedRunner:
+        turn = asyncio.Lock()  # one handler call at a time, as with one Runner: handlers are written for that
+
+        async def one(event: Event) -> None:
+            assert handler is not None
+            async with turn:
+                await handler(event)
+
+        async def batch(events: list[Event]) -> None:
+            assert batch_handler is not None
+            async with turn:
+                await batch_handler(events)
+
         runners = [
             Runner(
                 redis,
                 stream=name,
                 group=config.group,
                 consumer=config.consumer,
-                handler=handler,
-                batch_handler=batch_handler,
+                handler=None if handler is None else one,
+                batch_handler=None if batch_handler is None else batch,
                 settings=config.settings,
             )
             for name in shard_streams(config.stream, config.shards)

@@ -6,6 +6,7 @@ The pure parts are tested directly; the publisher on the real Redis at 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections import Counter
@@ -15,6 +16,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.crc import key_slot
 
+from consumers.config import ConsumerConfig, RunnerSettings
+from consumers.stats import StatsConfig, StatsService
 from consumers.tail.cli import follow
 from consumers.tail.config import TailConfig
 from plumbing.errors import ConfigError
@@ -25,7 +28,7 @@ from producer.publisher import Publisher, PublishResult, checkpoint_key, dedup_k
 from producer.sharded_publisher import ShardedPublisher
 from schemas import Event, decode_entry
 from tests.faults.invariants import raw_entries
-from tests.helpers import REDIS_URL, events
+from tests.helpers import REDIS_URL, events, wait_until
 
 # --- pure -------------------------------------------------------------------------------------------------------
 
@@ -175,3 +178,29 @@ async def test_the_tail_stops_at_its_count_when_several_shards_answer_at_once(
     config = TailConfig(redis_url=REDIS_URL, stream=stream, shards=3, start="0", count=4, as_json=True)
     assert await follow(redis_client, config, out) == 4
     assert len(out.getvalue().splitlines()) == 4
+
+
+async def test_the_stats_aggregator_counts_every_shard_once_across_a_restart(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    settings = RunnerSettings(block_ms=100, count=10, claim_idle_ms=300, retry_delay_ms=50, group_start="0")
+    consumer = ConsumerConfig(stream=stream, shards=3, group="stats", consumer="s1", settings=settings)
+    publisher = ShardedPublisher(redis_client, stream, shards=3)
+    await publisher.publish(events(30))
+    first = StatsService(StatsConfig(consumer=consumer, interval_s=3600), redis_client, out=io.StringIO())
+    await first.rebuild()
+    task = asyncio.create_task(first.runner.run())
+    await wait_until(lambda: first.totals.count == 30, message="every shard's events counted")
+    first.runner.stop()
+    await asyncio.wait_for(task, 5)
+    await publisher.publish(events(12, start=30))  # while it is down
+
+    again = StatsService(StatsConfig(consumer=consumer, interval_s=3600), redis_client, out=io.StringIO())
+    assert await again.rebuild() == 30  # each shard's history up to that shard's group position
+    task = asyncio.create_task(again.runner.run())
+    await wait_until(lambda: again.totals.count == 42, message="the new events counted")
+    again.runner.stop()
+    await asyncio.wait_for(task, 5)
+    assert again.totals.count == 42 and again.runner.counters.processed == 12
+    snapshot = await again.snapshot()
+    assert snapshot["view"]["note"] == "full view"
