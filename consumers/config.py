@@ -24,7 +24,7 @@ from plumbing.options import (
     stream_option,
 )
 from plumbing.redis_connect import RedisSettings, redis_options
-from plumbing.shards import shard_streams
+from plumbing.shards import MAX_SHARDS, shard_streams
 from plumbing.stream_keys import same_slot, stream_key
 from schemas.stream import DEFAULT_STREAM
 
@@ -115,6 +115,8 @@ class ConsumerConfig(RedisSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"ConsumerConfig.shards must be 1 to {MAX_SHARDS}, not {self.shards!r}")
         shards = shard_streams(self.stream, self.shards)
         dead = self.settings.dead_letter_for(self.stream)
         if self.redis_kind == "cluster" and not all(same_slot(self.settings.dead_letter_for(s), s) for s in shards):

@@ -204,3 +204,24 @@ async def test_the_stats_aggregator_counts_every_shard_once_across_a_restart(
     assert again.totals.count == 42 and again.runner.counters.processed == 12
     snapshot = await again.snapshot()
     assert snapshot["view"]["note"] == "full view"
+
+
+def test_one_dead_letter_stream_for_every_shard_is_refused_on_a_cluster() -> None:
+    """A group's dead letter is written with its entry's acknowledgement, in one transaction: in the shard's slot."""
+    with pytest.raises(ConfigError, match="every shard's hash slot"):
+        ConsumerConfig(
+            redis_cluster_nodes=("127.0.0.1:7000",),
+            stream="{liq}:stream",
+            shards=3,
+            group="g",
+            consumer="c",
+            settings=RunnerSettings(dead_letter_stream="{liq}:dead"),
+        )
+    one = ConsumerConfig(
+        redis_cluster_nodes=("127.0.0.1:7000",),
+        stream="{liq}:stream",
+        group="g",
+        consumer="c",
+        settings=RunnerSettings(dead_letter_stream="{liq}:dead"),
+    )
+    assert one.shards == 1
