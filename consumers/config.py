@@ -14,6 +14,7 @@ from typing import Any, Literal
 from plumbing.errors import ConfigError
 from plumbing.options import (
     LOG_LEVEL_OPTION,
+    SHARDS_OPTION,
     Option,
     hostname_pid,
     non_empty,
@@ -23,6 +24,7 @@ from plumbing.options import (
     stream_option,
 )
 from plumbing.redis_connect import RedisSettings, redis_options
+from plumbing.shards import MAX_SHARDS, shard_streams
 from plumbing.stream_keys import same_slot, stream_key
 from schemas.stream import DEFAULT_STREAM
 
@@ -103,6 +105,8 @@ class ConsumerConfig(RedisSettings):
     """One consumer process's identity and connection; built once per process, passed down."""
 
     stream: str = DEFAULT_STREAM
+    shards: int = 1
+    """How many streams the producer spreads the stream over (:mod:`plumbing.shards`); each is read by the group."""
     group: str
     consumer: str
     settings: RunnerSettings = field(default_factory=RunnerSettings)
@@ -111,12 +115,18 @@ class ConsumerConfig(RedisSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"ConsumerConfig.shards must be 1 to {MAX_SHARDS}, not {self.shards!r}")
+        shards = shard_streams(self.stream, self.shards)
         dead = self.settings.dead_letter_for(self.stream)
-        if self.redis_kind == "cluster" and not same_slot(dead, self.stream):
+        if self.redis_kind == "cluster" and not all(same_slot(self.settings.dead_letter_for(s), s) for s in shards):
+            where = "the stream's Redis Cluster hash slot" if len(shards) == 1 else "every shard's hash slot at once"
             raise ConfigError(
-                f"--dead-letter-stream / LIQ_DEAD_LETTER_STREAM {dead!r} is not in the stream's Redis Cluster hash "
-                f"slot, so dead letters cannot be written with their acknowledgements: give it the stream's {{tag}}, "
-                f"or leave it unset ({stream_key(self.stream, 'dead')!r})"
+                f"--dead-letter-stream / LIQ_DEAD_LETTER_STREAM {dead!r} is not in {where}, so dead letters cannot "
+                f"be written with their acknowledgements: "
+                + ("give it the stream's {tag}, or " if len(shards) == 1 else "")
+                + f"leave it unset ({stream_key(self.stream, 'dead')!r}"
+                + (")" if len(shards) == 1 else ", one per shard)")
             )
         # An idle stream is read once per block: a shorter staleness limit would report a healthy idle consumer
         # as stuck between two reads.
@@ -131,8 +141,9 @@ class ConsumerConfig(RedisSettings):
     def describe(self) -> str:
         """A log line's worth, without the Redis password."""
         s = self.settings
+        sharded = f" in {self.shards} shards" if self.shards > 1 else ""
         return (
-            f"stream {self.stream!r} group {self.group!r} consumer {self.consumer!r} at {self.redis_where()} "
+            f"stream {self.stream!r}{sharded} group {self.group!r} consumer {self.consumer!r} at {self.redis_where()} "
             f"(block {s.block_ms} ms, count {s.count}, claim idle {s.claim_idle_ms} ms, "
             f"max deliveries {s.max_deliveries}, dead letters to {s.dead_letter_for(self.stream)!r})"
         )
@@ -155,6 +166,7 @@ def runner_options(*, default_group: str, default_start: GroupStart = "$") -> tu
     return (
         *redis_options("Redis holding the stream"),
         stream_option(DEFAULT_STREAM, "Redis stream key to read."),
+        SHARDS_OPTION,
         Option(
             "group",
             "--group",
@@ -246,6 +258,7 @@ def consumer_config(values: Mapping[str, Any]) -> ConsumerConfig:
         redis_sentinels=values["redis_sentinels"],
         redis_sentinel_master=values["redis_sentinel_master"],
         stream=values["stream"],
+        shards=values["shards"],
         group=values["group"],
         consumer=values["consumer"],
         settings=settings,

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from consumers.config import ObservabilitySettings
-from consumers.runner import Runner
+from consumers.sharded_runner import AnyRunner
 from plumbing.observability import ObservabilityServer, Progress, TaskWatch, all_healthy
 
 log = logging.getLogger("consumers.metrics")
@@ -54,7 +54,7 @@ RUNNER_COUNTERS: dict[str, str] = {
 """The :class:`~consumers.runner.RunnerCounters` served, each as ``hl_consumer_<name>_total``."""
 
 
-def runner_labels(runner: Runner) -> list[str]:
+def runner_labels(runner: AnyRunner) -> list[str]:
     """The values of :data:`LABELS` for this runner."""
     return [runner.stream, runner.group, runner.consumer]
 
@@ -66,14 +66,14 @@ class LagCache:
     would look like a group that keeps up), and when Redis itself cannot tell (entries deleted mid-stream).
     """
 
-    def __init__(self, runner: Runner, *, every_s: float = LAG_REFRESH_S) -> None:
+    def __init__(self, runner: AnyRunner, *, every_s: float = LAG_REFRESH_S) -> None:
         self.runner = runner
         self.every_s = every_s
         self.value: int | None = None
 
     async def refresh(self) -> None:
         try:
-            self.value = await self.runner.consumer_group.lag()
+            self.value = await self.runner.lag()
         except RedisError as exc:
             self.value = None
             log.debug("could not read the lag of group %r: %s", self.runner.group, exc)
@@ -88,7 +88,7 @@ class LagCache:
 class RunnerCollector(Collector):
     """The runner's counters, its group's lag and the age of its last successful read, read at scrape time."""
 
-    def __init__(self, runner: Runner, lag: LagCache, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, runner: AnyRunner, lag: LagCache, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.runner = runner
         self.lag = lag
         self.clock = clock
@@ -120,7 +120,7 @@ class RunnerCollector(Collector):
 
 @asynccontextmanager
 async def serve_metrics(
-    runner: Runner,
+    runner: AnyRunner,
     settings: ObservabilitySettings,
     *collectors: Collector,
     lag_refresh_s: float = LAG_REFRESH_S,

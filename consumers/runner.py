@@ -213,10 +213,14 @@ class Runner:
             await asyncio.wait_for(self._stop.wait(), seconds)
         return self._stop.is_set()
 
+    async def lag(self) -> int | None:
+        """Entries of the stream not yet delivered to the group (see :meth:`ConsumerGroup.lag`)."""
+        return await self.consumer_group.lag()
+
     async def metrics(self) -> dict[str, int | None]:
         """The counters plus the group's lag, for a metrics endpoint."""
         values: dict[str, int | None] = dict(self.counters.as_dict())
-        values["lag"] = await self.consumer_group.lag()
+        values["lag"] = await self.lag()
         return values
 
     def _count_lost(self, lost: int) -> None:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio.connection import parse_url
 
 from plumbing.errors import ConfigError
+from plumbing.shards import MAX_SHARDS
 
 T = TypeVar("T")
 
@@ -329,6 +330,25 @@ def redis_url_option(purpose: str) -> Option:
 
 def stream_option(default: str, purpose: str) -> Option:
     return Option("stream", "--stream", "LIQ_STREAM", non_empty, default, purpose)
+
+
+def shard_count(value: str) -> int:
+    number = positive_int(value)
+    if number > MAX_SHARDS:
+        raise ValueError(f"must be 1 to {MAX_SHARDS}")
+    return number
+
+
+SHARDS_OPTION = Option(
+    "shards",
+    "--shards",
+    "LIQ_SHARDS",
+    shard_count,
+    "1",
+    "Streams the stream is spread over (<stream>, then <stream>:{s1}...), each event by its key; the producer and "
+    "every consumer of the stream must use the same number. 1: the one stream.",
+)
+"""Shared by the producer and the consumers: both sides derive the same shard names from it."""
 
 
 LOG_LEVEL_OPTION = Option("log_level", "--log-level", "LOG_LEVEL", log_level, "INFO", "DEBUG, INFO, WARNING or ERROR.")

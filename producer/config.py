@@ -16,6 +16,7 @@ from typing import get_args
 from plumbing.errors import ConfigError
 from plumbing.options import (
     LOG_LEVEL_OPTION,
+    SHARDS_OPTION,
     Option,
     Secret,
     add_options,
@@ -399,6 +400,7 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds between two coverage reports (the log line and the gauges).",
     ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
+    SHARDS_OPTION,
     Option(
         "maxlen",
         "--maxlen",
@@ -448,6 +450,7 @@ class ProducerConfig(RedisSettings):
     http_timeout: float = 10.0
     http_attempts: int = 5
     stream: str = DEFAULT_STREAM
+    shards: int = 1
     maxlen: int = 100_000
     dedup_ttl: int = 604_800
     max_pending: int = 100_000
@@ -525,6 +528,7 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
             "redis_sentinels",
             "redis_sentinel_master",
             "stream",
+            "shards",
             "maxlen",
             "dedup_ttl",
             "max_pending",

@@ -27,8 +27,9 @@ from producer.coverage_watch import build_coverage
 from producer.errors import EvictionRisk, ProducerError
 from producer.metrics import ProducerMetrics
 from producer.outbox import Outbox
-from producer.publisher import NotReplicated, Publisher, eviction_risk
+from producer.publisher import NotReplicated, eviction_risk
 from producer.ratelimit import WeightBudget
+from producer.sharded_publisher import ShardedPublisher
 from producer.sources import build_source
 from schemas import Event, LiquidationEvent, event_type
 
@@ -113,9 +114,10 @@ class Producer:
         self.redis = redis_client or connect_redis(
             config, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
-        self.publisher = Publisher(
+        self.publisher = ShardedPublisher(
             self.redis,
             config.stream,
+            shards=config.shards,
             maxlen=config.maxlen,
             dedup_ttl=config.dedup_ttl,
             wait_replicas=config.wait_replicas or 0,

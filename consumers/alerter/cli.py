@@ -15,7 +15,7 @@ from consumers.alerter.sinks import build_sinks
 from consumers.connection import connect
 from consumers.humanize import usd
 from consumers.metrics import serve_metrics
-from consumers.runner import Runner
+from consumers.sharded_runner import ShardedRunner
 from plumbing.observability import TaskWatch
 from plumbing.process import EXIT_OK, install_signal_handlers, run_process
 
@@ -29,7 +29,7 @@ async def run_alerter(config: AlerterConfig, *, out: TextIO | None = None) -> in
     try:
         async with aiohttp.ClientSession() as session:
             alerter = Alerter.from_config(config, redis, build_sinks(config, session, out))
-            runner = Runner.from_config(redis, config.consumer, handler=alerter.handle)
+            runner = ShardedRunner.from_config(redis, config.consumer, handler=alerter.handle)
             collector = AlerterCollector(alerter, runner)
             tasks = TaskWatch()
             async with serve_metrics(runner, config.consumer.observability, collector, tasks=tasks):

@@ -11,13 +11,13 @@ from prometheus_client.registry import Collector
 
 from consumers.alerter.service import Alerter
 from consumers.metrics import LABELS, PREFIX, runner_labels
-from consumers.runner import Runner
+from consumers.sharded_runner import AnyRunner
 
 
 class AlerterCollector(Collector):
     """Reads the alerter's counters at scrape time, labelled like the runner's metrics."""
 
-    def __init__(self, alerter: Alerter, runner: Runner) -> None:
+    def __init__(self, alerter: Alerter, runner: AnyRunner) -> None:
         self.alerter = alerter
         self.runner = runner
 

@@ -27,7 +27,7 @@ from consumers.alerter.format import EXPLORER_TX_URL, format_alert, format_summa
 from consumers.alerter.held import HeldStore
 from consumers.alerter.sinks import Sink
 from consumers.errors import AlertInFlight, AlertNotDelivered
-from consumers.runner import Runner
+from consumers.sharded_runner import AnyRunner
 from plumbing.recent_keys import RecentKeys
 from plumbing.redis_connect import RedisClient
 from plumbing.stream_keys import stream_key
@@ -211,7 +211,7 @@ class Alerter:
             except RedisError as exc:
                 log.warning("summary sent, but its held-back alerts could not be forgotten (%s): it may repeat", exc)
 
-    async def run_summaries(self, runner: Runner, interval_s: float = 1.0) -> None:
+    async def run_summaries(self, runner: AnyRunner, interval_s: float = 1.0) -> None:
         """Send due summaries every ``interval_s`` until the runner stops; then whatever is still held back."""
         while not await runner.wait_stopped(interval_s):
             try:

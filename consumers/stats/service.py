@@ -14,6 +14,10 @@ last one stopped, printing its table on exit) no longer sees them there, so the 
 GROUPS ``entries-read``, Redis 7) is compared with what this consumer handled since it started: entries that
 neither this consumer handled nor anyone holds pending were handled by other consumers. A separate group gets a
 full view.
+**Shards.** With ``LIQ_SHARDS`` the group reads every shard (:class:`~consumers.sharded_runner.ShardedRunner`), and
+each shard has its own boundary: the rebuild counts each shard's history up to its group's last-delivered id and
+skips through that id on that shard. The totals are per event and every event is in one shard, so merging the
+shards is reading them all; the view's figures are summed over the shards' groups.
 Note that the history rebuild is always full (the stream does not record which consumer handled what): after a
 restart, a replica's totals are the full history up to *B* plus its share of what came after.
 """
@@ -32,6 +36,7 @@ from redis.exceptions import RedisError
 
 from consumers.entries import id_text
 from consumers.runner import Runner
+from consumers.sharded_runner import ShardedRunner
 from consumers.stats.config import StatsConfig
 from consumers.stats.table import render_table
 from consumers.totals import Totals
@@ -83,7 +88,7 @@ class StatsService:
         self.config = config
         self.redis = redis
         self.totals = Totals()
-        self.runner = Runner.from_config(redis, config.consumer, batch_handler=self.handle)
+        self.runner = ShardedRunner.from_config(redis, config.consumer, batch_handler=self.handle)
         self.rebuilt = 0
         """Events counted from the stream's history on start."""
         self.rebuild_skipped = 0
@@ -102,18 +107,35 @@ class StatsService:
 
     async def begin(self) -> None:
         """Create the group if missing and note how many entries it was delivered so far; before the first read."""
-        await self.runner.consumer_group.ensure()
-        self._group_read_at_start = entries_read(await self.runner.consumer_group.info() or {})
+        for group in self.runner.groups:
+            await group.ensure()
+        self._group_read_at_start = await self._group_read()
+
+    async def _group_read(self) -> int | None:
+        """The group's ``entries-read`` over every shard; None if any shard's is unknown."""
+        reads = [entries_read(await group.info() or {}) for group in self.runner.groups]
+        return None if any(read is None for read in reads) else sum(read for read in reads if read is not None)
 
     async def rebuild(self) -> int:
-        """Count the retained history up to the group's last-delivered id; make the runner skip what it counted."""
+        """Count the retained history up to the group's last-delivered id, shard by shard; make each shard's runner
+        skip what it counted."""
         await self.begin()
-        boundary = await self.runner.consumer_group.last_delivered_id()
-        self.runner.skip_through = boundary
+        for runner in self.runner.runners:
+            await self._rebuild_shard(runner.stream, runner)
+        log.info(
+            "rebuilt totals from %d events of the stream's history (%d entries skipped: unknown type or "
+            "undecodable); entries at or before the group's last-delivered id are not counted again",
+            self.rebuilt,
+            self.rebuild_skipped,
+        )
+        return self.rebuilt
+
+    async def _rebuild_shard(self, stream: str, runner: Runner) -> None:
+        boundary = await runner.consumer_group.last_delivered_id()
+        runner.skip_through = boundary
         if boundary == "0-0":
-            log.info("group %r has delivered nothing yet: no history to rebuild from", self.config.consumer.group)
-            return 0
-        stream = self.config.consumer.stream
+            log.info("group %r has delivered nothing of %r yet: no history to rebuild from", runner.group, stream)
+            return
         start = "-"
         while True:
             page = await self.redis.xrange(stream, min=start, max=boundary, count=REBUILD_PAGE) or []
@@ -130,27 +152,20 @@ class StatsService:
             last = page[-1][0]
             assert last is not None
             start = "(" + id_text(last)
-        log.info(
-            "rebuilt totals from %d events of the stream's history up to %s (%d entries skipped: unknown type or "
-            "undecodable); entries at or before it are not counted again",
-            self.rebuilt,
-            boundary,
-            self.rebuild_skipped,
-        )
-        return self.rebuilt
+        log.info("counted the history of %r up to %s", stream, boundary)
 
     async def snapshot(self) -> dict[str, Any]:
         """What the table shows and other services read: totals, the view (full or partial), the runner's state."""
         now_ms = int(self._clock() * 1000)
-        consumers = max(1, len(await self.runner.consumer_group.active_consumers()))
-        info = await self.runner.consumer_group.info() or {}
-        now_read, start_read = entries_read(info), self._group_read_at_start
+        consumers = max([1] + [len(await group.active_consumers()) for group in self.runner.groups])
+        pending = sum([int((await group.info() or {}).get("pending") or 0) for group in self.runner.groups])
+        now_read, start_read = await self._group_read(), self._group_read_at_start
         counters = self.runner.counters
         view = describe_view(
             consumers,
             None if now_read is None or start_read is None else now_read - start_read,
             own=counters.processed + counters.unknown_type + counters.dead_lettered + counters.deleted,
-            pending=int(info.get("pending") or 0),
+            pending=pending,
         )
         c = self.config.consumer
         return {

@@ -24,7 +24,8 @@ from consumers.tail.format import format_entry, table_header
 from plumbing.backoff import exponential
 from plumbing.process import EXIT_OK, install_signal_handlers, run_process
 from plumbing.redis_connect import RedisClient, connect_redis
-from plumbing.redis_errors import REDIS_ERRORS, redis_unavailable
+from plumbing.redis_errors import redis_unavailable
+from plumbing.shards import shard_streams
 from schemas import MalformedEntry
 
 log = logging.getLogger("consumers.tail")
@@ -83,10 +84,13 @@ async def follow(redis: RedisClient, config: TailConfig, out: TextIO, stop: asyn
 async def _follow(
     redis: RedisClient, config: TailConfig, out: TextIO, stop: asyncio.Event, stop_waiter: asyncio.Future[Any]
 ) -> int:
-    after = config.after
+    # One XREAD per shard, each with its own cursor: a cluster refuses one XREAD over keys of several slots. A
+    # shard's entries are printed in its order, as soon as its read answers; shards interleave as they arrive.
+    streams = shard_streams(config.stream, config.shards)
+    after = dict.fromkeys(streams, config.after)
     connected = False
-    if after == NEW_ONLY:
-        after = await newest_id(redis, config.stream)
+    if config.after == NEW_ONLY:
+        after = {stream: await newest_id(redis, stream) for stream in streams}
         connected = True
     header = not config.as_json  # printed once Redis answered: a wrong REDIS_URL prints only the error
     if header and connected:
@@ -95,57 +99,54 @@ async def _follow(
         header = False
     printed = 0
     outages = 0
-    while not stop.is_set() and (config.count is None or printed < config.count):
-        want = PAGE if config.count is None else min(PAGE, config.count - printed)
-        try:
-            reply = await _read(redis, {config.stream: after}, want, stop_waiter)
-        except REDIS_ERRORS as exc:
-            if not connected or not redis_unavailable(exc):
-                raise
-            outages += 1
-            delay = exponential(outages, base=0.1, cap=MAX_RETRY_S)
-            log.warning("Redis unavailable (%s); reading on after %s in %.1f s", exc, after, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(stop_waiter), delay)
-            continue
-        if reply is _STOPPED:
-            break
-        connected, outages = True, 0
-        lines: list[str] = [table_header()] if header else []
-        header = False
-        shown = len(lines)
-        for entry_id, fields in read_reply_entries(reply, config.stream):
-            after = id_text(entry_id)
-            try:
-                lines.append(format_entry(entry_id, fields, as_json=config.as_json))
-            except MalformedEntry as exc:
-                log.warning("skipping entry %s of %r: %s", after, config.stream, exc)
-        printed += len(lines) - shown
-        if lines:
-            out.write("\n".join(lines) + "\n")
-            out.flush()
-        elif reader_gone(out):
-            log.info("the reader of our output has gone; stopping")
-            break
+    reads: dict[str, asyncio.Future[Any]] = {}
+    try:
+        while not stop.is_set() and (config.count is None or printed < config.count):
+            want = PAGE if config.count is None else min(PAGE, config.count - printed)
+            for stream in streams:
+                if stream not in reads:
+                    reads[stream] = asyncio.ensure_future(
+                        redis.xread({stream: after[stream]}, count=want, block=BLOCK_MS)
+                    )
+            await asyncio.wait((*reads.values(), stop_waiter), return_when=asyncio.FIRST_COMPLETED)
+            if stop_waiter.done():
+                break
+            answered = {stream: reads.pop(stream) for stream in list(reads) if reads[stream].done()}
+            failed = next((read.exception() for read in answered.values() if read.exception() is not None), None)
+            if failed is not None:
+                if not connected or not redis_unavailable(failed):
+                    raise failed
+                outages += 1
+                delay = exponential(outages, base=0.1, cap=MAX_RETRY_S)
+                log.warning("Redis unavailable (%s); reading on after %s in %.1f s", failed, after, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stop_waiter), delay)
+                continue
+            connected, outages = True, 0
+            lines: list[str] = [table_header()] if header else []
+            header = False
+            shown = len(lines)
+            for stream, read in answered.items():
+                for entry_id, fields in read_reply_entries(read.result(), stream):
+                    after[stream] = id_text(entry_id)
+                    try:
+                        lines.append(format_entry(entry_id, fields, as_json=config.as_json))
+                    except MalformedEntry as exc:
+                        log.warning("skipping entry %s of %r: %s", after[stream], stream, exc)
+            if config.count is not None:  # several shards may answer at once
+                lines = lines[: shown + config.count - printed]
+            printed += len(lines) - shown
+            if lines:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+            elif reader_gone(out):
+                log.info("the reader of our output has gone; stopping")
+                break
+    finally:
+        for read in reads.values():  # abandoned, not awaited: a stop must not wait on a blocked read
+            read.add_done_callback(_retrieve)
+            read.cancel()
     return printed
-
-
-_STOPPED = object()
-
-
-async def _read(redis: RedisClient, streams: dict[Any, Any], count: int, stop_waiter: asyncio.Future[Any]) -> Any:
-    """One blocking XREAD, or :data:`_STOPPED` as soon as a stop is asked for.
-
-    The read is raced against the stop rather than cancelled and awaited: a stop must not depend on how promptly
-    the client gives up a blocked read. An abandoned read ends by itself within one block.
-    """
-    read = asyncio.ensure_future(redis.xread(streams, count=count, block=BLOCK_MS))
-    await asyncio.wait((read, stop_waiter), return_when=asyncio.FIRST_COMPLETED)
-    if not read.done():
-        read.add_done_callback(_retrieve)
-        read.cancel()
-        return _STOPPED
-    return read.result()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

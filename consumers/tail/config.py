@@ -20,7 +20,15 @@ from schemas.stream import DEFAULT_STREAM
 _SHARED = {opt.name: opt for opt in runner_options(default_group="tail")}
 OPTIONS = tuple(
     _SHARED[name]
-    for name in ("redis_url", "redis_cluster_nodes", "redis_sentinels", "redis_sentinel_master", "stream", "log_level")
+    for name in (
+        "redis_url",
+        "redis_cluster_nodes",
+        "redis_sentinels",
+        "redis_sentinel_master",
+        "stream",
+        "shards",
+        "log_level",
+    )
 )
 """The settings the tail shares with the consumer processes (same variables, same flags)."""
 
@@ -61,6 +69,7 @@ def read_after(start: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class TailConfig(RedisSettings):
     stream: str = DEFAULT_STREAM
+    shards: int = 1
     start: str = NEW_ONLY
     """``--from`` as given; :attr:`after` is what XREAD is told."""
     count: int | None = None
@@ -114,6 +123,7 @@ def load_tail_config(argv: Sequence[str] | None = None, env: Mapping[str, str] |
         redis_sentinels=values["redis_sentinels"],
         redis_sentinel_master=values["redis_sentinel_master"],
         stream=values["stream"],
+        shards=values["shards"],
         start=args.start,
         count=count,
         as_json=args.as_json,
