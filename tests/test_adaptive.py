@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -85,6 +86,24 @@ async def test_the_feed_changes_its_subscriptions_on_the_open_connection_and_a_r
             await asyncio.gather(reader, return_exceptions=True)
 
 
+async def test_a_subscription_dropped_while_the_first_ones_are_still_paced_out_is_never_sent() -> None:
+    """The connection's first subscriptions go out one by one; a change meanwhile is not undone by the queue."""
+    async with FakeFeeds() as fake:
+        feed = WebSocketFeed(replace(ws_settings(fake.public_url, [A, B, C]), subscribe_interval=0.05))
+        reader = asyncio.create_task(_drain(feed))
+        try:
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{A}], message="A subscribed first")
+            assert await feed.follow([user_fills(A), user_fills(D)])
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{A, D}], message="D joined")
+            await asyncio.sleep(0.5)  # ten pacing intervals: B's and C's turns in the queue have come and gone
+            assert [c.users for c in fake.live("public")] == [{A, D}]
+            subscribed = [r["subscription"]["user"] for r in fake.received if r.get("method") == "subscribe"]
+            assert C not in subscribed and D in subscribed  # B may have gone before the change (then unsubscribed)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
 async def _drain(feed: WebSocketFeed) -> None:
     async for _ in feed.events():
         pass
@@ -117,6 +136,29 @@ async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_
         )
         assert source.watchlist == [A, C]
         assert [r["user"] for r in fake_hl.requests_of("userFillsByTime")][-1:] == [C]  # C read over REST, not B
+    finally:
+        source.close()
+        await client.close()
+
+
+async def test_a_joining_address_is_read_from_its_checkpointed_watermark_not_the_whole_lookback(
+    fake_hl: FakeHyperliquid,
+) -> None:
+    """A maker watched before (by an earlier run, say) is read from where it was left: a cheaper, exact read."""
+    client = HyperliquidClient(fake_hl.url)
+    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12)
+    mark = _now() - 60_000
+    source.restore({"fills:" + C: str(mark), "fills:" + A: str(mark - 1)})
+    try:
+        assert await source.follow([A, C]) == ([C], [])  # not connected yet: the connect subscribes both
+
+        async def both_read() -> bool:
+            await source.poll(_now())
+            return {r["user"] for r in fake_hl.requests_of("userFillsByTime")} >= {A, C}
+
+        await wait_until(both_read, message="the gap-fill of A and C")
+        starts = {r["user"]: r["startTime"] for r in fake_hl.requests_of("userFillsByTime")}
+        assert starts == {A: mark - 1, C: mark}
     finally:
         source.close()
         await client.close()
@@ -226,9 +268,8 @@ async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple
     return await stream_liquidations(stream), subscribed
 
 
-@pytest.mark.slow
 async def test_following_the_makers_publishes_far_more_of_the_liquidations_than_the_vaults_alone(stream: str) -> None:
-    market = build_market(MarketSpec(seed=1))
+    market = build_market(MarketSpec(seed=1, trades=8_000, liquidations=400, backstops=16))  # a few seconds in all
     truth = {_key(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
     total_usd = sum((t.value_usd for t in truth.values()), Decimal(0))
     shares: dict[str, tuple[float, float]] = {}
