@@ -88,6 +88,11 @@ class AdaptiveWatchlist:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Start the task: once, and again after it failed (logged; the producer goes on either way)."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("adaptive watchlist: the task failed (%s: %s); restarting it", type(exc).__name__, exc)
+            self._task = None
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="adaptive-watchlist")
 

@@ -17,9 +17,10 @@ from decimal import Decimal
 import pytest
 
 from plumbing.errors import ConfigError
-from producer.adaptive import plan
+from producer.adaptive import AdaptiveWatchlist, plan
 from producer.client import HyperliquidClient
 from producer.config import load_config
+from producer.coverage import MakerRanking
 from producer.feed_messages import user_fills
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.fake_feeds import FakeFeeds
@@ -64,6 +65,36 @@ def test_the_adaptive_watchlist_is_off_by_default_and_its_bad_settings_are_named
             load_config(["--adaptive", "true", *argv])
     with pytest.raises(ConfigError, match="HL_ADAPTIVE_EVERY"):
         load_config([], {"HL_ADAPTIVE_EVERY": "0"})
+
+
+class _Failing(WsSource):
+    """A ws source whose changes of watchlist fail, as an unforeseen bug would."""
+
+    calls = 0
+
+    async def follow(self, watchlist: Sequence[str]) -> tuple[list[str], list[str]]:
+        self.calls += 1
+        raise ValueError("boom")
+
+
+async def test_a_failing_re_rank_is_logged_and_the_task_restarted_the_producer_going_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = HyperliquidClient("http://127.0.0.1:1")
+    source = _Failing(client, [VAULT], url="ws://127.0.0.1:1/ws", lookback_ms=1)
+    ranking = MakerRanking()
+    watch = AdaptiveWatchlist(source, ranking, [VAULT], every=0.01)
+
+    def a_poll() -> bool:
+        watch.start()  # the producer calls it at every poll
+        return source.calls >= 2
+
+    try:
+        await wait_until(a_poll, message="the re-ranking tried again")
+    finally:
+        watch.close()
+        await client.close()
+    assert "adaptive watchlist: the task failed (ValueError: boom); restarting it" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------- on the connection
