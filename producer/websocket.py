@@ -336,10 +336,12 @@ class WebSocketFeed:
     async def follow(self, subscriptions: Iterable[Subscription]) -> bool:
         """Follow ``subscriptions`` from now on: a reconnect subscribes them, and on the open connection the ones
         that left are unsubscribed and the new ones subscribed (the others keep flowing, untouched). False when
-        there was no open connection to change (the next connect subscribes the new set)."""
+        there was no open connection to change (the next connect subscribes the new set). For the public dialect
+        (a resumed Hydromancer session's subscriptions are the server's, not known here)."""
         wanted = tuple(dict.fromkeys(subscriptions))
-        self.settings = replace(self.settings, subscriptions=wanted)
-        self.settings.check()
+        changed = replace(self.settings, subscriptions=wanted)
+        changed.check()  # before it replaces the settings: a refused change leaves the feed as it was
+        self.settings = changed
         ws = self._ws
         if ws is None or ws.closed:
             return False

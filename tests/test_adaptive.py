@@ -110,6 +110,9 @@ async def test_the_feed_changes_its_subscriptions_on_the_open_connection_and_a_r
             await wait_until(lambda: [c.users for c in fake.live("public")] == [{B, C}], message="A out, C in")
             requests = [(r["method"], r["subscription"]["user"]) for r in fake.received if "subscription" in r]
             assert requests == [("subscribe", A), ("subscribe", B), ("unsubscribe", A), ("subscribe", C)]
+            with pytest.raises(ConfigError):
+                await feed.follow([])  # a feed of nothing: refused, and the feed keeps what it follows
+            assert feed.settings.subscriptions == (user_fills(B), user_fills(C))
             await fake.drop_all()
             await wait_until(lambda: feed.stats.connects == 2 and [c.users for c in fake.live("public")] == [{B, C}])
         finally:
