@@ -32,6 +32,7 @@ from plumbing.options import (
     stream_option,
 )
 from plumbing.redis_connect import RedisSettings, redis_options
+from producer.adaptive import adaptive_problem
 from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
 from producer.sources.hosted import DEFAULT_URLS, HOSTED_DIALECTS, HOSTED_KEY_MISSING, HostedDialect, feed_settings
@@ -399,6 +400,31 @@ OPTIONS: tuple[Option, ...] = (
         "60",
         "Seconds between two coverage reports (the log line and the gauges).",
     ),
+    Option(
+        "adaptive",
+        "--adaptive",
+        "HL_ADAPTIVE",
+        boolean,
+        "false",
+        "ws: give the WebSocket slots the watchlist leaves free to the biggest makers of the coverage ranking, "
+        "re-ranked every HL_ADAPTIVE_EVERY seconds; the watchlist's addresses stay pinned.",
+    ),
+    Option(
+        "adaptive_slots",
+        "--adaptive-slots",
+        "HL_ADAPTIVE_SLOTS",
+        positive_int,
+        "10",
+        "Addresses the adaptive watchlist watches in all, pinned ones included (at most 10).",
+    ),
+    Option(
+        "adaptive_every",
+        "--adaptive-every",
+        "HL_ADAPTIVE_EVERY",
+        positive_float,
+        "300",
+        "Seconds between two re-rankings of the adaptive watchlist.",
+    ),
     stream_option(DEFAULT_STREAM, "Redis stream key."),
     SHARDS_OPTION,
     Option(
@@ -481,6 +507,9 @@ class ProducerConfig(RedisSettings):
     feed_unhealthy_after: float = 30.0
     coverage: bool = True
     coverage_every: float = 60.0
+    adaptive: bool = False
+    adaptive_slots: int = 10
+    adaptive_every: float = 300.0
 
 
 OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
@@ -496,6 +525,12 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "What share of the market liquidations the watchlist sees, estimated live from every perp coin's public "
         "trades: one WebSocket connection of its own and a few info requests at start.",
         ("coverage", "coverage_every"),
+    ),
+    (
+        "adaptive watchlist (ws source)",
+        "The watchlist's addresses pinned, the WebSocket's other slots given to the biggest makers of the coverage "
+        "ranking (off by default).",
+        ("adaptive", "adaptive_slots", "adaptive_every"),
     ),
     ("trades source", "Polls recentTrades for each coin (the original tracker's heuristic).", ("coins",)),
     (
@@ -587,6 +622,15 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             "--feed-ping-after / HL_FEED_PING_AFTER must be below --feed-silence-limit / HL_FEED_SILENCE_LIMIT: "
             "a ping must have time to be answered"
         )
+    if values["adaptive"] and (
+        problem := adaptive_problem(
+            source=values["source"],
+            coverage=values["coverage"],
+            slots=values["adaptive_slots"],
+            pinned=values["watchlist"],
+        )
+    ):
+        raise ConfigError(problem)
     start, end = values["node_from"], values["node_until"]
     if start is not None and end is not None and end <= start:
         raise ConfigError("--node-until / HL_NODE_UNTIL must be later than --node-from / HL_NODE_FROM")

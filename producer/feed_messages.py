@@ -73,6 +73,16 @@ class _TypeSubscribe(msgspec.Struct, frozen=True, kw_only=True):
     subscription: Subscription
 
 
+class _MethodUnsubscribe(msgspec.Struct, frozen=True, kw_only=True):
+    method: str = "unsubscribe"
+    subscription: Subscription
+
+
+class _TypeUnsubscribe(msgspec.Struct, frozen=True, kw_only=True):
+    type: str = "unsubscribe"
+    subscription: Subscription
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -81,6 +91,13 @@ def encode_subscribe(dialect: Dialect, subscription: Subscription) -> bytes:
     if dialect == "hydromancer":
         return _encoder.encode(_TypeSubscribe(subscription=subscription))
     return _encoder.encode(_MethodSubscribe(subscription=subscription))
+
+
+def encode_unsubscribe(dialect: Dialect, subscription: Subscription) -> bytes:
+    """The request that ends a subscription on an open connection (the subscribe request's envelope, "unsubscribe")."""
+    if dialect == "hydromancer":
+        return _encoder.encode(_TypeUnsubscribe(subscription=subscription))
+    return _encoder.encode(_MethodUnsubscribe(subscription=subscription))
 
 
 def encode_ping(dialect: Dialect) -> bytes:

@@ -21,6 +21,7 @@ from plumbing.recent_keys import RecentKeys
 from plumbing.redis_connect import RedisClient, connect_redis, drop_connections
 from plumbing.redis_errors import CREDENTIALS_REFUSED, REDIS_ERRORS, redis_unavailable
 from plumbing.text import printable
+from producer.adaptive import build_adaptive
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.coverage_watch import build_coverage
@@ -135,6 +136,8 @@ class Producer:
         self.metrics = ProducerMetrics(self.client.stats)
         self.coverage = build_coverage(config, self.client, self.metrics)
         """The live coverage measure, for the sources that watch addresses (None when off or not applicable)."""
+        self.adaptive = build_adaptive(config, self.source, self.coverage)
+        """The watchlist that follows the makers (None unless turned on)."""
         self.progress = Progress(config.health_stale_after)
         self._stop = asyncio.Event()
 
@@ -149,6 +152,8 @@ class Producer:
         self.source.close()
         if self.coverage is not None:
             self.coverage.close()
+        if self.adaptive is not None:
+            self.adaptive.close()
         await self.client.close()
         await self.redis.aclose()
 
@@ -160,6 +165,8 @@ class Producer:
         await self._restore()
         if self.coverage is not None:
             self.coverage.start()  # here, not at construction: it needs the running loop
+        if self.adaptive is not None:
+            self.adaptive.start()
         if self.outbox.full:
             log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
         else:

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -65,6 +65,7 @@ from producer.feed_messages import (
     encode_ping,
     encode_pong,
     encode_subscribe,
+    encode_unsubscribe,
 )
 
 log = logging.getLogger(__name__)
@@ -310,7 +311,9 @@ class WebSocketFeed:
         self._secrets = url_secrets(settings.url)
         self._http = session
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        """The open connection, for :meth:`barrier`."""
+        """The open connection, for :meth:`barrier` and :meth:`follow`."""
+        self._sent: set[Subscription] = set()
+        """The subscriptions requested on the open connection (so :meth:`follow` changes only what differs)."""
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap, rng or random.Random())
@@ -329,6 +332,36 @@ class WebSocketFeed:
         except (aiohttp.ClientError, OSError, RuntimeError):
             return False
         return True
+
+    async def follow(self, subscriptions: Iterable[Subscription]) -> bool:
+        """Follow ``subscriptions`` from now on: a reconnect subscribes them, and on the open connection the ones
+        that left are unsubscribed and the new ones subscribed (the others keep flowing, untouched). False when
+        there was no open connection to change (the next connect subscribes the new set). For the public dialect
+        (a resumed Hydromancer session's subscriptions are the server's, not known here)."""
+        wanted = tuple(dict.fromkeys(subscriptions))
+        changed = replace(self.settings, subscriptions=wanted)
+        changed.check()  # before it replaces the settings: a refused change leaves the feed as it was
+        self.settings = changed
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        try:
+            for subscription in [s for s in self._sent if s not in wanted]:
+                self._sent.discard(subscription)
+                await self._send(ws, encode_unsubscribe(self.settings.dialect, subscription))
+            for subscription in wanted:
+                await self._subscribe(ws, subscription)
+        except (aiohttp.ClientError, OSError, RuntimeError):
+            return False  # the connection is going: the reconnect subscribes the new set
+        return True
+
+    async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse, subscription: Subscription) -> None:
+        """Request ``subscription`` on ``ws`` unless it was already, or :meth:`follow` dropped it meanwhile (a
+        connection's first subscriptions go out one by one, while :meth:`follow` may change the set)."""
+        if subscription in self._sent or subscription not in self.settings.subscriptions:
+            return
+        self._sent.add(subscription)
+        await self._send(ws, encode_subscribe(self.settings.dialect, subscription))
 
     def is_healthy(self, now: float | None = None) -> bool:
         return feed_healthy(self.stats, self._clock() if now is None else now, self.settings.unhealthy_after)
@@ -390,6 +423,7 @@ class WebSocketFeed:
                 if ws is None:
                     continue
                 self._ws = ws
+                self._sent = set()
                 try:
                     async with aclosing(self._session(ws)) as session_events:
                         async for event in session_events:
@@ -418,14 +452,14 @@ class WebSocketFeed:
         try:
             if settings.dialect != "hydromancer":
                 while unsent and subscribe_wait(self._clock(), last_subscribe, settings.subscribe_interval) == 0:
-                    await self._send(ws, encode_subscribe(settings.dialect, unsent.popleft()))
+                    await self._subscribe(ws, unsent.popleft())
                     last_subscribe = self._clock()
                 announced = True
                 yield self._announce(opened, resumed=False)
             while True:
                 now = self._clock()
                 if unsent and subscribe_wait(now, last_subscribe, settings.subscribe_interval) == 0:
-                    await self._send(ws, encode_subscribe(settings.dialect, unsent.popleft()))
+                    await self._subscribe(ws, unsent.popleft())
                     last_subscribe = now
                     continue
                 action, wait = heartbeat(
@@ -526,7 +560,7 @@ class WebSocketFeed:
             self.session_id = message.session_id
             if not resumed:
                 for subscription in self.settings.subscriptions:
-                    await self._send(ws, encode_subscribe(dialect, subscription))
+                    await self._subscribe(ws, subscription)
             return [self._announce(self._clock(), resumed=resumed)]
         if isinstance(message, SubscriptionResponse):
             return []

@@ -360,6 +360,9 @@ class FakeFeeds:
             return
         subscription = request.get("subscription") if isinstance(request, dict) else None
         kind = subscription.get("type") if isinstance(subscription, dict) else None
+        if method == "unsubscribe" and isinstance(subscription, dict) and conn.dialect == "public":
+            await self._public_unsubscribe(conn, subscription)
+            return
         if method != "subscribe" or not isinstance(subscription, dict):
             await self._send(
                 conn, {"channel": "error", "data": f"Error parsing JSON into valid websocket request: {request}"}
@@ -384,6 +387,20 @@ class FakeFeeds:
             await self._send(conn, ack)
         else:
             await self._send(conn, {"channel": "error", "data": f"Invalid subscription {json.dumps(subscription)}"})
+
+    async def _public_unsubscribe(self, conn: _Connection, subscription: dict[str, Any]) -> None:
+        """End a ``userFills`` or ``trades`` subscription as the exchange does: acknowledged, and the user's slot
+        freed for another (an unsubscribe of what was not subscribed is refused)."""
+        kind, user, coin = subscription.get("type"), subscription.get("user"), subscription.get("coin")
+        if kind == "userFills" and isinstance(user, str) and user.lower() in conn.users:
+            conn.users.discard(user.lower())
+        elif kind == "trades" and isinstance(coin, str) and coin in conn.coins:
+            conn.coins.discard(coin)
+        else:
+            await self._send(conn, {"channel": "error", "data": f"Already unsubscribed: {json.dumps(subscription)}"})
+            return
+        ack = {"channel": "subscriptionResponse", "data": {"method": "unsubscribe", "subscription": subscription}}
+        await self._send(conn, ack)
 
     async def _hydromancer_request(self, conn: _Connection, request: Any) -> None:
         kind = request.get("type") if isinstance(request, dict) else None

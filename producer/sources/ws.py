@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 from plumbing.errors import ConfigError
@@ -175,10 +176,37 @@ class WsSource(PushedSource):
         return None
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
+        # Every address's watermark, watched or not: one that joins later (an adaptive watchlist's maker) is
+        # gap-filled from where it was left, not from the whole lookback.
         for name, value in checkpoint.items():
-            address = name.removeprefix(WATERMARK_PREFIX)
-            if name.startswith(WATERMARK_PREFIX) and address in self.watchlist:
+            if name.startswith(WATERMARK_PREFIX):
+                address = name.removeprefix(WATERMARK_PREFIX)
                 self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
+
+    async def follow(self, watchlist: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Watch ``watchlist`` from now on; returns the addresses that (joined, left).
+
+        A joining address is subscribed on the open connection and gap-filled over REST from its watermark (or the
+        lookback) at the next poll, its fills held like after a connect until that read is in; a leaving one is
+        unsubscribed, and its late pushes are ignored (its fills already held still go out with their block). The
+        feed's subscriptions change too, so a reconnect subscribes the current set.
+        """
+        if (problem := watchlist_problem(watchlist)) is not None:
+            raise ConfigError(problem)
+        wanted = list(dict.fromkeys(address.lower() for address in watchlist))
+        joined = [address for address in wanted if address not in self.watchlist]
+        left = [address for address in self.watchlist if address not in wanted]
+        if not joined and not left:
+            return joined, left
+        self.watchlist = wanted
+        for address in left:
+            self._unfilled.pop(address, None)
+        for address in joined:
+            self._unfilled.setdefault(address, 0)
+        self.settings = replace(self.settings, subscriptions=tuple(user_fills(a) for a in wanted))
+        await self.feed.follow(self.settings.subscriptions)
+        self._arrived.set()
+        return joined, left
 
     async def _run(self) -> None:
         async for event in self.feed.events():
@@ -259,6 +287,8 @@ class WsSource(PushedSource):
             fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
             result.items += self._take_fills(address, fills, now_ms, live=False)
             result.skipped += len(future)
+            if address not in self._unfilled:
+                continue  # it left the watchlist during the read (see follow)
             if error is None:
                 del self._unfilled[address]
                 continue

@@ -1,0 +1,324 @@
+"""The adaptive watchlist: the pinned addresses plus the biggest makers, within the WebSocket's 10 users.
+
+The decision (:func:`plan`) and the settings are tested directly; then the feed's and the source's changes of
+subscription on an open connection against the fake feeds; the last test replays the simulated market into two
+producers, one with the fixed watchlist and one that follows the makers, and compares what each published with the
+market's truth (``pytest -s`` prints the figures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from plumbing.errors import ConfigError
+from producer.adaptive import AdaptiveWatchlist, plan
+from producer.client import HyperliquidClient
+from producer.config import load_config
+from producer.coverage import MakerRanking
+from producer.feed_messages import user_fills
+from producer.simulation.fake_exchange import FakeHyperliquid
+from producer.simulation.fake_feeds import FakeFeeds
+from producer.simulation.market import Market, MarketSpec, build_market
+from producer.simulation.market_replay import MarketReplay
+from producer.simulation.scenarios import LIQUIDATOR_VAULTS, ScenarioBuilder
+from producer.sources.ws import WsSource, ws_settings
+from producer.websocket import WebSocketFeed
+from schemas import LiquidationEvent
+from tests.helpers import config_for, make_producer, stream_liquidations, wait_until
+
+A, B, C, D = ("0x" + letter * 40 for letter in "abcd")
+VAULT = "0x" + "e" * 40
+
+
+# ---------------------------------------------------------------------------------------------- who is watched
+
+
+def test_the_pinned_addresses_come_first_and_the_biggest_unpinned_makers_take_the_slots_left() -> None:
+    assert plan([VAULT], [A, VAULT, B, C], 3) == [VAULT, A, B]
+    assert plan([VAULT.upper().replace("0X", "0x")], [A.upper().replace("0X", "0x")], 10) == [VAULT, A]
+    assert plan([VAULT], [], 10) == [VAULT]  # no trades ranked yet: the pinned alone
+    assert plan([VAULT, A], [B, C], 2) == [VAULT, A]  # no slot left for a maker
+    assert plan([VAULT, A, B], [C], 2) == [VAULT, A]  # the pinned first even when they overflow the cap
+    assert plan([], [A, B, A, C], 2) == [A, B]
+
+
+def test_the_adaptive_watchlist_is_off_by_default_and_its_bad_settings_are_named() -> None:
+    config = load_config([])
+    assert not config.adaptive and config.adaptive_slots == 10 and config.adaptive_every == 300.0
+    on = load_config(["--adaptive", "true", "--watchlist", VAULT, "--adaptive-slots", "4", "--adaptive-every", "9"])
+    assert on.adaptive and on.adaptive_slots == 4 and on.adaptive_every == 9.0
+    assert load_config([], {"HL_ADAPTIVE": "true", "HL_WATCHLIST": VAULT}).adaptive
+    bad = {
+        "needs the ws source": ["--source", "fills"],
+        "needs --coverage": ["--coverage", "false"],
+        "between 1 and 10": ["--adaptive-slots", "11"],
+        "pins 9 addresses": ["--adaptive-slots", "5"],  # the default watchlist, the 9 protocol vaults
+    }
+    for message, argv in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(["--adaptive", "true", *argv])
+    with pytest.raises(ConfigError, match="HL_ADAPTIVE_EVERY"):
+        load_config([], {"HL_ADAPTIVE_EVERY": "0"})
+
+
+class _Failing(WsSource):
+    """A ws source whose changes of watchlist fail, as an unforeseen bug would."""
+
+    calls = 0
+
+    async def follow(self, watchlist: Sequence[str]) -> tuple[list[str], list[str]]:
+        self.calls += 1
+        raise ValueError("boom")
+
+
+async def test_a_failing_re_rank_is_logged_and_the_task_restarted_the_producer_going_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = HyperliquidClient("http://127.0.0.1:1")
+    source = _Failing(client, [VAULT], url="ws://127.0.0.1:1/ws", lookback_ms=1)
+    ranking = MakerRanking()
+    watch = AdaptiveWatchlist(source, ranking, [VAULT], every=0.01)
+
+    def a_poll() -> bool:
+        watch.start()  # the producer calls it at every poll
+        return source.calls >= 2
+
+    try:
+        await wait_until(a_poll, message="the re-ranking tried again")
+    finally:
+        watch.close()
+        await client.close()
+    assert "adaptive watchlist: the task failed (ValueError: boom); restarting it" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- on the connection
+
+
+async def test_the_feed_changes_its_subscriptions_on_the_open_connection_and_a_reconnect_keeps_the_new_set() -> None:
+    async with FakeFeeds() as fake:
+        feed = WebSocketFeed(ws_settings(fake.public_url, [A, B]))
+        reader = asyncio.create_task(_drain(feed))
+        try:
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{A, B}], message="A and B followed")
+            assert await feed.follow([user_fills(B), user_fills(C)])
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{B, C}], message="A out, C in")
+            requests = [(r["method"], r["subscription"]["user"]) for r in fake.received if "subscription" in r]
+            assert requests == [("subscribe", A), ("subscribe", B), ("unsubscribe", A), ("subscribe", C)]
+            with pytest.raises(ConfigError):
+                await feed.follow([])  # a feed of nothing: refused, and the feed keeps what it follows
+            assert feed.settings.subscriptions == (user_fills(B), user_fills(C))
+            await fake.drop_all()
+            await wait_until(lambda: feed.stats.connects == 2 and [c.users for c in fake.live("public")] == [{B, C}])
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_subscription_dropped_while_the_first_ones_are_still_paced_out_is_never_sent() -> None:
+    """The connection's first subscriptions go out one by one; a change meanwhile is not undone by the queue."""
+    async with FakeFeeds() as fake:
+        feed = WebSocketFeed(replace(ws_settings(fake.public_url, [A, B, C]), subscribe_interval=0.05))
+        reader = asyncio.create_task(_drain(feed))
+        try:
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{A}], message="A subscribed first")
+            assert await feed.follow([user_fills(A), user_fills(D)])
+            await wait_until(lambda: [c.users for c in fake.live("public")] == [{A, D}], message="D joined")
+            await asyncio.sleep(0.5)  # ten pacing intervals: B's and C's turns in the queue have come and gone
+            assert [c.users for c in fake.live("public")] == [{A, D}]
+            subscribed = [r["subscription"]["user"] for r in fake.received if r.get("method") == "subscribe"]
+            assert C not in subscribed and D in subscribed  # B may have gone before the change (then unsubscribed)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+async def _drain(feed: WebSocketFeed) -> None:
+    async for _ in feed.events():
+        pass
+
+
+async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_pushes_are_ignored(
+    fake_hl: FakeHyperliquid,
+) -> None:
+    """A maker that joins after its liquidation happened: the REST gap-fill brings it; one that left is not read."""
+    builder = ScenarioBuilder(seed=3)
+    builder.market_liquidation(coin="ETH", side="long", makers=[C])
+    scenario = builder.build()
+    fake_hl.load(scenario)
+    client = HyperliquidClient(fake_hl.url)
+    source = WsSource(client, [A, B], url=fake_hl.feeds.public_url, lookback_ms=10**12, quiet=0.01)
+    try:
+        await source.poll(_now())  # starts the feed
+        await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A, B}])
+        assert not (await source.poll(_now())).events  # A and B took no part in the liquidation
+        assert await source.follow([A, C]) == ([C], [B])
+        await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A, C}])
+        events = await _poll_until_events(source)
+        (event,) = events
+        assert isinstance(event, LiquidationEvent)
+        (truth,) = scenario.liquidations
+        assert (event.tx_hash, event.liquidated_user, Decimal(event.size)) == (
+            truth.tx_hash,
+            truth.liquidated_user,
+            truth.size,
+        )
+        assert source.watchlist == [A, C]
+        assert [r["user"] for r in fake_hl.requests_of("userFillsByTime")][-1:] == [C]  # C read over REST, not B
+    finally:
+        source.close()
+        await client.close()
+
+
+async def test_a_joining_address_is_read_from_its_checkpointed_watermark_not_the_whole_lookback(
+    fake_hl: FakeHyperliquid,
+) -> None:
+    """A maker watched before (by an earlier run, say) is read from where it was left: a cheaper, exact read."""
+    client = HyperliquidClient(fake_hl.url)
+    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12)
+    mark = _now() - 60_000
+    source.restore({"fills:" + C: str(mark), "fills:" + A: str(mark - 1)})
+    try:
+        assert await source.follow([A, C]) == ([C], [])  # not connected yet: the connect subscribes both
+
+        async def both_read() -> bool:
+            await source.poll(_now())
+            return {r["user"] for r in fake_hl.requests_of("userFillsByTime")} >= {A, C}
+
+        await wait_until(both_read, message="the gap-fill of A and C")
+        starts = {r["user"]: r["startTime"] for r in fake_hl.requests_of("userFillsByTime")}
+        assert starts == {A: mark - 1, C: mark}
+    finally:
+        source.close()
+        await client.close()
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+async def _poll_until_events(source: WsSource) -> Sequence[object]:
+    for _ in range(200):
+        result = await source.poll(_now())
+        if result.events:
+            return result.events
+        await asyncio.sleep(0.01)
+    raise AssertionError("no event published")
+
+
+# ---------------------------------------------------------------------------------------------- live, measured
+
+
+PINNED = LIQUIDATOR_VAULTS
+"""The fixed watchlist: the simulated market's liquidator vaults, in every backstop and no market liquidation."""
+LEARNING = 5
+"""The replay's first 1/LEARNING, played before the rest so the ranking has something to rank."""
+
+
+def _key(tx_hash: str, coin: str, user: str) -> tuple[str, str, str]:
+    return (tx_hash, coin, user.lower())
+
+
+def _touched(market: Market, watched: Sequence[str]) -> set[tuple[str, str, str]]:
+    """The liquidations a leg of which ``watched`` took: what a producer watching them can publish."""
+    addresses = {address.lower() for address in watched}
+    return {
+        _key(liquidation.truth.tx_hash, liquidation.truth.coin, liquidation.truth.liquidated_user)
+        for liquidation in market.liquidations
+        if any(leg.counterparty in addresses for leg in liquidation.legs)
+    }
+
+
+async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple[list[LiquidationEvent], set[str]]:
+    """Play ``market`` into a fresh fake exchange while a ws producer runs; its events once it has published every
+    liquidation its watchlist can see, and every address it ever subscribed to."""
+    fake = FakeHyperliquid()
+    await fake.start()
+    fake.list_coins(coin for coin, _ in market.spec.coins)
+    config = config_for(
+        fake,
+        stream,
+        source="ws",
+        watchlist=PINNED,
+        coverage=True,
+        coverage_every=0.5,
+        adaptive=adaptive,
+        adaptive_every=0.1,
+    )
+    producer = make_producer(config)
+    running = asyncio.create_task(producer.run())
+
+    def users() -> set[str]:
+        return set().union(*(c.users for c in fake.feeds.live("public")))
+
+    try:
+        await wait_until(
+            lambda: (
+                sum(len(c.coins) for c in fake.feeds.live("public")) == len(market.spec.coins)
+                and users() == set(PINNED)
+            ),
+            within=15,
+            message="every coin's trades and the pinned addresses followed",
+        )
+        replay = MarketReplay(market, exchange=fake)
+        learning = replay.blocks[: len(replay.blocks) // LEARNING]
+        await replay.play(len(learning))
+        if adaptive:
+            assert producer.adaptive is not None
+            await wait_until(lambda: len(users()) == 10, within=15, message="the makers' slots filled")
+        await replay.play()
+        assert producer.coverage is not None
+        every = len(market.trades())
+        value = producer.metrics.registry.get_sample_value
+        await wait_until(
+            lambda: value("hl_producer_watch_coverage_trades_total") == every, within=30, message="every trade ranked"
+        )
+        source = producer.source
+        assert isinstance(source, WsSource)
+        if adaptive:
+            assert producer.adaptive is not None
+            await producer.adaptive.rerank()  # on the whole market's ranking: the watchlist the test checks against
+        expected = _touched(market, source.watchlist)
+
+        async def all_published() -> bool:
+            got = {_key(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
+            return expected <= got
+
+        await wait_until(all_published, within=30, message="every liquidation the final watchlist took published")
+    finally:
+        producer.stop()
+        await asyncio.wait_for(running, 15)
+        await fake.stop()
+    subscribed = {
+        r["subscription"]["user"]
+        for r in fake.feeds.received
+        if isinstance(r, dict) and r.get("method") == "subscribe" and r["subscription"].get("type") == "userFills"
+    }
+    return await stream_liquidations(stream), subscribed
+
+
+async def test_following_the_makers_publishes_far_more_of_the_liquidations_than_the_vaults_alone(stream: str) -> None:
+    market = build_market(MarketSpec(seed=1, trades=8_000, liquidations=400, backstops=16))  # a few seconds in all
+    truth = {_key(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
+    total_usd = sum((t.value_usd for t in truth.values()), Decimal(0))
+    shares: dict[str, tuple[float, float]] = {}
+    for name, adaptive in (("fixed", False), ("adaptive", True)):
+        events, subscribed = await _published_by(market, f"{stream}:{name}", adaptive=adaptive)
+        keys = [_key(e.tx_hash, e.coin, e.liquidated_user) for e in events]
+        assert len(keys) == len(set(keys)), f"{name}: a liquidation published twice"
+        assert set(keys) <= _touched(market, sorted(subscribed)), f"{name}: published what it never watched"
+        usd = sum((truth[key].value_usd for key in keys), Decimal(0))
+        shares[name] = (len(keys) / len(truth), float(usd / total_usd))
+        print(
+            f"\n{name:8} watchlist ({len(subscribed)} addresses watched at some point): published {len(keys)} of "
+            f"{len(truth)} liquidations ({shares[name][0]:.1%}), {shares[name][1]:.1%} of the liquidated USD"
+        )
+        if not adaptive:
+            assert set(keys) == _touched(market, PINNED) and subscribed == set(PINNED)  # the backstops, all of them
+    (fixed_count, fixed_usd), (adaptive_count, adaptive_usd) = shares["fixed"], shares["adaptive"]
+    assert adaptive_count >= fixed_count + 0.2 and adaptive_usd >= fixed_usd + 0.2
