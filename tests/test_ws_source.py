@@ -19,7 +19,7 @@ from plumbing.errors import ConfigError
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.exchange_types import Fill
 from producer.feed_messages import UserFills, UserFillsData
-from producer.simulation.fake_exchange import UNAVAILABLE, running_fake
+from producer.simulation.fake_exchange import UNAVAILABLE, Fault, running_fake
 from producer.simulation.fake_feeds import blocks_of
 from producer.simulation.scenarios import HLP_LIQUIDATOR, ScenarioBuilder
 from producer.sources.ws import MAX_USERS, WsSource, public_ws_url, releasable, watchlist_problem, watermark, whole
@@ -202,3 +202,19 @@ async def test_a_refused_subscription_makes_the_source_unhealthy(stream: str) ->
                 if problem:
                     break
             assert problem is not None and "Cannot track more than 2 total users" in problem
+
+
+async def test_a_reconnect_during_a_gap_fill_read_has_that_address_read_again() -> None:
+    """The read began before the reconnect, so it cannot cover what the dead connection missed after it began."""
+    maker = ScenarioBuilder(seed=9).address()
+    async with running_fake() as fake, ws_source(fake.url, [maker], Clock()) as source:
+        source.take(Connected("ws://x", resumed=False, down_for=None), NOW_MS)
+        fake.fail_next(Fault.delay(0.5), match=lambda body: body.get("type") == "userFillsByTime")
+        polling = asyncio.ensure_future(source.poll(NOW_MS))
+        await wait_until(lambda: bool(fake.requests_of("userFillsByTime")), within=5, message="the gap-fill read")
+        source.take(Connected("ws://x", resumed=False, down_for=1.0), NOW_MS)
+        await polling
+        await source.poll(NOW_MS)
+        assert len(fake.requests_of("userFillsByTime")) == 2
+        await source.poll(NOW_MS)
+        assert len(fake.requests_of("userFillsByTime")) == 2  # then it is done

@@ -282,11 +282,16 @@ class WsSource(PushedSource):
     # ------------------------------------------------------------------ polling
     async def _gap_fill(self, now_ms: int, result: PollResult) -> None:
         """Read each address not gap-filled since the connect; one that keeps failing is let go after a while."""
-        for address in list(self._unfilled):
+        sweep = self._unfilled
+        for address in list(sweep):
             start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
             fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
             result.items += self._take_fills(address, fills, now_ms, live=False)
             result.skipped += len(future)
+            if self._unfilled is not sweep:
+                # A reconnect (or a lost frame) began a new sweep during the read, which may predate it: the new
+                # sweep reads every address again, this one included, at the next poll.
+                return
             if address not in self._unfilled:
                 continue  # it left the watchlist during the read (see follow)
             if error is None:
