@@ -384,6 +384,16 @@ OPTIONS: tuple[Option, ...] = (
         "ws and hosted: seconds disconnected after which /healthz answers 503.",
     ),
     Option(
+        "complete",
+        "--complete",
+        "HL_COMPLETE",
+        boolean,
+        "true",
+        "ws and fills: after a liquidation seen only on watched makers is published (partial), read the "
+        "liquidated user's own fills and publish its complete figures under the same key, while the weight "
+        "budget has room.",
+    ),
+    Option(
         "coverage",
         "--coverage",
         "HL_COVERAGE",
@@ -505,6 +515,7 @@ class ProducerConfig(RedisSettings):
     feed_ping_after: float = 50.0
     feed_silence_limit: float = 65.0
     feed_unhealthy_after: float = 30.0
+    complete: bool = True
     coverage: bool = True
     coverage_every: float = 60.0
     adaptive: bool = False
@@ -518,7 +529,7 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "ws and fills sources",
         "Watched addresses' fills: ws (the default without a key) has them pushed over the public WebSocket, "
         "10 addresses at most, and reads what a disconnect hid over REST; fills polls userFillsByTime for each.",
-        ("watchlist", "lookback", "ws_url", "ws_quiet"),
+        ("watchlist", "lookback", "ws_url", "ws_quiet", "complete"),
     ),
     (
         "coverage (ws and fills sources)",

@@ -45,6 +45,16 @@ class ProducerMetrics:
         self.polls = Counter("hl_producer_polls", "Polls of the source.", ["source"], registry=r)
         self.poll_errors = Counter("hl_producer_poll_errors", "Addresses or coins a poll could not read.", registry=r)
         self.found = Counter("hl_producer_events_found", "New events detected, by type.", ["type"], registry=r)
+        self.completed = Counter(
+            "hl_producer_events_completed",
+            "Partial liquidations completed from the liquidated user's own fills, and published again.",
+            registry=r,
+        )
+        self.left_partial = Counter(
+            "hl_producer_events_left_partial",
+            "Partial liquidations never completed: too many waiting (a cascade) or not in the user's fills.",
+            registry=r,
+        )
         self.published = Counter("hl_producer_events_published", "Events added to the stream.", ["type"], registry=r)
         self.duplicates = Counter(
             "hl_producer_duplicates_skipped", "Events whose dedup key was already set (published before).", registry=r

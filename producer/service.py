@@ -23,6 +23,7 @@ from plumbing.redis_errors import CREDENTIALS_REFUSED, REDIS_ERRORS, redis_unava
 from plumbing.text import printable
 from producer.adaptive import build_adaptive
 from producer.client import HyperliquidClient, RetryPolicy
+from producer.completion import COMPLETABLE_SOURCES, Completer
 from producer.config import ProducerConfig
 from producer.coverage_watch import build_coverage
 from producer.errors import EvictionRisk, ProducerError
@@ -138,6 +139,8 @@ class Producer:
         """The live coverage measure, for the sources that watch addresses (None when off or not applicable)."""
         self.adaptive = build_adaptive(config, self.source, self.coverage)
         """The watchlist that follows the makers (None unless turned on)."""
+        self.completer = Completer(self.client) if config.complete and config.source in COMPLETABLE_SOURCES else None
+        """Complete figures for the partial liquidations of a watchlist (None when off or not applicable)."""
         self.progress = Progress(config.health_stale_after)
         self._stop = asyncio.Event()
 
@@ -183,6 +186,16 @@ class Producer:
             self.metrics.gap_seconds.inc(result.gap_seconds)
             for event in fresh:
                 self.metrics.found.labels(event_type(event)).inc()
+            if self.completer is not None:
+                self.completer.offer(fresh)
+        if self.completer is not None and not self.outbox.full:
+            left = self.completer.left_partial
+            completed = await self.completer.run(int(self.clock() * 1000))
+            # Behind the partial ones, whose key they share: the publish script lets a complete one through once.
+            events: list[Event] = [*completed]
+            self.outbox.put(events, {})
+            self.metrics.completed.inc(len(completed))
+            self.metrics.left_partial.inc(self.completer.left_partial - left)
         published, duplicates = await self.flush()
         if not self._redis_answered_this_poll:
             await self._check_redis()  # a quiet poll published nothing: ask Redis anyway, so redis_up is current

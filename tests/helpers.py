@@ -267,6 +267,7 @@ def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> Produ
         http_attempts=2,
         weight_per_minute=1_000_000,
         coverage=False,  # its own info requests and connection would take the faults a test queues for the source
+        complete=False,  # tests of what a watchlist sees compare with the watched legs; tests/test_completion.py
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -322,6 +323,7 @@ def producer_env(fake: FakeHyperliquid, stream: str, redis_url: str = REDIS_URL)
         "HL_WEIGHT_PER_MINUTE": "100000",
         "HL_POLL_INTERVAL": "0.2",
         "HL_COVERAGE": "false",  # its info requests and connection would take faults queued for the source
+        "HL_COMPLETE": "false",  # the truth compared with is the watched legs'; tests/test_completion.py completes
     }
 
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from producer.demo import build_parser, key_patterns, load_demo_config
 from producer.simulation.sample import SAMPLE_PATH, build_sample, render
-from producer.simulation.scenarios import DEMO_WATCHLIST, demo_scenario
+from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, demo_scenario
 from tests.helpers import REDIS_URL, terminate, wait_until
 from tests.support.truth import adl_truth, visible_from
 
@@ -84,6 +84,15 @@ async def test_node_demo_shows_alerts_and_statistics(redis_client: Redis, prefix
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"
 
 
+def watchlist_entries(scenario: Scenario) -> int:
+    """The entries a watchlist producer writes: each liquidation and ADL fill it sees, and once more, complete, each
+    liquidation it saw only on makers (the producer reads the liquidated user's fills and publishes the exact one)."""
+    visible = visible_from(scenario, DEMO_WATCHLIST)
+    watched = {address.lower() for address in DEMO_WATCHLIST}
+    on_makers_only = [t for t in visible if t.method != "backstop" and t.key[2] not in watched]
+    return len(visible) + len(adl_truth(scenario, DEMO_WATCHLIST)) + len(on_makers_only)
+
+
 async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     redis_client: Redis, prefix: str, stream: str
 ) -> None:
@@ -92,7 +101,7 @@ async def test_fills_demo_runs_the_polling_source_against_the_fake_exchange(
     assert code == 0, out
     assert time.monotonic() - started < 30, "the fills demo should show its events within seconds"
     scenario = demo_scenario()
-    expected = len(visible_from(scenario, DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
+    expected = watchlist_entries(scenario)
     assert "fake exchange API at http://127.0.0.1:" in out
     assert published(out) == expected
     # With its own default threshold the fills demo alerts, and its events are dated recently enough that the
@@ -108,7 +117,7 @@ async def test_ws_demo_publishes_the_history_and_the_pushes_once(redis_client: R
     assert code == 0, out
     scenario = demo_scenario()
     # Half the scenario came through the snapshot and the gap-fill, half pushed live: the same share as polling.
-    expected = len(visible_from(scenario, DEMO_WATCHLIST)) + len(adl_truth(scenario, DEMO_WATCHLIST))
+    expected = watchlist_entries(scenario)
     assert published(out) == expected
     assert "its WebSocket at ws://127.0.0.1:" in out and "[alerter] BTC long liquidated: $" in out
     assert await keys_left(redis_client, prefix) == [], "the demo left keys in the user's Redis"

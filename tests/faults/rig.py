@@ -91,6 +91,7 @@ class Rig:
             **self.redis_env(),
             "HL_API_URL": self.exchange.url,
             "HL_SOURCE": "fills",
+            "HL_COMPLETE": "false",  # the invariants compare with the watched legs (tests/test_completion.py)
             "LIQ_STREAM": self.stream,
             "HL_WATCHLIST": ",".join(watchlist),
             "HL_LOOKBACK": TEN_YEARS_S,

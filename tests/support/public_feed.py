@@ -41,6 +41,7 @@ def ws_env(fake: FakeHyperliquid, stream: str, watchlist: Sequence[str]) -> dict
         # Far longer than any test waits: live events arrive in time only because a push wakes the loop.
         "HL_POLL_INTERVAL": "60",
         "HL_COVERAGE": "false",  # its connection and info requests would take faults queued for the source
+        "HL_COMPLETE": "false",  # the truth compared with is the watched legs' (tests/test_completion.py completes)
     }
 
 

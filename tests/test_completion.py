@@ -1,0 +1,49 @@
+"""Partial liquidations completed from the liquidated user's own fills: a watchlist producer publishes the exact
+figures a node would, under the same key, after the partial ones, while the weight budget has room."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from producer.client import HyperliquidClient
+from producer.completion import Completer
+from producer.ratelimit import WeightBudget
+from producer.simulation.fake_exchange import FakeHyperliquid, running_fake
+from producer.simulation.scenarios import ScenarioBuilder
+from schemas import LiquidationEvent
+from tests.helpers import config_for, make_event, make_producer, stream_events
+
+
+async def test_a_liquidation_seen_on_one_maker_is_published_partial_then_complete(stream: str) -> None:
+    builder = ScenarioBuilder(seed=11)
+    watched, other = builder.address(), builder.address()
+    truth = builder.market_liquidation(makers=[watched, other, builder.address()])
+    async with running_fake(builder.build()) as fake:
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))  # the default
+        try:
+            for _ in range(3):
+                await producer.poll_once()
+        finally:
+            await producer.close()
+        reads = [body["user"] for body in fake.requests_of("userFillsByTime")]
+    partial, complete = [e for e in await stream_events(stream) if isinstance(e, LiquidationEvent)]
+    assert partial.key == complete.key and not partial.complete and complete.complete
+    assert partial.fills == 1 and set(complete.tids) == set(truth.tids)
+    assert (complete.size, complete.value_usd) == (truth.size, truth.value_usd)
+    assert complete.liquidation_side == truth.side and complete.mark_price == Decimal(truth.mark_price)
+    assert reads.count(truth.key[2]) == 1  # one read of the liquidated user, at the event's millisecond
+    assert producer.completer is not None and producer.completer.completed == 1
+
+
+async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_are_counted(
+    fake_hl: FakeHyperliquid,
+) -> None:
+    client = HyperliquidClient(fake_hl.url, budget=WeightBudget(60))  # 20 weight at most: less than the reserve
+    completer = Completer(client, max_waiting=1)
+    try:
+        completer.offer([make_event(complete=False, source="ws"), make_event(complete=False, source="ws")])
+        completer.offer([make_event(complete=True, source="ws"), make_event(complete=False, source="node")])
+        assert completer.left_partial == 1 and len(completer.waiting) == 1
+        assert await completer.run(0) == [] and fake_hl.requests_of("userFillsByTime") == []
+    finally:
+        await client.close()
