@@ -90,6 +90,10 @@ def redis_options(purpose: str) -> tuple[Option, ...]:
     )
 
 
+REDIS_OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in redis_options(""))
+"""The names of :func:`redis_options`, for a process that lists its options by name."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RedisSettings:
     """The connection settings, as part of a process's configuration (its config class derives from this)."""

@@ -31,7 +31,7 @@ from plumbing.options import (
     secret,
     stream_option,
 )
-from plumbing.redis_connect import RedisSettings, redis_options
+from plumbing.redis_connect import REDIS_OPTION_NAMES, RedisSettings, redis_options
 from producer.adaptive import adaptive_problem
 from producer.client import MAINNET_API_URL
 from producer.publisher import key_namespace
@@ -569,10 +569,7 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
         "Redis and the stream",
         "One of --redis-url, --redis-cluster-nodes or --redis-sentinels (with --redis-sentinel-master).",
         (
-            "redis_url",
-            "redis_cluster_nodes",
-            "redis_sentinels",
-            "redis_sentinel_master",
+            *REDIS_OPTION_NAMES,
             "stream",
             "shards",
             "maxlen",

@@ -14,17 +14,14 @@ from dataclasses import dataclass
 from consumers.config import runner_options
 from plumbing.errors import ConfigError
 from plumbing.options import build_parser, environ, invoked_as, positive_int, resolve
-from plumbing.redis_connect import RedisSettings
+from plumbing.redis_connect import REDIS_OPTION_NAMES, RedisSettings
 from schemas.stream import DEFAULT_STREAM
 
 _SHARED = {opt.name: opt for opt in runner_options(default_group="tail")}
 OPTIONS = tuple(
     _SHARED[name]
     for name in (
-        "redis_url",
-        "redis_cluster_nodes",
-        "redis_sentinels",
-        "redis_sentinel_master",
+        *REDIS_OPTION_NAMES,
         "stream",
         "shards",
         "log_level",
