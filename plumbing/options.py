@@ -203,6 +203,13 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
 def port(value: str) -> int:
     number = int(value)
     if not 0 <= number <= 65535:
@@ -255,6 +262,16 @@ def boolean(value: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true or false (1/0, yes/no, on/off)")
+
+
+def boolean_or_auto(value: str) -> bool | None:
+    """``auto`` (None: the process decides from the other settings), or a boolean."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return boolean(value)
+    except ValueError:
+        raise ValueError("must be auto, true or false (1/0, yes/no, on/off)") from None
 
 
 def log_level(value: str) -> str:

@@ -21,9 +21,11 @@ from plumbing.options import (
     Secret,
     add_options,
     boolean,
+    boolean_or_auto,
     csv,
     environ,
     invoked_as,
+    non_negative_int,
     observability_options,
     positive_float,
     positive_int,
@@ -414,10 +416,11 @@ OPTIONS: tuple[Option, ...] = (
         "adaptive",
         "--adaptive",
         "HL_ADAPTIVE",
-        boolean,
-        "false",
+        boolean_or_auto,
+        "auto",
         "ws: give the WebSocket slots the watchlist leaves free to the biggest makers of the coverage ranking, "
-        "re-ranked every HL_ADAPTIVE_EVERY seconds; the watchlist's addresses stay pinned.",
+        "and read the next HL_ADAPTIVE_POLLED over REST, re-ranked every HL_ADAPTIVE_EVERY seconds; the "
+        "watchlist's addresses stay pinned. auto: on with the ws source and the coverage measure, off otherwise.",
     ),
     Option(
         "adaptive_slots",
@@ -426,6 +429,16 @@ OPTIONS: tuple[Option, ...] = (
         positive_int,
         "10",
         "Addresses the adaptive watchlist watches in all, pinned ones included (at most 10).",
+    ),
+    Option(
+        "adaptive_polled",
+        "--adaptive-polled",
+        "HL_ADAPTIVE_POLLED",
+        non_negative_int,
+        "20",
+        "Makers after the WebSocket's, read over REST in turn as the weight budget allows (a read costs 20 "
+        "weight and 1 per 20 fills; completions and gap-fills come first); 0 turns the REST tier off. The gauge "
+        "hl_producer_watchlist_polled_oldest_read_seconds says how late the slowest is read.",
     ),
     Option(
         "adaptive_every",
@@ -520,6 +533,7 @@ class ProducerConfig(RedisSettings):
     coverage_every: float = 60.0
     adaptive: bool = False
     adaptive_slots: int = 10
+    adaptive_polled: int = 20
     adaptive_every: float = 300.0
 
 
@@ -540,8 +554,8 @@ OPTION_GROUPS: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
     (
         "adaptive watchlist (ws source)",
         "The watchlist's addresses pinned, the WebSocket's other slots given to the biggest makers of the coverage "
-        "ranking (off by default).",
-        ("adaptive", "adaptive_slots", "adaptive_every"),
+        "ranking and the next ones read over REST (on by default with the ws source and the coverage measure).",
+        ("adaptive", "adaptive_slots", "adaptive_polled", "adaptive_every"),
     ),
     ("trades source", "Polls recentTrades for each coin (the original tracker's heuristic).", ("coins",)),
     (
@@ -630,11 +644,14 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             "--feed-ping-after / HL_FEED_PING_AFTER must be below --feed-silence-limit / HL_FEED_SILENCE_LIMIT: "
             "a ping must have time to be answered"
         )
+    if values["adaptive"] is None:  # auto: where it can run
+        values["adaptive"] = values["source"] == "ws" and values["coverage"]
     if values["adaptive"] and (
         problem := adaptive_problem(
             source=values["source"],
             coverage=values["coverage"],
             slots=values["adaptive_slots"],
+            polled=values["adaptive_polled"],
             pinned=values["watchlist"],
         )
     ):

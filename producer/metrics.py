@@ -110,6 +110,25 @@ class ProducerMetrics:
             "hl_producer_watch_coverage_coins", "Perp coins whose public trades are followed.", registry=r
         )
         self._coverage_coins: set[str] = set()
+        self.watch_addresses = Gauge(
+            "hl_producer_watchlist_addresses",
+            "Addresses the adaptive watchlist watches, by tier: pinned (on the WebSocket), pushed (makers on the "
+            "WebSocket), polled (makers read over REST in turn).",
+            ["tier"],
+            registry=r,
+        )
+        self.watch_changes = Counter(
+            "hl_producer_watchlist_changes",
+            "Makers that joined or left the adaptive watchlist at a re-rank (each joining one costs a gap-fill).",
+            ["change"],
+            registry=r,
+        )
+        self.watch_polled_oldest = Gauge(
+            "hl_producer_watchlist_polled_oldest_read_seconds",
+            "Seconds since the polled maker read longest ago was read: how late, at worst, a polled maker's "
+            "liquidation reaches the stream.",
+            registry=r,
+        )
 
     def set_coverage(self, coverage: Coverage) -> None:
         """The gauges of one measure; a coin that left the window loses its series (no stale share)."""

@@ -137,7 +137,7 @@ class Producer:
         self.metrics = ProducerMetrics(self.client.stats)
         self.coverage = build_coverage(config, self.client, self.metrics)
         """The live coverage measure, for the sources that watch addresses (None when off or not applicable)."""
-        self.adaptive = build_adaptive(config, self.source, self.coverage)
+        self.adaptive = build_adaptive(config, self.source, self.coverage, self.metrics)
         """The watchlist that follows the makers (None unless turned on)."""
         self.completer = Completer(self.client) if config.complete and config.source in COMPLETABLE_SOURCES else None
         """Complete figures for the partial liquidations of a watchlist (None when off or not applicable)."""

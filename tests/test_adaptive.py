@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 
 from plumbing.errors import ConfigError
-from producer.adaptive import AdaptiveWatchlist, plan
+from producer.adaptive import AdaptiveWatchlist, Watch, margin, plan
 from producer.client import HyperliquidClient
 from producer.config import load_config
 from producer.coverage import MakerRanking
@@ -40,17 +40,55 @@ VAULT = "0x" + "e" * 40
 
 
 def test_the_pinned_addresses_come_first_and_the_biggest_unpinned_makers_take_the_slots_left() -> None:
-    assert plan([VAULT], [A, VAULT, B, C], 3) == [VAULT, A, B]
-    assert plan([VAULT.upper().replace("0X", "0x")], [A.upper().replace("0X", "0x")], 10) == [VAULT, A]
-    assert plan([VAULT], [], 10) == [VAULT]  # no trades ranked yet: the pinned alone
-    assert plan([VAULT, A], [B, C], 2) == [VAULT, A]  # no slot left for a maker
-    assert plan([VAULT, A, B], [C], 2) == [VAULT, A]  # the pinned first even when they overflow the cap
-    assert plan([], [A, B, A, C], 2) == [A, B]
+    assert plan([VAULT], [A, VAULT, B, C], 3).pushed == [VAULT, A, B]
+    assert plan([VAULT.upper().replace("0X", "0x")], [A.upper().replace("0X", "0x")], 10).pushed == [VAULT, A]
+    assert plan([VAULT], [], 10) == Watch([VAULT], [])  # no trades ranked yet: the pinned alone
+    assert plan([VAULT, A], [B, C], 2).pushed == [VAULT, A]  # no slot left for a maker
+    assert plan([VAULT, A, B], [C], 2).pushed == [VAULT, A]  # the pinned first even when they overflow the cap
+    assert plan([], [A, B, A, C], 2).pushed == [A, B]
 
 
-def test_the_adaptive_watchlist_is_off_by_default_and_its_bad_settings_are_named() -> None:
-    config = load_config([])
-    assert not config.adaptive and config.adaptive_slots == 10 and config.adaptive_every == 300.0
+MAKERS = ["0x" + f"{n:040x}" for n in range(1, 30)]
+"""Makers in the order of a ranking, biggest first."""
+
+
+def test_the_makers_after_the_websocket_slots_are_polled_biggest_first() -> None:
+    watch = plan([VAULT], [VAULT, *MAKERS], 3, polled=4)
+    assert watch == Watch([VAULT, *MAKERS[:2]], MAKERS[2:6])
+    assert plan([VAULT], MAKERS[:3], 3, polled=4) == Watch([VAULT, *MAKERS[:2]], MAKERS[2:3])  # few ranked yet
+    assert plan([VAULT], MAKERS, 1, polled=2) == Watch([VAULT], MAKERS[:2])  # the default vaults leave one slot
+
+
+def test_a_watched_maker_keeps_its_tier_until_it_falls_beyond_the_margin() -> None:
+    now = plan([], MAKERS, 4, polled=8)
+    assert now == Watch(MAKERS[:4], MAKERS[4:12])
+    # The 4th maker slips to 5th (within the margin of one): it keeps its slot, the riser stays polled.
+    slipped = [*MAKERS[:3], MAKERS[4], MAKERS[3], *MAKERS[5:]]
+    assert plan([], slipped, 4, polled=8, current=now) == now
+    # Without the current watch, the same ranking swaps them: what the margin saves is that churn.
+    assert plan([], slipped, 4, polled=8) == Watch([*MAKERS[:3], MAKERS[4]], [MAKERS[3], *MAKERS[5:12]])
+    # Fallen to 6th, beyond the margin: the riser takes the slot and the fallen maker is polled instead.
+    fallen = [*MAKERS[:3], MAKERS[4], MAKERS[5], MAKERS[3], *MAKERS[6:]]
+    assert plan([], fallen, 4, polled=8, current=now) == Watch(
+        [*MAKERS[:3], MAKERS[4]], [MAKERS[5], MAKERS[3], *MAKERS[6:12]]
+    )
+    # A polled maker that drops out of the ranking altogether leaves; the next one joins.
+    gone = [m for m in MAKERS if m != MAKERS[6]]
+    assert plan([], gone, 4, polled=8, current=now) == Watch(MAKERS[:4], [*MAKERS[4:6], *MAKERS[7:13]])
+
+
+def test_margins_grow_with_the_tier() -> None:
+    assert [margin(size) for size in (1, 4, 8, 20)] == [1, 1, 2, 5]
+
+
+def test_the_adaptive_watchlist_is_on_where_it_can_run_and_its_bad_settings_are_named() -> None:
+    config = load_config([])  # the ws source and the coverage measure: auto turns it on
+    assert config.adaptive and config.adaptive_slots == 10 and config.adaptive_every == 300.0
+    assert config.adaptive_polled == 20
+    assert not load_config(["--source", "fills"]).adaptive and not load_config(["--coverage", "false"]).adaptive
+    assert not load_config(["--adaptive", "off"]).adaptive
+    with pytest.raises(ConfigError, match="must be auto, true or false"):
+        load_config(["--adaptive", "maybe"])
     on = load_config(["--adaptive", "true", "--watchlist", VAULT, "--adaptive-slots", "4", "--adaptive-every", "9"])
     assert on.adaptive and on.adaptive_slots == 4 and on.adaptive_every == 9.0
     assert load_config([], {"HL_ADAPTIVE": "true", "HL_WATCHLIST": VAULT}).adaptive
@@ -58,6 +96,7 @@ def test_the_adaptive_watchlist_is_off_by_default_and_its_bad_settings_are_named
         "needs the ws source": ["--source", "fills"],
         "needs --coverage": ["--coverage", "false"],
         "between 1 and 10": ["--adaptive-slots", "11"],
+        "between 0 and 200": ["--adaptive-polled", "201"],
         "pins 9 addresses": ["--adaptive-slots", "5"],  # the default watchlist, the 9 protocol vaults
     }
     for message, argv in bad.items():
@@ -65,6 +104,9 @@ def test_the_adaptive_watchlist_is_off_by_default_and_its_bad_settings_are_named
             load_config(["--adaptive", "true", *argv])
     with pytest.raises(ConfigError, match="HL_ADAPTIVE_EVERY"):
         load_config([], {"HL_ADAPTIVE_EVERY": "0"})
+    with pytest.raises(ConfigError, match=r"HL_ADAPTIVE_POLLED.*0 or more"):
+        load_config([], {"HL_ADAPTIVE_POLLED": "-1"})
+    assert load_config(["--adaptive", "true", "--adaptive-polled", "0"]).adaptive_polled == 0  # the REST tier off
 
 
 class _Failing(WsSource):
@@ -72,7 +114,7 @@ class _Failing(WsSource):
 
     calls = 0
 
-    async def follow(self, watchlist: Sequence[str]) -> tuple[list[str], list[str]]:
+    async def follow(self, watchlist: Sequence[str], polled: Sequence[str] = ()) -> tuple[list[str], list[str]]:
         self.calls += 1
         raise ValueError("boom")
 
@@ -234,9 +276,11 @@ def _touched(market: Market, watched: Sequence[str]) -> set[tuple[str, str, str]
     }
 
 
-async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple[list[LiquidationEvent], set[str]]:
+async def _published_by(
+    market: Market, stream: str, *, adaptive: bool, polled: int = 0
+) -> tuple[list[LiquidationEvent], set[str]]:
     """Play ``market`` into a fresh fake exchange while a ws producer runs; its events once it has published every
-    liquidation its watchlist can see, and every address it ever subscribed to."""
+    liquidation its watchlist (both tiers) can see, and every address it ever subscribed to or read."""
     fake = FakeHyperliquid()
     await fake.start()
     fake.list_coins(coin for coin, _ in market.spec.coins)
@@ -249,6 +293,7 @@ async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple
         coverage_every=0.5,
         adaptive=adaptive,
         adaptive_every=0.1,
+        adaptive_polled=polled,
     )
     producer = make_producer(config)
     running = asyncio.create_task(producer.run())
@@ -283,7 +328,16 @@ async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple
         if adaptive:
             assert producer.adaptive is not None
             await producer.adaptive.rerank()  # on the whole market's ranking: the watchlist the test checks against
-        expected = _touched(market, source.watchlist)
+            tiers = {
+                tier: value("hl_producer_watchlist_addresses", {"tier": tier}) or 0.0
+                for tier in ("pinned", "pushed", "polled")
+            }
+            assert tiers == {"pinned": len(PINNED), "pushed": len(source.watchlist) - len(PINNED), "polled": polled}
+            joined = value("hl_producer_watchlist_changes_total", {"change": "joined"}) or 0
+            assert joined >= tiers["pushed"] + tiers["polled"]
+            oldest = value("hl_producer_watchlist_polled_oldest_read_seconds")
+            assert oldest is not None and (oldest > 0) == (polled > 0)
+        expected = _touched(market, [*source.watchlist, *source.polled.addresses])
 
         async def all_published() -> bool:
             got = {_key(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
@@ -299,7 +353,8 @@ async def _published_by(market: Market, stream: str, *, adaptive: bool) -> tuple
         for r in fake.feeds.received
         if isinstance(r, dict) and r.get("method") == "subscribe" and r["subscription"].get("type") == "userFills"
     }
-    return await stream_liquidations(stream), subscribed
+    read = {r["user"] for r in fake.requests_of("userFillsByTime")}
+    return await stream_liquidations(stream), subscribed | read
 
 
 async def test_following_the_makers_publishes_far_more_of_the_liquidations_than_the_vaults_alone(stream: str) -> None:
@@ -307,18 +362,20 @@ async def test_following_the_makers_publishes_far_more_of_the_liquidations_than_
     truth = {_key(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
     total_usd = sum((t.value_usd for t in truth.values()), Decimal(0))
     shares: dict[str, tuple[float, float]] = {}
-    for name, adaptive in (("fixed", False), ("adaptive", True)):
-        events, subscribed = await _published_by(market, f"{stream}:{name}", adaptive=adaptive)
+    runs = {"fixed": (False, 0), "adaptive, WebSocket only": (True, 0), "adaptive, 20 polled": (True, 20)}
+    for name, (adaptive, reads) in runs.items():
+        events, watched = await _published_by(market, f"{stream}:{len(shares)}", adaptive=adaptive, polled=reads)
         keys = [_key(e.tx_hash, e.coin, e.liquidated_user) for e in events]
         assert len(keys) == len(set(keys)), f"{name}: a liquidation published twice"
-        assert set(keys) <= _touched(market, sorted(subscribed)), f"{name}: published what it never watched"
+        assert set(keys) <= _touched(market, sorted(watched)), f"{name}: published what it never watched"
         usd = sum((truth[key].value_usd for key in keys), Decimal(0))
         shares[name] = (len(keys) / len(truth), float(usd / total_usd))
         print(
-            f"\n{name:8} watchlist ({len(subscribed)} addresses watched at some point): published {len(keys)} of "
+            f"\n{name:24} ({len(watched)} addresses watched at some point): published {len(keys)} of "
             f"{len(truth)} liquidations ({shares[name][0]:.1%}), {shares[name][1]:.1%} of the liquidated USD"
         )
         if not adaptive:
-            assert set(keys) == _touched(market, PINNED) and subscribed == set(PINNED)  # the backstops, all of them
-    (fixed_count, fixed_usd), (adaptive_count, adaptive_usd) = shares["fixed"], shares["adaptive"]
-    assert adaptive_count >= fixed_count + 0.2 and adaptive_usd >= fixed_usd + 0.2
+            assert set(keys) == _touched(market, PINNED) and watched == set(PINNED)  # the backstops, all of them
+    fixed, pushed, both = shares.values()
+    assert pushed[0] >= fixed[0] + 0.2 and pushed[1] >= fixed[1] + 0.2
+    assert both[0] >= pushed[0] + 0.1 and both[1] >= pushed[1] + 0.1

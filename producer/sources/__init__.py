@@ -74,5 +74,6 @@ def build_source(config: ProducerConfig, client: HyperliquidClient) -> Liquidati
             lookback_ms=int(config.lookback * 1000),
             quiet=config.ws_quiet,
             settings=with_timings(ws_settings(url, config.watchlist), config),
+            polled_every=config.poll_interval,
         )
     return FillsSource(client, config.watchlist, lookback_ms=int(config.lookback * 1000))

@@ -264,15 +264,18 @@ def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[F
 
 
 async def read_fills(
-    client: HyperliquidClient, address: str, start: int, latest: int
+    client: HyperliquidClient, address: str, start: int, latest: int, *, max_pages: int | None = None
 ) -> tuple[list[Fill], str | None, list[Fill]]:
-    """All fills of ``address`` from ``start`` to ``latest``, page by page: the fills, the error that stopped
-    the read (what was read before it is kept), and the fills stamped after ``latest``, which cannot be real.
+    """All fills of ``address`` from ``start`` to ``latest``, page by page (``max_pages`` at most: the caller
+    reads on from the last fill's time later): the fills, the error that stopped the read (what was read before
+    it is kept), and the fills stamped after ``latest``, which cannot be real.
     """
     fills: list[Fill] = []
     seen: set[int] = set()
     future: list[Fill] = []
-    while True:
+    pages = 0
+    while max_pages is None or pages < max_pages:
+        pages += 1
         try:
             page = await client.user_fills_by_time(address, start)
         except ExchangeError as exc:
@@ -303,3 +306,4 @@ async def read_fills(
             )
             last += 1
         start = last
+    return fills, None, future

@@ -22,13 +22,16 @@ ping sent behind it comes back (a barrier: the server queued the block's other p
 they arrived before the pong, one round trip after the push), or after ``quiet`` seconds on a live connection.
 That the server answers a ping behind what it already queued is how a WebSocket server works, not a documented
 promise of the exchange: ``quiet`` bounds the wait if the pong does not come.
+
+Beside the WebSocket's addresses, an adaptive watchlist's next makers are read over REST in turn
+(:mod:`producer.sources.polled_makers`): only when no pushed block waits to go out, so they never delay one.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,8 +43,10 @@ from producer.exchange_types import Fill
 from producer.feed_messages import ChannelError, LiquidationFill, Pong, UserFills, user_fills
 from producer.sources.base import PollResult
 from producer.sources.fills import CLOCK_SKEW_MS, WATERMARK_PREFIX, read_fills, read_from
+from producer.sources.polled_makers import PolledMakers, has_room, room_in
 from producer.sources.pushed import PushedSource
 from producer.websocket import Connected, Disconnected, FeedEvent, FeedSettings, Malformed, WebSocketFeed
+from schemas import Event
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +138,7 @@ class WsSource(PushedSource):
         max_hold_polls: int = 6,
         settings: FeedSettings | None = None,
         feed: WebSocketFeed | None = None,
+        polled_every: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (problem := watchlist_problem(watchlist)) is not None:
@@ -169,11 +175,16 @@ class WsSource(PushedSource):
         """The held blocks behind the ping sent as a barrier, until its pong."""
         self._flushed: set[int] = set()
         """Held blocks a pong has shown complete."""
+        self.polled = PolledMakers(polled_every, clock=clock)
+        """The makers read over REST beyond the WebSocket's slots (an adaptive watchlist's; none otherwise)."""
 
     def _due_in(self) -> float | None:
+        due: list[float] = []
         if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
-            return self._last_push + self.quiet - self._clock()
-        return None
+            due.append(self._last_push + self.quiet - self._clock())
+        if (polled := self.polled.due_in()) is not None:
+            due.append(max(polled, room_in(self.client.budget)))
+        return min(due, default=None)
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
         # Every address's watermark, watched or not: one that joins later (an adaptive watchlist's maker) is
@@ -183,8 +194,9 @@ class WsSource(PushedSource):
                 address = name.removeprefix(WATERMARK_PREFIX)
                 self.watermarks[address] = max(int(value), self.watermarks.get(address, 0))
 
-    async def follow(self, watchlist: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Watch ``watchlist`` from now on; returns the addresses that (joined, left).
+    async def follow(self, watchlist: Sequence[str], polled: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+        """Watch ``watchlist`` from now on, and read ``polled`` over REST beside it; returns the addresses that
+        (joined, left) the WebSocket's watchlist.
 
         A joining address is subscribed on the open connection and gap-filled over REST from its watermark (or the
         lookback) at the next poll, its fills held like after a connect until that read is in; a leaving one is
@@ -194,6 +206,7 @@ class WsSource(PushedSource):
         if (problem := watchlist_problem(watchlist)) is not None:
             raise ConfigError(problem)
         wanted = list(dict.fromkeys(address.lower() for address in watchlist))
+        self.polled.set([address for address in polled if address.lower() not in wanted])
         joined = [address for address in wanted if address not in self.watchlist]
         left = [address for address in self.watchlist if address not in wanted]
         if not joined and not left:
@@ -253,21 +266,17 @@ class WsSource(PushedSource):
             self._barrier = None  # no pong will come
             self._arrived.set()
 
-    def _take_fills(self, address: str, fills: Iterable[Fill], now_ms: int, *, live: bool) -> int:
+    def _take_fills(self, address: str, fills: Sequence[Fill], now_ms: int, *, live: bool) -> int:
         """Hold the liquidation fills not taken before; returns how many fills were new.
 
         Only a live push says the feed has moved on to its block: the pushes of one connection come in block
         order, while a snapshot or a REST answer says nothing about what the socket has delivered.
         """
-        floor = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
         new = 0
-        for fill in fills:
-            if live:  # a push of a fill taken already (from a snapshot, say) still says how far the socket is
-                self._newest_block = max(self._newest_block or 0, fill.time)
-            if fill.time < floor or not self._taken.add(f"{address}|{fill.tid}"):
-                continue
+        if live and fills:  # a push of a fill taken already (a snapshot's, say) still says how far the socket is
+            self._newest_block = max(self._newest_block or 0, max(fill.time for fill in fills))
+        for fill in self._fresh(address, fills, now_ms):
             new += 1
-            self._newest[address] = max(self._newest.get(address, 0), fill.time)
             if fill.liquidation is not None:
                 self._pending.setdefault(fill.time, []).append((address, fill))
                 if live:  # the quiet time waits for other pushes; a gap-fill has read every address already
@@ -278,6 +287,15 @@ class WsSource(PushedSource):
         if self._unconfirmed and not self._unfilled:
             self._unfilled = dict.fromkeys(self.watchlist, 0)  # a snapshot after the sweep: confirm it too
         return new
+
+    def _fresh(self, address: str, fills: Iterable[Fill], now_ms: int) -> Iterator[Fill]:
+        """The fills of ``address`` not taken before (snapshots, gap-fills, pushes and polled reads overlap), each
+        taken as it is yielded."""
+        floor = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+        for fill in fills:
+            if fill.time >= floor and self._taken.add(f"{address}|{fill.tid}"):
+                self._newest[address] = max(self._newest.get(address, 0), fill.time)
+                yield fill
 
     # ------------------------------------------------------------------ polling
     async def _gap_fill(self, now_ms: int, result: PollResult) -> None:
@@ -320,13 +338,34 @@ class WsSource(PushedSource):
             # the block happened has it pushed): one quiet time from here, as after a push.
             self._last_push = self._clock()
 
+    async def _read_polled(self, now_ms: int, result: PollResult) -> list[Event]:
+        """Read the polled makers that are due, while the budget has room and no push waits for release; their
+        liquidations, each from the fills read (partial: see :mod:`producer.sources.polled_makers`)."""
+        observed: list[LiquidationFill] = []
+        for address in self.polled.due():
+            if not has_room(self.client.budget) or (self._arrived.is_set() and self._pending):
+                break
+            start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
+            # One page a turn: a maker's first read may span the whole lookback, thousands of fills (pages of 120
+            # weight each), and the next turn reads on from where this one stopped.
+            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS, max_pages=1)
+            self.polled.read(address)
+            result.skipped += len(future)
+            if error is not None:
+                result.errors.append(error)
+            for fill in self._fresh(address, fills, now_ms):
+                result.items += 1
+                if fill.liquidation is not None:
+                    observed.append((address, fill))
+        return detect_from_fills(observed, source="fills", detected_at=now_ms)
+
     def _checkpoint(self, now_ms: int) -> dict[str, str]:
         oldest_held: dict[str, int] = {}
         for block, pairs in self._pending.items():
             for address, _ in pairs:
                 oldest_held[address] = min(oldest_held.get(address, block), block)
         checkpoint: dict[str, str] = {}
-        for address in self.watchlist:
+        for address in [*self.watchlist, *self.polled.addresses]:
             if address in self._unfilled:
                 continue  # its gap-fill must still start where the last connection left it
             mark = watermark(self._newest.get(address), oldest_held.get(address), now_ms)
@@ -351,6 +390,11 @@ class WsSource(PushedSource):
                 observed.extend(self._pending.pop(block))
                 self._flushed.discard(block)
         result.events = detect_from_fills(observed, source="ws", detected_at=now_ms)
+        if not self._unfilled and self.polled.addresses:
+            if observed:
+                self._arrived.set()  # the pushed events go out first; the polled reads follow at once
+            else:
+                result.events.extend(await self._read_polled(now_ms, result))
         result.checkpoint = self._checkpoint(now_ms)
         if not self._unfilled:
             await self._send_barrier()  # the blocks a gap-fill showed may have pushes on their way too
