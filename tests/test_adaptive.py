@@ -1,9 +1,8 @@
 """The adaptive watchlist: the pinned addresses plus the biggest makers, within the WebSocket's 10 users.
 
 The decision (:func:`plan`) and the settings are tested directly; then the feed's and the source's changes of
-subscription on an open connection against the fake feeds; the last test replays the simulated market into two
-producers, one with the fixed watchlist and one that follows the makers, and compares what each published with the
-market's truth (``pytest -s`` prints the figures).
+subscription on an open connection against the fake feeds. What it gains on the simulated market is measured in
+``tests/test_market_modes.py``; the REST tier's reads in ``tests/test_polled_makers.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +23,11 @@ from producer.coverage import MakerRanking
 from producer.feed_messages import user_fills
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.fake_feeds import FakeFeeds
-from producer.simulation.market import Market, MarketSpec, build_market
-from producer.simulation.market_replay import MarketReplay
-from producer.simulation.scenarios import LIQUIDATOR_VAULTS, ScenarioBuilder
+from producer.simulation.scenarios import ScenarioBuilder
 from producer.sources.ws import WsSource, ws_settings
 from producer.websocket import WebSocketFeed
 from schemas import LiquidationEvent
-from tests.helpers import config_for, make_producer, stream_liquidations, wait_until
+from tests.helpers import wait_until
 
 A, B, C, D = ("0x" + letter * 40 for letter in "abcd")
 VAULT = "0x" + "e" * 40
@@ -251,131 +248,3 @@ async def _poll_until_events(source: WsSource) -> Sequence[object]:
             return result.events
         await asyncio.sleep(0.01)
     raise AssertionError("no event published")
-
-
-# ---------------------------------------------------------------------------------------------- live, measured
-
-
-PINNED = LIQUIDATOR_VAULTS
-"""The fixed watchlist: the simulated market's liquidator vaults, in every backstop and no market liquidation."""
-LEARNING = 5
-"""The replay's first 1/LEARNING, played before the rest so the ranking has something to rank."""
-
-
-def _key(tx_hash: str, coin: str, user: str) -> tuple[str, str, str]:
-    return (tx_hash, coin, user.lower())
-
-
-def _touched(market: Market, watched: Sequence[str]) -> set[tuple[str, str, str]]:
-    """The liquidations a leg of which ``watched`` took: what a producer watching them can publish."""
-    addresses = {address.lower() for address in watched}
-    return {
-        _key(liquidation.truth.tx_hash, liquidation.truth.coin, liquidation.truth.liquidated_user)
-        for liquidation in market.liquidations
-        if any(leg.counterparty in addresses for leg in liquidation.legs)
-    }
-
-
-async def _published_by(
-    market: Market, stream: str, *, adaptive: bool, polled: int = 0
-) -> tuple[list[LiquidationEvent], set[str]]:
-    """Play ``market`` into a fresh fake exchange while a ws producer runs; its events once it has published every
-    liquidation its watchlist (both tiers) can see, and every address it ever subscribed to or read."""
-    fake = FakeHyperliquid()
-    await fake.start()
-    fake.list_coins(coin for coin, _ in market.spec.coins)
-    config = config_for(
-        fake,
-        stream,
-        source="ws",
-        watchlist=PINNED,
-        coverage=True,
-        coverage_every=0.5,
-        adaptive=adaptive,
-        adaptive_every=0.1,
-        adaptive_polled=polled,
-    )
-    producer = make_producer(config)
-    running = asyncio.create_task(producer.run())
-
-    def users() -> set[str]:
-        return set().union(*(c.users for c in fake.feeds.live("public")))
-
-    try:
-        await wait_until(
-            lambda: (
-                sum(len(c.coins) for c in fake.feeds.live("public")) == len(market.spec.coins)
-                and users() == set(PINNED)
-            ),
-            within=15,
-            message="every coin's trades and the pinned addresses followed",
-        )
-        replay = MarketReplay(market, exchange=fake)
-        learning = replay.blocks[: len(replay.blocks) // LEARNING]
-        await replay.play(len(learning))
-        if adaptive:
-            assert producer.adaptive is not None
-            await wait_until(lambda: len(users()) == 10, within=15, message="the makers' slots filled")
-        await replay.play()
-        assert producer.coverage is not None
-        every = len(market.trades())
-        value = producer.metrics.registry.get_sample_value
-        await wait_until(
-            lambda: value("hl_producer_watch_coverage_trades_total") == every, within=30, message="every trade ranked"
-        )
-        source = producer.source
-        assert isinstance(source, WsSource)
-        if adaptive:
-            assert producer.adaptive is not None
-            await producer.adaptive.rerank()  # on the whole market's ranking: the watchlist the test checks against
-            tiers = {
-                tier: value("hl_producer_watchlist_addresses", {"tier": tier}) or 0.0
-                for tier in ("pinned", "pushed", "polled")
-            }
-            assert tiers == {"pinned": len(PINNED), "pushed": len(source.watchlist) - len(PINNED), "polled": polled}
-            joined = value("hl_producer_watchlist_changes_total", {"change": "joined"}) or 0
-            assert joined >= tiers["pushed"] + tiers["polled"]
-            oldest = value("hl_producer_watchlist_polled_oldest_read_seconds")
-            assert oldest is not None and (oldest > 0) == (polled > 0)
-        expected = _touched(market, [*source.watchlist, *source.polled.addresses])
-
-        async def all_published() -> bool:
-            got = {_key(e.tx_hash, e.coin, e.liquidated_user) for e in await stream_liquidations(stream)}
-            return expected <= got
-
-        await wait_until(all_published, within=30, message="every liquidation the final watchlist took published")
-    finally:
-        producer.stop()
-        await asyncio.wait_for(running, 15)
-        await fake.stop()
-    subscribed = {
-        r["subscription"]["user"]
-        for r in fake.feeds.received
-        if isinstance(r, dict) and r.get("method") == "subscribe" and r["subscription"].get("type") == "userFills"
-    }
-    read = {r["user"] for r in fake.requests_of("userFillsByTime")}
-    return await stream_liquidations(stream), subscribed | read
-
-
-async def test_following_the_makers_publishes_far_more_of_the_liquidations_than_the_vaults_alone(stream: str) -> None:
-    market = build_market(MarketSpec(seed=1, trades=8_000, liquidations=400, backstops=16))  # a few seconds in all
-    truth = {_key(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
-    total_usd = sum((t.value_usd for t in truth.values()), Decimal(0))
-    shares: dict[str, tuple[float, float]] = {}
-    runs = {"fixed": (False, 0), "adaptive, WebSocket only": (True, 0), "adaptive, 20 polled": (True, 20)}
-    for name, (adaptive, reads) in runs.items():
-        events, watched = await _published_by(market, f"{stream}:{len(shares)}", adaptive=adaptive, polled=reads)
-        keys = [_key(e.tx_hash, e.coin, e.liquidated_user) for e in events]
-        assert len(keys) == len(set(keys)), f"{name}: a liquidation published twice"
-        assert set(keys) <= _touched(market, sorted(watched)), f"{name}: published what it never watched"
-        usd = sum((truth[key].value_usd for key in keys), Decimal(0))
-        shares[name] = (len(keys) / len(truth), float(usd / total_usd))
-        print(
-            f"\n{name:24} ({len(watched)} addresses watched at some point): published {len(keys)} of "
-            f"{len(truth)} liquidations ({shares[name][0]:.1%}), {shares[name][1]:.1%} of the liquidated USD"
-        )
-        if not adaptive:
-            assert set(keys) == _touched(market, PINNED) and watched == set(PINNED)  # the backstops, all of them
-    fixed, pushed, both = shares.values()
-    assert pushed[0] >= fixed[0] + 0.2 and pushed[1] >= fixed[1] + 0.2
-    assert both[0] >= pushed[0] + 0.1 and both[1] >= pushed[1] + 0.1
