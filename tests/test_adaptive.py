@@ -17,13 +17,14 @@ import pytest
 
 from plumbing.errors import ConfigError
 from producer.adaptive import AdaptiveWatchlist, Watch, margin, plan
-from producer.client import HyperliquidClient
+from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import load_config
 from producer.coverage import MakerRanking
 from producer.feed_messages import user_fills
-from producer.simulation.fake_exchange import FakeHyperliquid
+from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.fake_feeds import FakeFeeds
 from producer.simulation.scenarios import ScenarioBuilder
+from producer.sources import fills
 from producer.sources.ws import WsSource, ws_settings
 from producer.websocket import WebSocketFeed
 from schemas import LiquidationEvent
@@ -185,7 +186,8 @@ async def _drain(feed: WebSocketFeed) -> None:
 async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_pushes_are_ignored(
     fake_hl: FakeHyperliquid,
 ) -> None:
-    """A maker that joins after its liquidation happened: the REST gap-fill brings it; one that left is not read."""
+    """A maker that joins after its liquidation happened: its snapshot or its REST read brings it, once; one that
+    left is not read."""
     builder = ScenarioBuilder(seed=3)
     builder.market_liquidation(coin="ETH", side="long", makers=[C])
     scenario = builder.build()
@@ -208,7 +210,66 @@ async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_
             truth.size,
         )
         assert source.watchlist == [A, C]
+
+        async def c_read() -> bool:
+            assert not (await source.poll(_now())).events  # the snapshot and the REST read overlap: once
+            return C in [r["user"] for r in fake_hl.requests_of("userFillsByTime")]
+
+        await wait_until(c_read, message="C's history read over REST")
         assert [r["user"] for r in fake_hl.requests_of("userFillsByTime")][-1:] == [C]  # C read over REST, not B
+    finally:
+        source.close()
+        await client.close()
+
+
+async def test_a_joining_addresss_history_read_holds_none_of_the_others_pushed_blocks(fake_hl: FakeHyperliquid) -> None:
+    """A maker's history may take many pages, or fail: the watched ones' blocks go out meanwhile, as they did
+    before it joined, and its reads are tried again."""
+    builder = ScenarioBuilder(seed=4)
+    builder.market_liquidation(coin="BTC", side="short", makers=[A])
+    scenario = builder.build()
+    client = HyperliquidClient(fake_hl.url, retry=RetryPolicy(attempts=1))
+    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12, quiet=0.01)
+    try:
+        await source.poll(_now())  # starts the feed
+        await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A}])
+        while source._unfilled:  # the connect's gap-fill of A
+            await source.poll(_now())
+        fake_hl.fail_next(Fault.http(500), times=1000, match=lambda body: body.get("user") == C)
+        await source.follow([A, C])
+        await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A, C}])
+        await fake_hl.feeds.push([(A, fill) for fill in scenario.fills[A]])
+        (event,) = await _poll_until_events(source)
+        assert isinstance(event, LiquidationEvent) and event.tx_hash == scenario.liquidations[0].tx_hash
+        tries = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == C]
+        assert 1 <= len(tries) < source.max_hold_polls  # out while C's reads still fail, not once it was given up
+    finally:
+        source.close()
+        await client.close()
+
+
+async def test_a_joining_addresss_long_history_is_read_a_page_a_poll_and_checkpointed_once_read(
+    fake_hl: FakeHyperliquid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builder = ScenarioBuilder(seed=9)
+    for _ in range(7):
+        builder.book_trade("ETH", maker=C, taker=D, taker_side="A")
+    builder.market_liquidation(coin="ETH", side="long", makers=[C])
+    fake_hl.load(builder.build())
+    fake_hl.max_fills_per_answer = 3
+    monkeypatch.setattr(fills, "MAX_FILLS_PER_ANSWER", 3)  # the exchange's 2,000, scaled down
+    client = HyperliquidClient(fake_hl.url)
+    # No WebSocket to connect to: only the REST reads of C's history are under test (no snapshot, no gap-fill).
+    source = WsSource(client, [A], url="ws://127.0.0.1:1/ws", lookback_ms=10**12)
+    try:
+        await source.follow([A, C])
+        for expected_reads in range(1, 5):  # 8 fills, pages of 3, each from the last one's millisecond: 4 reads
+            result = await source.poll(_now())
+            assert len([r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == C]) == expected_reads
+            assert ("fills:" + C in result.checkpoint) == (expected_reads == 4)  # only once its history is read
+        assert C not in source._joining
+        # Its liquidation leg is held as a push would be, until a live connection shows its block complete.
+        assert [address for pairs in source._pending.values() for address, _ in pairs] == [C]
     finally:
         source.close()
         await client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from plumbing.recent_keys import RecentKeys
 from producer.client import MAX_FILLS_PER_ANSWER, HyperliquidClient
@@ -125,7 +126,7 @@ class FillsSource(LiquidationSource):
             start = read_from(self._position(address), now_ms, self.lookback_ms)
             order = self._reads
             self._reads += 1
-            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
+            fills, error, future, _ = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
             for fill in fills:
                 if fill.liquidation is not None:
                     self._held.setdefault((address, fill.tid), (address, fill, order))
@@ -263,13 +264,22 @@ def split_future(fills: Sequence[Fill], latest: int) -> tuple[list[Fill], list[F
     return [f for f in fills if f.time <= latest], [f for f in fills if f.time > latest]
 
 
+class FillsRead(NamedTuple):
+    """What :func:`read_fills` read: the fills, the error that stopped the read (what was read before it is kept),
+    the fills stamped after ``latest`` (which cannot be real), and where to read on when it stopped at
+    ``max_pages`` with more to read (None when it reached the end or an error)."""
+
+    fills: list[Fill]
+    error: str | None
+    future: list[Fill]
+    read_on: int | None = None
+
+
 async def read_fills(
     client: HyperliquidClient, address: str, start: int, latest: int, *, max_pages: int | None = None
-) -> tuple[list[Fill], str | None, list[Fill]]:
-    """All fills of ``address`` from ``start`` to ``latest``, page by page (``max_pages`` at most: the caller
-    reads on from the last fill's time later): the fills, the error that stopped the read (what was read before
-    it is kept), and the fills stamped after ``latest``, which cannot be real.
-    """
+) -> FillsRead:
+    """The fills of ``address`` from ``start`` to ``latest``, page by page: all of them, or ``max_pages`` at most
+    (the caller reads on from :attr:`FillsRead.read_on` later)."""
     fills: list[Fill] = []
     seen: set[int] = set()
     future: list[Fill] = []
@@ -280,12 +290,12 @@ async def read_fills(
             page = await client.user_fills_by_time(address, start)
         except ExchangeError as exc:
             log.warning("fills of %s: %s", address, exc)
-            return fills, f"{address}: {exc}", future
+            return FillsRead(fills, f"{address}: {exc}", future)
         if page.answered and not page.fills:
             # Not one item decodes (wrong types, a schema change): as unreadable as an answer that is not JSON.
             log.warning("fills of %s: none of the %d items of the answer is well formed", address, page.answered)
             error = f"{address}: none of the {page.answered} items of the answer is well formed"
-            return fills, error, future
+            return FillsRead(fills, error, future)
         believable, ahead = split_future(page.fills, latest)
         future.extend(f for f in ahead if f.tid not in seen)
         seen.update(f.tid for f in ahead)
@@ -294,7 +304,7 @@ async def read_fills(
         fills.extend(fresh)
         if page.answered < MAX_FILLS_PER_ANSWER or ahead or not believable:
             # Fills come oldest first: past one from the future there is nothing believable to page to.
-            return fills, None, future
+            return FillsRead(fills, None, future)
         last = believable[-1].time
         if last == start:
             # A full page within one millisecond: paging from the same time would return it again.
@@ -306,4 +316,4 @@ async def read_fills(
             )
             last += 1
         start = last
-    return fills, None, future
+    return FillsRead(fills, None, future, read_on=start)

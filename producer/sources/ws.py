@@ -175,6 +175,10 @@ class WsSource(PushedSource):
         """The held blocks behind the ping sent as a barrier, until its pong."""
         self._flushed: set[int] = set()
         """Held blocks a pong has shown complete."""
+        self._joining: dict[str, int | None] = {}
+        """Addresses that joined the watchlist on the open connection, whose history is being read, page by page:
+        where the next page starts (None: from the watermark or the lookback)."""
+        self._join_failures: dict[str, int] = {}
         self.polled = PolledMakers(polled_every, clock=clock)
         """The makers read over REST beyond the WebSocket's slots (an adaptive watchlist's; none otherwise)."""
 
@@ -184,6 +188,8 @@ class WsSource(PushedSource):
             due.append(self._last_push + self.quiet - self._clock())
         if (polled := self.polled.due_in()) is not None:
             due.append(max(polled, room_in(self.client.budget)))
+        if any(address not in self._join_failures for address in self._joining):  # a failed one waits for a poll
+            due.append(room_in(self.client.budget))
         return min(due, default=None)
 
     def restore(self, checkpoint: Mapping[str, str]) -> None:
@@ -198,10 +204,11 @@ class WsSource(PushedSource):
         """Watch ``watchlist`` from now on, and read ``polled`` over REST beside it; returns the addresses that
         (joined, left) the WebSocket's watchlist.
 
-        A joining address is subscribed on the open connection and gap-filled over REST from its watermark (or the
-        lookback) at the next poll, its fills held like after a connect until that read is in; a leaving one is
-        unsubscribed, and its late pushes are ignored (its fills already held still go out with their block). The
-        feed's subscriptions change too, so a reconnect subscribes the current set.
+        A joining address is subscribed on the open connection and its history read over REST from its watermark
+        (or the lookback), a page a poll, while the budget has room and no push waits (:meth:`_catch_up`): the
+        others' blocks do not wait for it, as they did not before it joined. A leaving one is unsubscribed, and its
+        late pushes are ignored (its fills already held still go out with their block). The feed's subscriptions
+        change too, so a reconnect subscribes the current set.
         """
         if (problem := watchlist_problem(watchlist)) is not None:
             raise ConfigError(problem)
@@ -214,8 +221,10 @@ class WsSource(PushedSource):
         self.watchlist = wanted
         for address in left:
             self._unfilled.pop(address, None)
+            self._joining.pop(address, None)
+            self._join_failures.pop(address, None)
         for address in joined:
-            self._unfilled.setdefault(address, 0)
+            self._joining[address] = None
         self.settings = replace(self.settings, subscriptions=tuple(user_fills(a) for a in wanted))
         await self.feed.follow(self.settings.subscriptions)
         self._arrived.set()
@@ -240,17 +249,19 @@ class WsSource(PushedSource):
         if isinstance(event, UserFills):
             address = event.data.user.lower()
             if address in self.watchlist:
-                self._items += self._take_fills(address, event.data.fills, now_ms, live=not event.data.is_snapshot)
+                live = not event.data.is_snapshot
+                confirm = address not in self._joining  # a joiner's snapshot is history, as its catch-up reads
+                self._items += self._take_fills(address, event.data.fills, now_ms, live=live, confirm=confirm)
         elif isinstance(event, Connected):
             # Whatever happened while disconnected (or before this process started) is read over REST.
-            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._unfilled = self._sweep()
             self._unconfirmed = 0
             self._connected = True
             self._refused = None
             self._arrived.set()
         elif isinstance(event, Malformed):
             # The frame may have been a push of fills: every address is read again, and held until it is.
-            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._unfilled = self._sweep()
             self._arrived.set()
         elif isinstance(event, ChannelError):
             if "user" in event.data.lower():
@@ -266,11 +277,13 @@ class WsSource(PushedSource):
             self._barrier = None  # no pong will come
             self._arrived.set()
 
-    def _take_fills(self, address: str, fills: Sequence[Fill], now_ms: int, *, live: bool) -> int:
+    def _take_fills(self, address: str, fills: Sequence[Fill], now_ms: int, *, live: bool, confirm: bool = True) -> int:
         """Hold the liquidation fills not taken before; returns how many fills were new.
 
         Only a live push says the feed has moved on to its block: the pushes of one connection come in block
-        order, while a snapshot or a REST answer says nothing about what the socket has delivered.
+        order, while a snapshot or a REST answer says nothing about what the socket has delivered. A REST answer
+        with blocks the socket has not shown is confirmed by a second sweep, unless ``confirm`` is off (a joining
+        address's history: the others were not waiting for its legs).
         """
         new = 0
         if live and fills:  # a push of a fill taken already (a snapshot's, say) still says how far the socket is
@@ -281,12 +294,17 @@ class WsSource(PushedSource):
                 self._pending.setdefault(fill.time, []).append((address, fill))
                 if live:  # the quiet time waits for other pushes; a gap-fill has read every address already
                     self._last_push = self._clock()
-                elif fill.time > (self._newest_block or 0):
+                elif confirm and fill.time > (self._newest_block or 0):
                     self._unconfirmed += 1
                 self._arrived.set()
         if self._unconfirmed and not self._unfilled:
-            self._unfilled = dict.fromkeys(self.watchlist, 0)  # a snapshot after the sweep: confirm it too
+            self._unfilled = self._sweep()  # a snapshot after the sweep: confirm it too
         return new
+
+    def _sweep(self) -> dict[str, int]:
+        """Every watched address for a gap-fill sweep, with no failed polls yet; not those still joining: their
+        history is being read (:meth:`_catch_up`) up to now, which covers a disconnect too."""
+        return dict.fromkeys((address for address in self.watchlist if address not in self._joining), 0)
 
     def _fresh(self, address: str, fills: Iterable[Fill], now_ms: int) -> Iterator[Fill]:
         """The fills of ``address`` not taken before (snapshots, gap-fills, pushes and polled reads overlap), each
@@ -303,7 +321,7 @@ class WsSource(PushedSource):
         sweep = self._unfilled
         for address in list(sweep):
             start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
-            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
+            fills, error, future, _ = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS)
             result.items += self._take_fills(address, fills, now_ms, live=False)
             result.skipped += len(future)
             if self._unfilled is not sweep:
@@ -331,24 +349,59 @@ class WsSource(PushedSource):
             # so one read early may lack a leg that happened before a later read (and whose push the socket,
             # stalled or gone, never brought): one more sweep, begun after they were all seen, has every leg.
             self._unconfirmed = 0
-            self._unfilled = dict.fromkeys(self.watchlist, 0)
+            self._unfilled = self._sweep()
             self._arrived.set()
         elif not self._unfilled:
             # A leg of a block the REST answers showed may still be on its way as a push (an address read before
             # the block happened has it pushed): one quiet time from here, as after a push.
             self._last_push = self._clock()
 
+    def _may_read(self) -> bool:
+        """Whether a read beside the WebSocket may go now: the budget has room, and no push waits to go out."""
+        return has_room(self.client.budget) and not (self._arrived.is_set() and self._pending)
+
+    async def _catch_up(self, now_ms: int, result: PollResult) -> None:
+        """Read the joining addresses' history a page each, their fills held like pushes; one that keeps failing is
+        watched from now on after a while (logged)."""
+        for address, start in list(self._joining.items()):
+            if not self._may_read():
+                return
+            begin = read_from(self.watermarks.get(address), now_ms, self.lookback_ms) if start is None else start
+            read = await read_fills(self.client, address, begin, now_ms + CLOCK_SKEW_MS, max_pages=1)
+            if address not in self._joining:
+                continue  # it left during the read (see follow)
+            result.items += self._take_fills(address, read.fills, now_ms, live=False, confirm=False)
+            result.skipped += len(read.future)
+            if read.error is None:
+                self._join_failures.pop(address, None)
+                if read.read_on is None:
+                    del self._joining[address]  # caught up: its watermark moves with its fills from now on
+                else:
+                    self._joining[address] = read.read_on
+                continue
+            result.errors.append(read.error)
+            failures = self._join_failures[address] = self._join_failures.get(address, 0) + 1
+            if failures > self.max_hold_polls:
+                log.error(
+                    "ws: reading the history of %s, which joined the watchlist, failed %d polls in a row: watching "
+                    "it from now on; its liquidations before may be missing",
+                    address,
+                    failures - 1,
+                )
+                del self._joining[address]
+                del self._join_failures[address]
+
     async def _read_polled(self, now_ms: int, result: PollResult) -> list[Event]:
         """Read the polled makers that are due, while the budget has room and no push waits for release; their
         liquidations, each from the fills read (partial: see :mod:`producer.sources.polled_makers`)."""
         observed: list[LiquidationFill] = []
         for address in self.polled.due():
-            if not has_room(self.client.budget) or (self._arrived.is_set() and self._pending):
+            if not self._may_read():
                 break
             start = read_from(self.watermarks.get(address), now_ms, self.lookback_ms)
             # One page a turn: a maker's first read may span the whole lookback, thousands of fills (pages of 120
             # weight each), and the next turn reads on from where this one stopped.
-            fills, error, future = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS, max_pages=1)
+            fills, error, future, _ = await read_fills(self.client, address, start, now_ms + CLOCK_SKEW_MS, max_pages=1)
             self.polled.read(address)
             result.skipped += len(future)
             if error is not None:
@@ -366,8 +419,8 @@ class WsSource(PushedSource):
                 oldest_held[address] = min(oldest_held.get(address, block), block)
         checkpoint: dict[str, str] = {}
         for address in [*self.watchlist, *self.polled.addresses]:
-            if address in self._unfilled:
-                continue  # its gap-fill must still start where the last connection left it
+            if address in self._unfilled or address in self._joining:
+                continue  # its gap-fill must still start where the last connection left it, its history be read
             mark = watermark(self._newest.get(address), oldest_held.get(address), now_ms)
             if mark is not None and mark > self.watermarks.get(address, 0):
                 self.watermarks[address] = mark
@@ -390,10 +443,11 @@ class WsSource(PushedSource):
                 observed.extend(self._pending.pop(block))
                 self._flushed.discard(block)
         result.events = detect_from_fills(observed, source="ws", detected_at=now_ms)
-        if not self._unfilled and self.polled.addresses:
+        if not self._unfilled and (self._joining or self.polled.addresses):
             if observed:
-                self._arrived.set()  # the pushed events go out first; the polled reads follow at once
+                self._arrived.set()  # the pushed events go out first; the reads follow at once
             else:
+                await self._catch_up(now_ms, result)
                 result.events.extend(await self._read_polled(now_ms, result))
         result.checkpoint = self._checkpoint(now_ms)
         if not self._unfilled:
