@@ -21,7 +21,13 @@ def source_scope(config: ProducerConfig) -> str:
     if config.source == "fills":
         return f"{len(config.watchlist)} addresses"
     if config.source == "ws":
-        return f"{len(config.watchlist)} addresses at {mask_url(config.ws_url or public_ws_url(config.api_url))}"
+        where = mask_url(config.ws_url or public_ws_url(config.api_url))
+        if config.adaptive:
+            return (
+                f"{len(config.watchlist)} pinned addresses and the biggest makers, "
+                f"{config.adaptive_slots} on the WebSocket at {where} and {config.adaptive_polled} read over REST"
+            )
+        return f"{len(config.watchlist)} addresses at {where}"
     if config.source == "trades":
         return ",".join(config.coins)
     if config.source == "hosted":

@@ -428,7 +428,7 @@ OPTIONS: tuple[Option, ...] = (
         "HL_ADAPTIVE_SLOTS",
         positive_int,
         "10",
-        "Addresses the adaptive watchlist watches in all, pinned ones included (at most 10).",
+        "Addresses the adaptive watchlist watches on the WebSocket in all, pinned ones included (at most 10).",
     ),
     Option(
         "adaptive_polled",

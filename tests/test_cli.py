@@ -165,6 +165,10 @@ def test_the_start_up_line_names_what_the_source_reads() -> None:
     assert source_scope(ProducerConfig(source="trades")) == "BTC,ETH,SOL"
     assert source_scope(ProducerConfig(source="fills")) == "9 addresses"
     assert source_scope(ProducerConfig()) == "9 addresses at wss://api.hyperliquid.xyz/ws"
+    assert source_scope(ProducerConfig(adaptive=True)) == (
+        "9 pinned addresses and the biggest makers, 10 on the WebSocket at wss://api.hyperliquid.xyz/ws and 20 read "
+        "over REST"
+    )
 
 
 async def test_once_tells_an_exchange_outage_from_a_quiet_hour(fake_hl: FakeHyperliquid, stream: str) -> None:
