@@ -47,3 +47,20 @@ async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_a
         assert await completer.run(0) == [] and fake_hl.requests_of("userFillsByTime") == []
     finally:
         await client.close()
+
+
+async def test_a_full_minute_holds_the_reads_back_even_with_the_bucket_full(fake_hl: FakeHyperliquid) -> None:
+    """A read the rolling minute has no room for would wait inside the poll: it is not sent, the event waits."""
+    now = [0.0]
+    budget = WeightBudget(600, clock=lambda: now[0])
+    for _ in range(25):  # 500 of the minute's 600
+        now[0] += budget.reserve(20)
+    now[0] += 10  # the bucket full again
+    client = HyperliquidClient(fake_hl.url, budget=budget)
+    completer = Completer(client)
+    try:
+        completer.offer([make_event(complete=False, source="ws")])
+        assert budget.available >= 80 and await completer.run(0) == []
+        assert fake_hl.requests_of("userFillsByTime") == [] and len(completer.waiting) == 1
+    finally:
+        await client.close()
