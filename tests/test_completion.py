@@ -35,6 +35,24 @@ async def test_a_liquidation_seen_on_one_maker_is_published_partial_then_complet
     assert producer.completer is not None and producer.completer.completed == 1
 
 
+async def test_partial_events_the_full_queue_leaves_are_counted_in_the_metric(stream: str) -> None:
+    builder = ScenarioBuilder(seed=11)
+    watched = builder.address()
+    builder.market_liquidation(makers=[watched, builder.address()])
+    async with running_fake(builder.build()) as fake:
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))
+        assert producer.completer is not None
+        producer.completer.max_waiting = 0  # a cascade has filled the queue
+        try:
+            for _ in range(3):
+                await producer.poll_once()
+        finally:
+            await producer.close()
+    (partial,) = await stream_events(stream)
+    assert isinstance(partial, LiquidationEvent) and not partial.complete
+    assert producer.metrics.registry.get_sample_value("hl_producer_events_left_partial_total") == 1
+
+
 async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_are_counted(
     fake_hl: FakeHyperliquid,
 ) -> None:
