@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 MAINNET_API_URL = "https://api.hyperliquid.xyz"
 MAX_FILLS_PER_ANSWER = 2000
+FILLS_ANSWER_WEIGHT = response_weight(MAX_FILLS_PER_ANSWER)
+"""The most a fills answer's items weigh: kept free in the budget's minute while the answer is on its way."""
 _ITEMS_LOGGED = 3
 """Malformed items logged one by one per answer; the rest are counted in one line."""
 
@@ -142,7 +144,7 @@ class HyperliquidClient:
         if end_time is not None:
             body["endTime"] = end_time
         body["aggregateByTime"] = False
-        fills, answered = await self._info_list(body, Fill)
+        fills, answered = await self._info_list(body, Fill, headroom=FILLS_ANSWER_WEIGHT)
         return FillsPage(fills, answered)
 
     async def recent_trades(self, coin: str) -> list[Trade]:
@@ -173,20 +175,23 @@ class HyperliquidClient:
             self.stats.malformed += 1
             raise MalformedResponse(f"{body['type']}: malformed answer ({exc}): {raw[:120]!r}") from None
 
-    async def _info_list(self, body: dict[str, Any], item_type: type[T]) -> tuple[list[T], int]:
-        raw = await self._post(body)
+    async def _info_list(
+        self, body: dict[str, Any], item_type: type[T], *, headroom: float = 0.0
+    ) -> tuple[list[T], int]:
+        raw = await self._post(body, headroom=headroom)
         items, answered = self._decode_list(raw, item_type, body)
         if self.budget is not None:
             self.budget.charge(response_weight(answered))
         return items, answered
 
-    async def _post(self, body: dict[str, Any]) -> bytes:
+    async def _post(self, body: dict[str, Any], *, headroom: float = 0.0) -> bytes:
+        """The answer's bytes, retried; ``headroom`` is the most the answer's items may weigh (see the budget)."""
         payload = self._encoder.encode(body)
         what = f"{body['type']} {body.get('user') or body.get('coin') or ''}".strip()
         last = "no attempt made"
         for attempt in range(self.retry.attempts):
             if self.budget is not None:
-                await self.budget.acquire(BASE_WEIGHT)
+                await self.budget.acquire(BASE_WEIGHT, headroom=headroom)
             try:
                 return await self._post_once(payload)
             except _Transient as exc:

@@ -7,8 +7,9 @@ published first (it is real time; the read is not), and the complete one follows
 script lets a complete event after a partial one through, once (see the stream contract in the README).
 
 The reads spend the exchange's request weight, which the source needs first: a read is only sent while the budget
-has room beyond :data:`RESERVE` without waiting. Under a cascade the partial events queue; beyond
-``max_waiting`` they stay partial, counted, rather than fall behind.
+(its bucket and its rolling minute, see :mod:`producer.ratelimit`) has room beyond :data:`RESERVE` without
+waiting. Under a cascade the partial events queue; beyond ``max_waiting`` they stay partial, counted, rather than
+fall behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 
-from producer.client import HyperliquidClient
+from producer.client import FILLS_ANSWER_WEIGHT, HyperliquidClient
 from producer.detector import detect_from_fills
 from producer.errors import ExchangeError
 from producer.ratelimit import BASE_WEIGHT
@@ -59,7 +60,8 @@ class Completer:
 
     def _has_room(self) -> bool:
         budget = self.client.budget
-        return budget is None or budget.available >= BASE_WEIGHT + RESERVE
+        # The bucket and the minute both: a read the minute has no room for would hold the poll until it has.
+        return budget is None or budget.room(headroom=FILLS_ANSWER_WEIGHT) >= BASE_WEIGHT + RESERVE
 
     async def run(self, now_ms: int) -> list[LiquidationEvent]:
         """Complete what the budget allows now; the complete events, to publish after the partial ones."""

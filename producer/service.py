@@ -170,6 +170,7 @@ class Producer:
             self.coverage.start()  # here, not at construction: it needs the running loop
         if self.adaptive is not None:
             self.adaptive.start()
+        left_partial = self.completer.left_partial if self.completer is not None else 0
         if self.outbox.full:
             log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
         else:
@@ -188,14 +189,15 @@ class Producer:
                 self.metrics.found.labels(event_type(event)).inc()
             if self.completer is not None:
                 self.completer.offer(fresh)
-        if self.completer is not None and not self.outbox.full:
-            left = self.completer.left_partial
-            completed = await self.completer.run(int(self.clock() * 1000))
-            # Behind the partial ones, whose key they share: the publish script lets a complete one through once.
-            events: list[Event] = [*completed]
-            self.outbox.put(events, {})
-            self.metrics.completed.inc(len(completed))
-            self.metrics.left_partial.inc(self.completer.left_partial - left)
+        if self.completer is not None:
+            if not self.outbox.full:
+                completed = await self.completer.run(int(self.clock() * 1000))
+                # Behind the partial ones, whose key they share: the publish script lets a complete one through once.
+                events: list[Event] = [*completed]
+                self.outbox.put(events, {})
+                self.metrics.completed.inc(len(completed))
+            # Counted from before the offer: a cascade's overflow of the queue is left partial there.
+            self.metrics.left_partial.inc(self.completer.left_partial - left_partial)
         published, duplicates = await self.flush()
         if not self._redis_answered_this_poll:
             await self._check_redis()  # a quiet poll published nothing: ask Redis anyway, so redis_up is current

@@ -42,6 +42,7 @@ from consumers import Runner
 from producer.client import HyperliquidClient, RetryPolicy
 from producer.config import ProducerConfig
 from producer.exchange_types import Fill
+from producer.ratelimit import WeightBudget
 from producer.service import Producer
 from producer.simulation.fake_exchange import FakeHyperliquid
 from producer.simulation.scenarios import DEMO_WATCHLIST
@@ -272,11 +273,14 @@ def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> Produ
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
-def make_producer(config: ProducerConfig) -> Producer:
+def make_producer(config: ProducerConfig, *, budget: bool = False) -> Producer:
+    """The producer with quick retries; with ``budget``, its client keeps to ``config.weight_per_minute`` as the
+    producer's own would (tests of the flow leave the budget out, to run at full speed)."""
     client = HyperliquidClient(
         config.api_url,
         timeout=2,
         retry=RetryPolicy(attempts=config.http_attempts, base_delay=0.01, max_delay=0.02),
+        budget=WeightBudget(config.weight_per_minute) if budget else None,
         rng=random.Random(1),
     )
     return Producer(config, client=client)

@@ -35,6 +35,24 @@ async def test_a_liquidation_seen_on_one_maker_is_published_partial_then_complet
     assert producer.completer is not None and producer.completer.completed == 1
 
 
+async def test_partial_events_the_full_queue_leaves_are_counted_in_the_metric(stream: str) -> None:
+    builder = ScenarioBuilder(seed=11)
+    watched = builder.address()
+    builder.market_liquidation(makers=[watched, builder.address()])
+    async with running_fake(builder.build()) as fake:
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))
+        assert producer.completer is not None
+        producer.completer.max_waiting = 0  # a cascade has filled the queue
+        try:
+            for _ in range(3):
+                await producer.poll_once()
+        finally:
+            await producer.close()
+    (partial,) = await stream_events(stream)
+    assert isinstance(partial, LiquidationEvent) and not partial.complete
+    assert producer.metrics.registry.get_sample_value("hl_producer_events_left_partial_total") == 1
+
+
 async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_are_counted(
     fake_hl: FakeHyperliquid,
 ) -> None:
@@ -45,5 +63,22 @@ async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_a
         completer.offer([make_event(complete=True, source="ws"), make_event(complete=False, source="node")])
         assert completer.left_partial == 1 and len(completer.waiting) == 1
         assert await completer.run(0) == [] and fake_hl.requests_of("userFillsByTime") == []
+    finally:
+        await client.close()
+
+
+async def test_a_full_minute_holds_the_reads_back_even_with_the_bucket_full(fake_hl: FakeHyperliquid) -> None:
+    """A read the rolling minute has no room for would wait inside the poll: it is not sent, the event waits."""
+    now = [0.0]
+    budget = WeightBudget(600, clock=lambda: now[0])
+    for _ in range(25):  # 500 of the minute's 600
+        now[0] += budget.reserve(20)
+    now[0] += 10  # the bucket full again
+    client = HyperliquidClient(fake_hl.url, budget=budget)
+    completer = Completer(client)
+    try:
+        completer.offer([make_event(complete=False, source="ws")])
+        assert budget.available >= 80 and await completer.run(0) == []
+        assert fake_hl.requests_of("userFillsByTime") == [] and len(completer.waiting) == 1
     finally:
         await client.close()

@@ -28,9 +28,12 @@ from producer.simulation.fake_exchange import (
     TRUNCATED_JSON,
     UNAVAILABLE,
     WRONG_TYPES,
+    Charge,
     FakeHyperliquid,
     Fault,
     _serve,
+    heaviest_minute,
+    request_weight,
     running_fake,
 )
 from producer.simulation.scenarios import (
@@ -231,6 +234,37 @@ async def test_every_request_is_recorded_in_order(fake: FakeHyperliquid, session
         await post(session, fake, body)
     assert fake.requests == bodies
     assert fake.requests_of("userFillsByTime") == bodies[1:]
+
+
+# ---------------------------------------------------------------------------------------------------- weight
+def test_a_request_weighs_its_base_and_one_more_per_20_fills_or_trades_answered() -> None:
+    assert request_weight("userFillsByTime", [{}] * 19) == 20 and request_weight("userFillsByTime", [{}] * 40) == 22
+    assert request_weight("recentTrades", [{}] * 2000) == 120
+    assert request_weight("perpDexs", [None] * 40) == 20  # a list, but not of items the exchange counts
+    assert request_weight("userFillsByTime", None) == request_weight(None, None) == 20  # an error or a fault
+
+
+def test_the_heaviest_minute_is_the_most_weight_in_any_rolling_60_seconds() -> None:
+    assert heaviest_minute([]) == 0
+    charges = [Charge(0.0, 100), Charge(30.0, 20), Charge(59.9, 20), Charge(60.0, 50), Charge(89.0, 40)]
+    assert heaviest_minute(charges) == 140  # 0 to 59.9; the one at 60 s is a minute after the first
+    assert heaviest_minute(charges[::-1]) == 140  # in any order
+    assert heaviest_minute(charges, seconds=30) == 110  # 59.9 to 89; 0 and 30 are 30 s apart
+    assert heaviest_minute([Charge(5.0, 20)] * 3) == 60  # at one instant
+
+
+async def test_every_request_is_charged_at_its_arrival_faulted_ones_included(
+    fake: FakeHyperliquid, session: aiohttp.ClientSession
+) -> None:
+    fake.add_fills(ALICE, [make_fill(1_000 + n, n) for n in range(45)])
+    fake.fail_next(RATE_LIMITED)
+    before = time.monotonic()
+    await post(session, fake, {"type": "userFillsByTime", "user": ALICE, "startTime": 0})  # the 429
+    await post(session, fake, {"type": "userFillsByTime", "user": ALICE, "startTime": 0})  # 45 fills
+    await post(session, fake, {"type": "nonsense"})
+    assert [charge.weight for charge in fake.charges] == [20, 22, 20]
+    assert before <= fake.charges[0].at <= fake.charges[-1].at <= time.monotonic()
+    assert heaviest_minute(fake.charges) == 62
 
 
 # ---------------------------------------------------------------------------------------------------- faults

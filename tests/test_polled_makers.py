@@ -59,6 +59,7 @@ def test_the_maker_never_read_goes_first_then_the_one_read_longest_ago_each_at_m
 
 
 def test_a_polled_read_waits_for_room_beyond_a_completion_and_says_how_long() -> None:
+    """In the bucket; the rolling minute's share is in the next test."""
     clock = Clock()
     budget = WeightBudget(1150, clock=clock)
     assert has_room(budget) and room_in(budget) == 0.0 and has_room(None)
@@ -69,10 +70,24 @@ def test_a_polled_read_waits_for_room_beyond_a_completion_and_says_how_long() ->
     assert has_room(budget)
 
 
+def test_the_minute_holds_a_polled_read_back_until_its_oldest_weight_leaves_it() -> None:
+    clock = Clock()
+    budget = WeightBudget(1150, clock=clock)
+    for _ in range(55):  # 55 s of weight at the bucket's refill rate: the bucket stays full, the minute fills
+        budget.charge(19)
+        clock.now += 1.0
+    assert budget.available > ROOM  # the bucket has refilled: the minute is what holds the read back
+    assert not has_room(budget)
+    wait = room_in(budget)
+    assert 0 < wait < 61
+    clock.now += wait
+    assert has_room(budget)
+
+
 def test_a_small_budget_whose_bucket_holds_less_than_the_room_still_reads_when_full() -> None:
     clock = Clock()
-    budget = WeightBudget(120, clock=clock)  # a bucket of 20: one base weight
-    assert budget.capacity == BASE_WEIGHT < ROOM
+    budget = WeightBudget(240, clock=clock)  # a bucket of 40: two base weights
+    assert budget.capacity == 2 * BASE_WEIGHT < ROOM
     assert has_room(budget)
     budget.reserve(1)
     assert not has_room(budget) and room_in(budget) == pytest.approx(1 / budget.per_second)

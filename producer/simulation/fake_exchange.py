@@ -9,6 +9,7 @@ Usage in a test::
     async with running_fake(demo_scenario()) as fake:
         fake.fail_next(RATE_LIMITED, times=2, match=lambda body: body.get("type") == "userFillsByTime")
         ...  # point the producer at fake.url, then assert on fake.requests
+        assert heaviest_minute(fake.charges) <= 1150  # the request weight the exchange would have counted
 
 As a demo server::
 
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import signal
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -29,6 +31,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from producer.ratelimit import BASE_WEIGHT, response_weight
 from producer.simulation.fake_feeds import FakeFeeds
 from producer.simulation.scenarios import DEMO_WATCHLIST, Scenario, coin_spec, demo_scenario
 
@@ -42,8 +45,11 @@ __all__ = [
     "TRUNCATED_JSON",
     "UNAVAILABLE",
     "WRONG_TYPES",
+    "Charge",
     "FakeHyperliquid",
     "Fault",
+    "heaviest_minute",
+    "request_weight",
     "running_fake",
 ]
 
@@ -124,6 +130,42 @@ DISCONNECT = Fault.disconnect()
 
 
 @dataclass(frozen=True)
+class Charge:
+    """The request weight the exchange counts for one info request, at the time the request arrived."""
+
+    at: float
+    """Seconds on the fake's clock (monotonic by default)."""
+    weight: int
+
+
+_ITEM_WEIGHTED = frozenset({"userFillsByTime", "recentTrades"})
+"""The answers served here that weigh one more per 20 items; the others weigh the base alone."""
+
+
+def request_weight(kind: object, answer: Any) -> int:
+    """What Hyperliquid charges for an info request of type ``kind`` answered with ``answer`` (None for an error or
+    a fault): the base weight, plus one per 20 items of a fills or trades list, the constants the producer's budget
+    uses (:mod:`producer.ratelimit`)."""
+    if kind in _ITEM_WEIGHTED and isinstance(answer, list):
+        return BASE_WEIGHT + response_weight(len(answer))
+    return BASE_WEIGHT
+
+
+def heaviest_minute(charges: Iterable[Charge], seconds: float = 60.0) -> int:
+    """The most weight in any window of ``seconds`` (a rolling minute by default): what the exchange's limit of
+    1,200 per minute per IP is held against."""
+    ordered = sorted(charges, key=lambda charge: charge.at)
+    heaviest = total = start = 0
+    for charge in ordered:
+        total += charge.weight
+        while charge.at - ordered[start].at >= seconds:
+            total -= ordered[start].weight
+            start += 1
+        heaviest = max(heaviest, total)
+    return heaviest
+
+
+@dataclass(frozen=True)
 class _Pending:
     fault: Fault
     match: Callable[[dict[str, Any]], bool] | None
@@ -136,13 +178,16 @@ class FakeHyperliquid:
     first, at most :attr:`recent_trades_limit`) and ``userFillsByTime`` (ascending time, ``startTime <= time <=
     endTime``, at most :attr:`max_fills_per_answer` per answer, only the :attr:`reachable_fills` newest fills of
     an address reachable at all). Anything else is a 422 with a text body, like the real API. Every decoded body
-    is appended to :attr:`requests`, faulted ones included.
+    is appended to :attr:`requests`, faulted ones included, and its weight to :attr:`charges`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.fills: dict[str, list[dict[str, Any]]] = {}
         self.trades: dict[str, list[dict[str, Any]]] = {}
         self.requests: list[dict[str, Any]] = []
+        self.charges: list[Charge] = []
+        """The weight of every request, in the order they arrived: see :func:`heaviest_minute`."""
+        self.clock = clock
         self.max_fills_per_answer: int = 2000
         self.reachable_fills: int = 10_000
         self.recent_trades_limit: int = 10
@@ -281,6 +326,7 @@ class FakeHyperliquid:
         return 200, result
 
     async def _handle_info(self, request: web.Request) -> web.StreamResponse:
+        arrived = self.clock()
         raw = await request.read()
         try:
             decoded = json.loads(raw)
@@ -288,33 +334,37 @@ class FakeHyperliquid:
             decoded = None
         recorded = decoded if isinstance(decoded, dict) else {"_raw": raw.decode("utf-8", "replace")}
         self.requests.append(recorded)
+        response, answer = await self._respond(request, decoded, self._take_fault(recorded))
+        self.charges.append(Charge(arrived, request_weight(recorded.get("type"), answer)))
+        return response
 
-        fault = self._take_fault(recorded)
+    async def _respond(self, request: web.Request, decoded: Any, fault: Fault | None) -> tuple[web.StreamResponse, Any]:
+        """The response, and the answer it carries when it is the real one (None for an error or a fault)."""
         if fault is not None:
             if fault.kind == "status":
-                return web.Response(status=fault.status, body=fault.body, content_type="text/plain")
+                return web.Response(status=fault.status, body=fault.body, content_type="text/plain"), None
             if fault.kind == "raw":
-                return web.Response(body=fault.body, content_type="application/json")
+                return web.Response(body=fault.body, content_type="application/json"), None
             if fault.kind == "json":
-                return _json_response(fault.payload)
+                return _json_response(fault.payload), None
             if fault.kind == "disconnect":
                 # Closing the transport before any byte is written makes aiohttp drop the response below
                 # silently, and the client sees ServerDisconnectedError (a ClientConnectionError).
                 if request.transport is not None:
                     request.transport.close()
-                return web.Response()
+                return web.Response(), None
             if fault.kind == "delay" and self._stopping is not None:
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=fault.seconds)
 
         status, payload = self.answer(decoded)
         if status != 200:
-            return web.Response(status=status, text=payload)
+            return web.Response(status=status, text=payload), None
         if fault is not None and fault.kind == "wrong_types":
             payload = _break_types(payload)
         elif fault is not None and fault.kind == "extra_field" and isinstance(payload, list):
             payload = [{**item, fault.field: fault.payload} for item in payload]
-        return _json_response(payload)
+        return _json_response(payload), payload
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from producer.client import FILLS_ANSWER_WEIGHT
 from producer.completion import RESERVE
 from producer.ratelimit import BASE_WEIGHT, WeightBudget
 
@@ -31,20 +32,22 @@ ROOM = 2 * BASE_WEIGHT + RESERVE
 
 
 def _room(budget: WeightBudget) -> float:
-    """:data:`ROOM`, or the whole bucket when a small budget's bucket holds less (it would never have the room)."""
-    return min(float(ROOM), budget.capacity)
+    """:data:`ROOM`, or less for a small budget whose bucket (or minute, beside a full answer) holds less: it would
+    never have the room."""
+    return min(float(ROOM), budget.capacity, budget.per_minute - FILLS_ANSWER_WEIGHT)
 
 
 def has_room(budget: WeightBudget | None) -> bool:
-    """Whether a polled read may go now without waiting and without taking a completion's or gap-fill's weight."""
-    return budget is None or budget.available >= _room(budget)
+    """Whether a polled read may go now without waiting and without taking a completion's or gap-fill's weight:
+    in the bucket and in the rolling minute, beside the most its answer may weigh."""
+    return budget is None or budget.room(headroom=FILLS_ANSWER_WEIGHT) >= _room(budget)
 
 
 def room_in(budget: WeightBudget | None) -> float:
     """Seconds until the budget has a polled read's room (0 when it has it now)."""
     if budget is None:
         return 0.0
-    return max(0.0, (_room(budget) - budget.available) / budget.per_second)
+    return budget.room_in(_room(budget), headroom=FILLS_ANSWER_WEIGHT)
 
 
 class PolledMakers:
