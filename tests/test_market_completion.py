@@ -169,16 +169,14 @@ async def test_in_a_cascade_beyond_the_budget_partial_events_keep_up_and_are_cou
         await every_touched_published(run, stream)
     complete, left = await check_stream(run, stream)
     heaviest = report("cascade, a small budget", run, complete, left, time.monotonic() - started)
-    assert _metric(run, "hl_producer_events_left_partial_total") > 0 and _completer(run).waiting
+    assert _metric(run, "hl_producer_events_left_partial_total") > 0  # dropped from the full queue, counted
     assert heaviest <= 6_000
 
 
 @pytest.mark.slow
 async def test_over_minutes_of_completions_at_the_default_budget_no_rolling_minute_exceeds_it(stream: str) -> None:
     """Completions keep the budget spent for more than a minute: the window the exchange's limit is held against
-    (the token bucket alone let 1,260 through in one, over the exchange's 1,200). The makers' first sweeps over
-    REST hold the whole stream meanwhile (the ws source publishes once every joining address is read): at this
-    budget, some 30 s."""
+    (the token bucket alone let 1,260 through in one, over the exchange's 1,200)."""
     market = build_market(MarketSpec(seed=3, makers=200, trades=4_000, liquidations=600, backstops=10))
     started = time.monotonic()
     async with market_producer(market, stream, pinned=PINNED, budget=True, weight_per_minute=1_150) as run:
