@@ -256,6 +256,16 @@ class FakeWebhooks:
 YEARS = 10 * 365 * 24 * 3600.0
 
 
+class ManualClock:
+    """A clock that moves only when the test moves it (``clock.now += 5``): waits and windows read exactly."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def config_for(fake: FakeHyperliquid, stream: str, **overrides: object) -> ProducerConfig:
     base = ProducerConfig(
         redis_url=REDIS_URL,

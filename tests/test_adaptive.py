@@ -24,11 +24,11 @@ from producer.feed_messages import user_fills
 from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.fake_feeds import FakeFeeds
 from producer.simulation.scenarios import ScenarioBuilder
-from producer.sources import fills
 from producer.sources.ws import WsSource, ws_settings
 from producer.websocket import WebSocketFeed
 from schemas import LiquidationEvent
 from tests.helpers import wait_until
+from tests.support.public_feed import long_history, ws_source
 
 A, B, C, D = ("0x" + letter * 40 for letter in "abcd")
 VAULT = "0x" + "e" * 40
@@ -193,8 +193,7 @@ async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_
     scenario = builder.build()
     fake_hl.load(scenario)
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A, B], url=fake_hl.feeds.public_url, lookback_ms=10**12, quiet=0.01)
-    try:
+    async with ws_source(client, [A, B], url=fake_hl.feeds.public_url, quiet=0.01) as source:
         await source.poll(_now())  # starts the feed
         await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A, B}])
         assert not (await source.poll(_now())).events  # A and B took no part in the liquidation
@@ -217,9 +216,6 @@ async def test_a_joining_address_is_gap_filled_and_published_and_a_leaving_ones_
 
         await wait_until(c_read, message="C's history read over REST")
         assert [r["user"] for r in fake_hl.requests_of("userFillsByTime")][-1:] == [C]  # C read over REST, not B
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_joining_addresss_history_read_holds_none_of_the_others_pushed_blocks(fake_hl: FakeHyperliquid) -> None:
@@ -229,8 +225,7 @@ async def test_a_joining_addresss_history_read_holds_none_of_the_others_pushed_b
     builder.market_liquidation(coin="BTC", side="short", makers=[A])
     scenario = builder.build()
     client = HyperliquidClient(fake_hl.url, retry=RetryPolicy(attempts=1))
-    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12, quiet=0.01)
-    try:
+    async with ws_source(client, [A], url=fake_hl.feeds.public_url, quiet=0.01) as source:
         await source.poll(_now())  # starts the feed
         await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A}])
         while source._unfilled:  # the connect's gap-fill of A
@@ -243,25 +238,15 @@ async def test_a_joining_addresss_history_read_holds_none_of_the_others_pushed_b
         assert isinstance(event, LiquidationEvent) and event.tx_hash == scenario.liquidations[0].tx_hash
         tries = [r for r in fake_hl.requests_of("userFillsByTime") if r["user"] == C]
         assert 1 <= len(tries) < source.max_hold_polls  # out while C's reads still fail, not once it was given up
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_joining_addresss_long_history_is_read_a_page_a_poll_and_checkpointed_once_read(
     fake_hl: FakeHyperliquid, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    builder = ScenarioBuilder(seed=9)
-    for _ in range(7):
-        builder.book_trade("ETH", maker=C, taker=D, taker_side="A")
-    builder.market_liquidation(coin="ETH", side="long", makers=[C])
-    fake_hl.load(builder.build())
-    fake_hl.max_fills_per_answer = 3
-    monkeypatch.setattr(fills, "MAX_FILLS_PER_ANSWER", 3)  # the exchange's 2,000, scaled down
+    long_history(fake_hl, monkeypatch, C, D, trades=7)
     client = HyperliquidClient(fake_hl.url)
     # No WebSocket to connect to: only the REST reads of C's history are under test (no snapshot, no gap-fill).
-    source = WsSource(client, [A], url="ws://127.0.0.1:1/ws", lookback_ms=10**12)
-    try:
+    async with ws_source(client, [A], url="ws://127.0.0.1:1/ws") as source:
         await source.follow([A, C])
         for expected_reads in range(1, 5):  # 8 fills, pages of 3, each from the last one's millisecond: 4 reads
             result = await source.poll(_now())
@@ -270,9 +255,6 @@ async def test_a_joining_addresss_long_history_is_read_a_page_a_poll_and_checkpo
         assert C not in source._joining
         # Its liquidation leg is held as a push would be, until a live connection shows its block complete.
         assert [address for pairs in source._pending.values() for address, _ in pairs] == [C]
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_joining_address_is_read_from_its_checkpointed_watermark_not_the_whole_lookback(
@@ -280,10 +262,9 @@ async def test_a_joining_address_is_read_from_its_checkpointed_watermark_not_the
 ) -> None:
     """A maker watched before (by an earlier run, say) is read from where it was left: a cheaper, exact read."""
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12)
-    mark = _now() - 60_000
-    source.restore({"fills:" + C: str(mark), "fills:" + A: str(mark - 1)})
-    try:
+    async with ws_source(client, [A], url=fake_hl.feeds.public_url) as source:
+        mark = _now() - 60_000
+        source.restore({"fills:" + C: str(mark), "fills:" + A: str(mark - 1)})
         assert await source.follow([A, C]) == ([C], [])  # not connected yet: the connect subscribes both
 
         async def both_read() -> bool:
@@ -293,9 +274,6 @@ async def test_a_joining_address_is_read_from_its_checkpointed_watermark_not_the
         await wait_until(both_read, message="the gap-fill of A and C")
         starts = {r["user"]: r["startTime"] for r in fake_hl.requests_of("userFillsByTime")}
         assert starts == {A: mark - 1, C: mark}
-    finally:
-        source.close()
-        await client.close()
 
 
 def _now() -> int:

@@ -22,18 +22,10 @@ from plumbing.options import Secret
 from plumbing.stream_keys import stream_key
 from schemas import AdlEvent, Event, encode_entry
 from tests.faults.invariants import raw_entries
-from tests.helpers import FakeWebhooks, make_event, wait_until
+from tests.helpers import FakeWebhooks, ManualClock, make_event, wait_until
 
 TOKEN = "987654:SECRET-bot-token"
 RUNNER = RunnerSettings(block_ms=100, count=10, claim_idle_ms=5_000, retry_delay_ms=50, group_start="0")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def make_alerter(
@@ -129,7 +121,7 @@ async def test_thresholds_per_coin_and_other_event_types(redis: Redis, stream: s
 
 
 async def test_a_cascade_is_held_back_by_the_cooldown_and_summarised(redis: Redis, stream: str) -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     alerter = make_alerter(redis, stream, [StdoutSink(out)], clock=clock, burst=2)
     for second in range(10):
         clock.now = second
@@ -186,7 +178,7 @@ async def test_held_back_alerts_survive_a_crash_and_the_restarted_process_summar
     redis: Redis, stream: str
 ) -> None:
     """SIGKILL inside the cooldown window: the held-back events were acknowledged, so only Redis remembers them."""
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     key = stream_key(stream, "held:alerter:a1")
 
     def alerter() -> Alerter:
@@ -217,7 +209,7 @@ async def test_a_summary_that_cannot_be_sent_is_kept_for_the_next_start(
     redis: Redis, stream: str, hooks: FakeWebhooks, session: aiohttp.ClientSession
 ) -> None:
     key = stream_key(stream, "held:alerter:a1")
-    clock = Clock()
+    clock = ManualClock()
     alerter = make_alerter(
         redis, stream, [WebhookSink(session, Secret(f"{hooks.url}/hook"), timeout_s=2)], clock=clock, burst=1
     )

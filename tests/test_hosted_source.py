@@ -28,7 +28,17 @@ from producer.sources.hosted import (
 )
 from producer.websocket import WebSocketFeed
 from schemas import LiquidationEvent
-from tests.helpers import NOW_MS, REDIS_URL, free_port, scrape, start_producer, stream_events, terminate, wait_until
+from tests.helpers import (
+    NOW_MS,
+    REDIS_URL,
+    ManualClock,
+    free_port,
+    scrape,
+    start_producer,
+    stream_events,
+    terminate,
+    wait_until,
+)
 from tests.support.truth import assert_node_truth, cascade
 
 KEYS = {"hydromancer": "hydromancer-test-token", "goldrush": "goldrush-test-key"}
@@ -184,15 +194,7 @@ def test_the_gap_line_spells_out_the_backfill_command_with_real_flags() -> None:
     assert "1970-01-01T00:00:00+00:00" in gap_message("goldrush", 1, 2) and command in gap_message("goldrush", 1, 2)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def offline_source(clock: Clock, dialect: HostedDialect = "goldrush") -> HostedSource:
+def offline_source(clock: ManualClock, dialect: HostedDialect = "goldrush") -> HostedSource:
     """A source whose feed connects nowhere that answers (port 1), on a clock the test moves."""
     settings = replace(feed_settings(dialect, "ws://127.0.0.1:1/ws", Secret("t")), unhealthy_after=30)
     return HostedSource(settings, quiet=1.0, feed=WebSocketFeed(settings, clock=clock), clock=clock)
@@ -209,7 +211,7 @@ LATER_MS = 1_760_140_000_000
 
 
 async def test_a_goldrush_block_split_over_two_messages_is_published_whole_once_the_next_block_arrives() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     source = offline_source(clock)
     builder = ScenarioBuilder(seed=5)
     builder.market_liquidation(coin="BTC", side="long", makers=[builder.address(), builder.address()])
@@ -227,7 +229,7 @@ async def test_a_goldrush_block_split_over_two_messages_is_published_whole_once_
 
 
 async def test_a_hydromancer_message_is_a_whole_block_published_as_it_arrives() -> None:
-    source = offline_source(Clock(), "hydromancer")
+    source = offline_source(ManualClock(1000.0), "hydromancer")
     try:
         source.take(HydromancerLiquidationFills(fills=legs(cascade(1, seed=8)), cursor="11:2:0"))
         assert len((await source.poll(NOW_MS)).events) >= 1
@@ -236,7 +238,7 @@ async def test_a_hydromancer_message_is_a_whole_block_published_as_it_arrives() 
 
 
 async def test_the_newest_goldrush_block_is_published_after_the_quiet_time() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     source = offline_source(clock)
     try:
         source.take(GoldRushLiquidationFills(fills=legs(cascade(1, seed=8))))
@@ -248,7 +250,7 @@ async def test_the_newest_goldrush_block_is_published_after_the_quiet_time() -> 
 
 
 async def test_a_feed_disconnected_beyond_its_bound_makes_the_source_unhealthy() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     source = offline_source(clock, "hydromancer")
     try:
         assert (await source.poll(NOW_MS)).problem is None  # reconnecting is normal for a while

@@ -24,25 +24,11 @@ from producer.simulation.scenarios import LIQUIDATOR_VAULTS
 from producer.sources.ws import WsSource
 from schemas import LiquidationEvent
 from tests.helpers import config_for, make_producer, stream_liquidations, wait_until
+from tests.support.market_run import key_of, market_producer, touched
 
 PINNED = LIQUIDATOR_VAULTS
 """The fixed watchlist: the simulated market's liquidator vaults, in every backstop and no market liquidation."""
-LEARNING = 5
-"""The replay's first 1/LEARNING, played before the rest so the ranking has something to rank."""
-
-
-def _key(tx_hash: str, coin: str, user: str) -> tuple[str, str, str]:
-    return (tx_hash, coin, user.lower())
-
-
-def _touched(market: Market, watched: Sequence[str]) -> set[tuple[str, str, str]]:
-    """The liquidations a leg of which ``watched`` took: what a producer watching them can publish."""
-    addresses = {address.lower() for address in watched}
-    return {
-        _key(liquidation.truth.tx_hash, liquidation.truth.coin, liquidation.truth.liquidated_user)
-        for liquidation in market.liquidations
-        if any(leg.counterparty in addresses for leg in liquidation.legs)
-    }
+COVERAGE_EVERY = 0.2
 
 
 @dataclass
@@ -61,48 +47,12 @@ class Run:
 async def _published_by(market: Market, stream: str, *, pinned: Sequence[str], adaptive: bool, polled: int = 0) -> Run:
     """Play ``market`` into a fresh fake exchange while a ws producer runs, completing what it sees; what it
     published once every liquidation its final watchlist (both tiers) can see is in, with its complete version."""
-    fake = FakeHyperliquid()
-    await fake.start()
-    fake.list_coins(coin for coin, _ in market.spec.coins)
-    config = config_for(
-        fake,
-        stream,
-        source="ws",
-        watchlist=tuple(pinned),
-        coverage=True,
-        coverage_every=0.2,
-        adaptive=adaptive,
-        adaptive_every=0.1,
-        adaptive_polled=polled,
-        complete=True,
-    )
-    producer = make_producer(config)
-    running = asyncio.create_task(producer.run())
-
-    def users() -> set[str]:
-        return set().union(*(c.users for c in fake.feeds.live("public")))
-
-    try:
-        await wait_until(
-            lambda: (
-                sum(len(c.coins) for c in fake.feeds.live("public")) == len(market.spec.coins)
-                and users() == set(pinned)
-            ),
-            within=15,
-            message="every coin's trades and the pinned addresses followed",
-        )
-        replay = MarketReplay(market, exchange=fake)
-        learning = replay.blocks[: len(replay.blocks) // LEARNING]
-        await replay.play(len(learning))
-        if adaptive:
-            await wait_until(lambda: len(users()) == 10, within=15, message="the makers' slots filled")
-        await replay.play()
-        assert producer.coverage is not None
-        every = len(market.trades())
+    async with market_producer(
+        market, stream, pinned=pinned, adaptive=adaptive, adaptive_polled=polled, coverage_every=COVERAGE_EVERY
+    ) as run:
+        await run.play()
+        producer = run.producer
         value = producer.metrics.registry.get_sample_value
-        await wait_until(
-            lambda: value("hl_producer_watch_coverage_trades_total") == every, within=30, message="every trade ranked"
-        )
         source = producer.source
         assert isinstance(source, WsSource)
         if adaptive:
@@ -118,29 +68,21 @@ async def _published_by(market: Market, stream: str, *, pinned: Sequence[str], a
             oldest = value("hl_producer_watchlist_polled_oldest_read_seconds")
             assert oldest is not None and (oldest > 0) == (polled > 0)
         final = [*source.watchlist, *source.polled.addresses]
-        expected = _touched(market, final)
+        expected = set(touched(market, final))
 
         async def all_published() -> bool:
             entries = await stream_liquidations(stream)
-            complete = {_key(e.tx_hash, e.coin, e.liquidated_user) for e in entries if e.complete}
+            complete = {key_of(e.tx_hash, e.coin, e.liquidated_user) for e in entries if e.complete}
             return expected <= complete
 
         await wait_until(all_published, within=30, message="every liquidation the final watchlist took, completed")
-        await asyncio.sleep(2 * config.coverage_every)  # a report on the final watchlist
+        await asyncio.sleep(2 * COVERAGE_EVERY)  # a report on the final watchlist
         estimate = value("hl_producer_watch_coverage_overall_ratio", {"by": "usd"})
         assert estimate is not None
-    finally:
-        producer.stop()
-        await asyncio.wait_for(running, 15)
-        await fake.stop()
-    subscribed = {
-        r["subscription"]["user"]
-        for r in fake.feeds.received
-        if isinstance(r, dict) and r.get("method") == "subscribe" and r["subscription"].get("type") == "userFills"
-    }
-    liquidated = {m.truth.liquidated_user for m in market.liquidations}  # read by the completion, not watched
-    read = {r["user"] for r in fake.requests_of("userFillsByTime")} - liquidated
-    return Run(await stream_liquidations(stream), subscribed | read, final, estimate)
+        liquidated = {m.truth.liquidated_user for m in market.liquidations}  # read by the completion, not watched
+        read = {r["user"] for r in run.fake.requests_of("userFillsByTime")} - liquidated
+        watched = run.subscribed() | read
+    return Run(await stream_liquidations(stream), watched, final, estimate)
 
 
 async def _published_by_hosted(market: Market, stream: str) -> list[LiquidationEvent]:
@@ -187,7 +129,7 @@ async def test_each_mode_publishes_what_its_watchlist_can_see_and_following_the_
     nothing published twice (a partial event at most once, then its complete one), every complete event exact,
     the estimate near the truth, and each step of adapting well above the last."""
     market = build_market(MarketSpec(seed=1, trades=8_000, liquidations=400, backstops=16))  # a few seconds in all
-    truth = {_key(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
+    truth = {key_of(t.tx_hash, t.coin, t.liquidated_user): t for t in (m.truth for m in market.liquidations)}
     total_usd = sum((t.value_usd for t in truth.values()), Decimal(0))
     runs = {
         "the 5 vaults, adaptive off": (PINNED, False, 0),
@@ -198,20 +140,22 @@ async def test_each_mode_publishes_what_its_watchlist_can_see_and_following_the_
     rows = ["| mode | estimated | absorbed | liquidations published | USD published | complete |"]
     rows.append("| --- | --- | --- | --- | --- | --- |")
     hosted = await _published_by_hosted(market, f"{stream}:hosted")
-    assert sorted(_key(e.tx_hash, e.coin, e.liquidated_user) for e in hosted) == sorted(truth)  # each once
-    assert all(e.complete and Decimal(e.size) == truth[_key(e.tx_hash, e.coin, e.liquidated_user)].size for e in hosted)
+    assert sorted(key_of(e.tx_hash, e.coin, e.liquidated_user) for e in hosted) == sorted(truth)  # each once
+    assert all(
+        e.complete and Decimal(e.size) == truth[key_of(e.tx_hash, e.coin, e.liquidated_user)].size for e in hosted
+    )
     rows.append(f"| hosted (or node): every fill | - | 100% | 100% ({len(hosted)} of {len(truth)}) | 100% | 100% |")
     shares: list[tuple[float, float]] = []
     for name, (pinned, adaptive, polled) in runs.items():
         run = await _published_by(market, f"{stream}:{len(shares)}", pinned=pinned, adaptive=adaptive, polled=polled)
         versions: dict[tuple[str, str, str], list[LiquidationEvent]] = {}
         for entry in run.entries:
-            versions.setdefault(_key(entry.tx_hash, entry.coin, entry.liquidated_user), []).append(entry)
+            versions.setdefault(key_of(entry.tx_hash, entry.coin, entry.liquidated_user), []).append(entry)
         for key, published in versions.items():
             assert [e.complete for e in published] in ([True], [False, True], [False]), f"{name}: {key} doubled"
             if published[-1].complete:
                 assert Decimal(published[-1].size) == truth[key].size, f"{name}: {key} completed wrong"
-        assert set(versions) <= _touched(market, sorted(run.watched)), f"{name}: published what it never watched"
+        assert set(versions) <= set(touched(market, sorted(run.watched))), f"{name}: published what it never watched"
         usd = sum((truth[key].value_usd for key in versions), Decimal(0))
         count_share, usd_share = len(versions) / len(truth), float(usd / total_usd)
         complete = sum(1 for published in versions.values() if published[-1].complete) / len(versions)
@@ -224,7 +168,7 @@ async def test_each_mode_publishes_what_its_watchlist_can_see_and_following_the_
         if adaptive:
             assert abs(run.estimate - absorbed) < 0.05, f"{name}: the estimate strays from the truth"
         else:
-            assert set(versions) == _touched(market, PINNED) and run.watched == set(PINNED)  # every backstop
+            assert set(versions) == set(touched(market, PINNED)) and run.watched == set(PINNED)  # every backstop
     print("\n" + "\n".join(rows))
     fixed, pushed, both, default = shares
     assert pushed[0] >= fixed[0] + 0.2 and pushed[1] >= fixed[1] + 0.2

@@ -17,28 +17,19 @@ from producer.client import HyperliquidClient
 from producer.ratelimit import BASE_WEIGHT, WeightBudget
 from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.scenarios import ScenarioBuilder
-from producer.sources import fills
 from producer.sources.polled_makers import ROOM, PolledMakers, has_room, room_in
-from producer.sources.ws import WsSource
 from schemas import LiquidationEvent
-from tests.helpers import wait_until
+from tests.helpers import ManualClock, wait_until
+from tests.support.public_feed import long_history, ws_source
 
 A, B, C, D = ("0x" + letter * 40 for letter in "abcd")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---------------------------------------------------------------------------------------------- whose turn
 
 
 def test_the_maker_never_read_goes_first_then_the_one_read_longest_ago_each_at_most_every_interval() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     makers = PolledMakers(10.0, clock=clock)
     assert makers.due_in() is None and makers.oldest_read_age() == 0.0  # nothing polled
     assert makers.set([A, B.upper().replace("0X", "0x")]) == ([A, B], [])
@@ -60,7 +51,7 @@ def test_the_maker_never_read_goes_first_then_the_one_read_longest_ago_each_at_m
 
 def test_a_polled_read_waits_for_room_beyond_a_completion_and_says_how_long() -> None:
     """In the bucket; the rolling minute's share is in the next test."""
-    clock = Clock()
+    clock = ManualClock(1000.0)
     budget = WeightBudget(1150, clock=clock)
     assert has_room(budget) and room_in(budget) == 0.0 and has_room(None)
     budget.reserve(budget.capacity - ROOM + 1)  # one short of a read and a completion after it
@@ -71,7 +62,7 @@ def test_a_polled_read_waits_for_room_beyond_a_completion_and_says_how_long() ->
 
 
 def test_the_minute_holds_a_polled_read_back_until_its_oldest_weight_leaves_it() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     budget = WeightBudget(1150, clock=clock)
     for _ in range(55):  # 55 s of weight at the bucket's refill rate: the bucket stays full, the minute fills
         budget.charge(19)
@@ -85,7 +76,7 @@ def test_the_minute_holds_a_polled_read_back_until_its_oldest_weight_leaves_it()
 
 
 def test_a_small_budget_whose_bucket_holds_less_than_the_room_still_reads_when_full() -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     budget = WeightBudget(240, clock=clock)  # a bucket of 40: two base weights
     assert budget.capacity == 2 * BASE_WEIGHT < ROOM
     assert has_room(budget)
@@ -113,8 +104,7 @@ async def test_a_polled_makers_liquidation_is_published_once_and_its_position_ch
     fake_hl.load(scenario)
     (truth,) = scenario.liquidations
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12, polled_every=0.05)
-    try:
+    async with ws_source(client, [A], url=fake_hl.feeds.public_url, polled_every=0.05) as source:
         await source.follow([A], [C])
         result = await source.poll(_now())
         (event,) = [e for e in result.events if isinstance(e, LiquidationEvent)]
@@ -134,9 +124,6 @@ async def test_a_polled_makers_liquidation_is_published_once_and_its_position_ch
         await wait_until(read_again, message="C read a second time, publishing nothing new")
         assert _reads(fake_hl, C)[1] == mark  # from where the first read left it
         assert D not in {r["user"] for r in fake_hl.requests_of("userFillsByTime")}  # never watched
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_failed_polled_read_loses_nothing_the_next_turn_reads_from_the_same_place(
@@ -147,11 +134,12 @@ async def test_a_failed_polled_read_loses_nothing_the_next_turn_reads_from_the_s
     scenario = builder.build()
     fake_hl.load(scenario)
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12, polled_every=0.05)
-    mark = min(f["time"] for f in scenario.fills[C]) - 1
-    source.restore({"fills:" + C: str(mark)})  # where an earlier run left C
-    fake_hl.fail_next(Fault.http(500), times=5, match=lambda body: body.get("user") == C)  # beyond the client's retries
-    try:
+    async with ws_source(client, [A], url=fake_hl.feeds.public_url, polled_every=0.05) as source:
+        mark = min(f["time"] for f in scenario.fills[C]) - 1
+        source.restore({"fills:" + C: str(mark)})  # where an earlier run left C
+        fake_hl.fail_next(
+            Fault.http(500), times=5, match=lambda body: body.get("user") == C
+        )  # beyond the client's retries
         await source.follow([A], [C])
         first = await source.poll(_now())
         assert not first.events and any(C in error for error in first.errors)
@@ -162,20 +150,16 @@ async def test_a_failed_polled_read_loses_nothing_the_next_turn_reads_from_the_s
 
         await wait_until(published, message="C's liquidation published once its read answered")
         assert _reads(fake_hl, C)[:6] == [mark] * 6  # the five failed tries and the answered one: nothing skipped
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_no_polled_read_takes_a_completions_weight_and_the_wait_ends_when_there_is_room(
     fake_hl: FakeHyperliquid,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(1000.0)
     budget = WeightBudget(1150, clock=clock)
     client = HyperliquidClient(fake_hl.url, budget=budget)
     # No WebSocket to connect to: no connect, so no gap-fill of A to spend the budget (not the subject here).
-    source = WsSource(client, [A], url="ws://127.0.0.1:1/ws", lookback_ms=10**12, polled_every=0.05)
-    try:
+    async with ws_source(client, [A], url="ws://127.0.0.1:1/ws", polled_every=0.05) as source:
         await source.follow([A], [C])
         budget.reserve(budget.available - ROOM + 10)  # 10 weight short of a read's room
         await source.poll(_now())
@@ -184,9 +168,6 @@ async def test_no_polled_read_takes_a_completions_weight_and_the_wait_ends_when_
         clock.now += 10 / budget.per_second * 1.001
         await source.poll(_now())
         assert len(_reads(fake_hl, C)) == 1
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_pushed_liquidation_goes_out_before_the_polled_reads_which_follow_at_once(
@@ -196,8 +177,7 @@ async def test_a_pushed_liquidation_goes_out_before_the_polled_reads_which_follo
     builder.market_liquidation(coin="SOL", side="long", makers=[A])
     scenario = builder.build()
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A], url=fake_hl.feeds.public_url, lookback_ms=10**12, quiet=0.01, polled_every=60)
-    try:
+    async with ws_source(client, [A], url=fake_hl.feeds.public_url, quiet=0.01, polled_every=60) as source:
         await source.poll(_now())  # connects
         await wait_until(lambda: [c.users for c in fake_hl.feeds.live("public")] == [{A}])
         while source._unfilled:  # the connect's gap-fill of A
@@ -211,25 +191,15 @@ async def test_a_pushed_liquidation_goes_out_before_the_polled_reads_which_follo
         assert source._arrived.is_set()  # the loop polls again at once
         await source.poll(_now())
         assert len(_reads(fake_hl, C)) == 1
-    finally:
-        source.close()
-        await client.close()
 
 
 async def test_a_polled_read_takes_one_page_a_turn_and_the_next_turns_read_on(
     fake_hl: FakeHyperliquid, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A maker's first read may span the lookback's thousands of fills: one page a turn keeps the poll short."""
-    builder = ScenarioBuilder(seed=8)
-    for _ in range(8):
-        builder.book_trade("ETH", maker=C, taker=D, taker_side="B")
-    builder.market_liquidation(coin="ETH", side="long", makers=[C])
-    fake_hl.load(builder.build())
-    fake_hl.max_fills_per_answer = 3
-    monkeypatch.setattr(fills, "MAX_FILLS_PER_ANSWER", 3)  # the exchange's 2,000, scaled down
+    long_history(fake_hl, monkeypatch, C, D, trades=8)
     client = HyperliquidClient(fake_hl.url)
-    source = WsSource(client, [A], url="ws://127.0.0.1:1/ws", lookback_ms=10**12, polled_every=0.0)
-    try:
+    async with ws_source(client, [A], url="ws://127.0.0.1:1/ws", polled_every=0.0) as source:
         await source.follow([A], [C])
         events = []
         for _ in range(6):
@@ -241,6 +211,3 @@ async def test_a_polled_read_takes_one_page_a_turn_and_the_next_turns_read_on(
         assert isinstance(event, LiquidationEvent) and event.coin == "ETH"
         starts = _reads(fake_hl, C)
         assert starts == sorted(starts) and len(set(starts)) >= 3  # each turn on from where the last stopped
-    finally:
-        source.close()
-        await client.close()

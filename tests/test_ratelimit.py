@@ -7,24 +7,17 @@ import pytest
 
 from producer.ratelimit import WINDOW, WeightBudget, response_weight
 from producer.simulation.fake_exchange import Charge, heaviest_minute
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import ManualClock
 
 
 def test_a_burst_of_ten_seconds_worth_goes_out_at_once() -> None:
-    budget = WeightBudget(1200, clock=Clock())
+    budget = WeightBudget(1200, clock=ManualClock())
     assert [budget.reserve(20) for _ in range(10)] == [0.0] * 10
     assert budget.reserve(20) == pytest.approx(1.0)  # 20 weight at 20 per second
 
 
 def test_steady_rate_never_exceeds_the_budget() -> None:
-    clock = Clock()
+    clock = ManualClock()
     budget = WeightBudget(600, clock=clock)
     sent = 0.0
     for _ in range(200):
@@ -38,7 +31,7 @@ def test_steady_rate_never_exceeds_the_budget() -> None:
 
 
 def test_a_large_answer_puts_the_budget_in_debt() -> None:
-    clock = Clock()
+    clock = ManualClock()
     budget = WeightBudget(1200, clock=clock)
     budget.reserve(20)
     budget.charge(response_weight(2000))  # 100 more
@@ -62,14 +55,14 @@ def test_a_budget_must_be_positive() -> None:
 
 def test_spent_counts_the_weight_requests_took_and_nothing_else() -> None:
     """The poll loop stretches its interval on what the budget spent, so a source that reads files spends none."""
-    budget = WeightBudget(1000, clock=Clock())
+    budget = WeightBudget(1000, clock=ManualClock())
     assert budget.spent == 0
     budget.reserve(20)
     budget.charge(response_weight(2000))
     assert budget.spent == 120
 
 
-def _greedy(budget: WeightBudget, clock: Clock, seconds: float, headroom: float = 0) -> list[Charge]:
+def _greedy(budget: WeightBudget, clock: ManualClock, seconds: float, headroom: float = 0) -> list[Charge]:
     """Send 20-weight requests as fast as the budget lets them out for ``seconds``; what the exchange counted."""
     sent: list[Charge] = []
     while clock.now < seconds:
@@ -80,7 +73,7 @@ def _greedy(budget: WeightBudget, clock: Clock, seconds: float, headroom: float 
 
 def test_no_rolling_minute_takes_more_than_the_budget_burst_included() -> None:
     """The burst on top of a minute at the steady rate would have been 1,150 + 191: over the exchange's 1,200."""
-    clock = Clock()
+    clock = ManualClock()
     budget = WeightBudget(1150, clock=clock)
     sent = _greedy(budget, clock, 300)
     assert heaviest_minute(sent) <= 1150
@@ -89,7 +82,7 @@ def test_no_rolling_minute_takes_more_than_the_budget_burst_included() -> None:
 
 
 def test_room_is_kept_for_the_most_an_answer_can_weigh_so_a_large_one_never_breaks_the_minute() -> None:
-    clock = Clock()
+    clock = ManualClock()
     budget = WeightBudget(600, clock=clock)
     sent: list[Charge] = []
     for _ in range(100):
@@ -100,7 +93,7 @@ def test_room_is_kept_for_the_most_an_answer_can_weigh_so_a_large_one_never_brea
 
 
 def test_the_room_now_is_the_bucket_or_what_the_last_minute_leaves_whichever_is_less() -> None:
-    clock = Clock()
+    clock = ManualClock()
     budget = WeightBudget(600, clock=clock)
     assert budget.room() == budget.available == 100  # a full bucket: ten seconds' worth
     for _ in range(25):  # 500 weight in a minute, most of it at the steady rate

@@ -9,8 +9,8 @@ give, whether it happened before the producer started (the snapshot and the REST
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 
 import msgspec
 import pytest
@@ -25,7 +25,7 @@ from producer.simulation.scenarios import HLP_LIQUIDATOR, ScenarioBuilder
 from producer.sources.ws import MAX_USERS, WsSource, public_ws_url, releasable, watchlist_problem, watermark, whole
 from producer.websocket import Connected
 from schemas import LiquidationEvent
-from tests.helpers import NOW_MS, REDIS_URL, start_producer, stream_events, terminate, wait_until
+from tests.helpers import NOW_MS, REDIS_URL, ManualClock, start_producer, stream_events, terminate, wait_until
 from tests.support.public_feed import (
     START_MS,
     assert_published_once,
@@ -34,6 +34,7 @@ from tests.support.public_feed import (
     subscribed,
     watched,
     ws_env,
+    ws_source,
 )
 from tests.support.truth import cascade, visible_from
 
@@ -116,26 +117,12 @@ def test_the_watermark_never_passes_a_held_fill_or_now() -> None:
     assert watermark(NOW_MS + 5, None, NOW_MS) == NOW_MS
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@asynccontextmanager
-async def ws_source(
-    api_url: str, watchlist: list[str], clock: Clock, ws_url: str = "ws://127.0.0.1:1/ws"
-) -> AsyncIterator[WsSource]:
+def offline_source(
+    api_url: str, watchlist: list[str], clock: ManualClock, ws_url: str = "ws://127.0.0.1:1/ws"
+) -> AbstractAsyncContextManager[WsSource]:
     """A source reading ``api_url`` over REST; its WebSocket connects nowhere unless ``ws_url`` says where."""
     client = HyperliquidClient(api_url, retry=RetryPolicy(attempts=1))
-    source = WsSource(client, watchlist, url=ws_url, lookback_ms=10**12, quiet=0.2, clock=clock)
-    try:
-        yield source
-    finally:
-        source.close()
-        await source.client.close()
+    return ws_source(client, watchlist, url=ws_url, quiet=0.2, clock=clock)
 
 
 async def test_legs_of_one_liquidation_on_two_makers_are_published_as_one_event_after_the_quiet_time() -> None:
@@ -143,9 +130,9 @@ async def test_legs_of_one_liquidation_on_two_makers_are_published_as_one_event_
     maker_a, maker_b = builder.address(), builder.address()
     liquidation = builder.market_liquidation(makers=[maker_a, maker_b])
     pairs = decoded(blocks_of(builder.build())[0])
-    clock = Clock()
+    clock = ManualClock(1000.0)
     async with running_fake() as fake:
-        async with ws_source(fake.url, [maker_a, maker_b], clock) as source:
+        async with offline_source(fake.url, [maker_a, maker_b], clock) as source:
             source.take(Connected("ws://x", resumed=False, down_for=None), NOW_MS)
             assert (await source.poll(NOW_MS)).events == []  # the gap-fill found nothing
             for maker in (maker_a, maker_b):
@@ -166,11 +153,11 @@ async def test_nothing_is_released_until_the_gap_fill_after_a_connect_is_in() ->
     liquidation = builder.market_liquidation(makers=[maker_a, maker_b])
     scenario = builder.build()
     pairs = decoded(blocks_of(scenario)[0])
-    clock = Clock()
+    clock = ManualClock(1000.0)
     async with running_fake() as fake:
         fake.add_fills(maker_b, scenario.fills[maker_b])
         fake.fail_next(UNAVAILABLE, match=lambda body: body.get("type") == "userFillsByTime")
-        async with ws_source(fake.url, [maker_a, maker_b], clock) as source:
+        async with offline_source(fake.url, [maker_a, maker_b], clock) as source:
             source.take(Connected("ws://x", resumed=False, down_for=None), NOW_MS)
             snapshot = [f for a, f in pairs if a == maker_a]
             source.take(UserFills(UserFillsData(user=maker_a, fills=snapshot, is_snapshot=True)), NOW_MS)
@@ -192,7 +179,7 @@ async def test_a_refused_subscription_makes_the_source_unhealthy(stream: str) ->
     users = [builder.address() for _ in range(3)]
     async with running_fake() as fake:
         fake.feeds.max_users = 2
-        async with ws_source(fake.url, users, Clock(), fake.feeds.public_url) as source:
+        async with offline_source(fake.url, users, ManualClock(1000.0), fake.feeds.public_url) as source:
             await source.poll(NOW_MS)
             await wait_until(lambda: subscribed(fake, 2), within=10, message="two subscriptions")
             problem = None
@@ -207,7 +194,7 @@ async def test_a_refused_subscription_makes_the_source_unhealthy(stream: str) ->
 async def test_a_reconnect_during_a_gap_fill_read_has_that_address_read_again() -> None:
     """The read began before the reconnect, so it cannot cover what the dead connection missed after it began."""
     maker = ScenarioBuilder(seed=9).address()
-    async with running_fake() as fake, ws_source(fake.url, [maker], Clock()) as source:
+    async with running_fake() as fake, offline_source(fake.url, [maker], ManualClock(1000.0)) as source:
         source.take(Connected("ws://x", resumed=False, down_for=None), NOW_MS)
         fake.fail_next(Fault.delay(0.5), match=lambda body: body.get("type") == "userFillsByTime")
         polling = asyncio.ensure_future(source.poll(NOW_MS))

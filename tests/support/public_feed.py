@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
+import pytest
+
+from producer.client import HyperliquidClient
 from producer.simulation.fake_exchange import FakeHyperliquid, running_fake
 from producer.simulation.fake_feeds import Pair, blocks_of
-from producer.simulation.scenarios import HLP_LIQUIDATOR, Fill, Scenario
+from producer.simulation.scenarios import HLP_LIQUIDATOR, Fill, Scenario, ScenarioBuilder
+from producer.sources import fills as fills_source
+from producer.sources.ws import WsSource
 from schemas import LiquidationEvent
 from tests.helpers import REDIS_URL, start_producer, stream_events, terminate, wait_until
 from tests.support.truth import adl_truth, assert_matches_truth, cascade, visible_from
@@ -102,3 +109,27 @@ async def assert_published_once(stream: str, scenario: Scenario, watchlist: Sequ
     """Every liquidation and ADL fill the watchlist sees, once, with the watched legs' exact figures."""
     events = await stream_events(stream)
     assert_matches_truth(events, visible_from(scenario, watchlist), adl_truth(scenario, watchlist))
+
+
+@asynccontextmanager
+async def ws_source(client: HyperliquidClient, watchlist: Sequence[str], **settings: Any) -> AsyncIterator[WsSource]:
+    """``async with ws_source(client, [address], url=...) as source:`` a ws source reading every fill of its
+    addresses' history, polled by the test; closed with its client on exit."""
+    source = WsSource(client, watchlist, lookback_ms=10**12, **settings)
+    try:
+        yield source
+    finally:
+        source.close()
+        await client.close()
+
+
+def long_history(fake: FakeHyperliquid, monkeypatch: pytest.MonkeyPatch, maker: str, taker: str, trades: int) -> None:
+    """``maker``'s ``trades`` ordinary fills then a liquidation leg, served in pages of 3 (the exchange's 2,000,
+    scaled down): a history that takes several reads."""
+    builder = ScenarioBuilder(seed=trades)
+    for _ in range(trades):
+        builder.book_trade("ETH", maker=maker, taker=taker, taker_side="B")
+    builder.market_liquidation(coin="ETH", side="long", makers=[maker])
+    fake.load(builder.build())
+    fake.max_fills_per_answer = 3
+    monkeypatch.setattr(fills_source, "MAX_FILLS_PER_ANSWER", 3)
