@@ -211,3 +211,16 @@ async def test_a_polled_read_takes_one_page_a_turn_and_the_next_turns_read_on(
         assert isinstance(event, LiquidationEvent) and event.coin == "ETH"
         starts = _reads(fake_hl, C)
         assert starts == sorted(starts) and len(set(starts)) >= 3  # each turn on from where the last stopped
+
+
+async def test_while_a_gap_fill_is_pending_the_polled_reads_do_not_hurry_the_next_poll(
+    fake_hl: FakeHyperliquid,
+) -> None:
+    """A failing gap-fill is retried at the poll's own pace: a polled maker being due must not spin the loop."""
+    client = HyperliquidClient(fake_hl.url)
+    async with ws_source(client, [A], url="ws://127.0.0.1:1/ws", polled_every=0.0) as source:
+        await source.follow([A], [C])
+        source._unfilled = {A: 1}  # as after a connect whose gap-fill of A failed once
+        assert source._due_in() is None
+        source._unfilled = {}
+        assert source._due_in() == 0.0  # C is due at once

@@ -186,6 +186,8 @@ class WsSource(PushedSource):
         due: list[float] = []
         if self._pending and not self._unfilled and self._connected:  # disconnected, quiet time releases nothing
             due.append(self._last_push + self.quiet - self._clock())
+        if self._unfilled:  # the reads beside the WebSocket wait for the gap-fill, at its pace
+            return min(due, default=None)
         if (polled := self.polled.due_in()) is not None:
             due.append(max(polled, room_in(self.client.budget)))
         if any(address not in self._join_failures for address in self._joining):  # a failed one waits for a poll
