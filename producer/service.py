@@ -11,7 +11,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -81,6 +82,11 @@ def format_event(event: Event) -> str:
         f"adl {coin} {event.position_side} {event.size} @ {event.price} = ${event.value_usd:,.2f} "
         f"user {printable(event.deleveraged_user)} (for {printable(event.liquidated_user)}) tx {tx}"
     )
+
+
+def count_types(events: Iterable[Event]) -> Counter[str]:
+    """Events per type: a metric's labelled child is looked up once per type, not once per event of a burst."""
+    return Counter(event_type(event) for event in events)
 
 
 def once_failure(summary: PollSummary, *, redis_reachable: bool) -> str | None:
@@ -184,11 +190,14 @@ class Producer:
             self.metrics.poll_errors.inc(len(result.errors))
             self.metrics.skipped.inc(result.skipped)
             self.metrics.gap_seconds.inc(result.gap_seconds)
-            for event in fresh:
-                self.metrics.found.labels(event_type(event)).inc()
+            for kind, count in count_types(fresh).items():
+                self.metrics.found.labels(kind).inc(count)
             if self.completer is not None:
                 self.completer.offer(fresh)
+        # The poll's events first: they are real time, the completions' REST reads are not.
+        published, duplicates = await self.flush()
         if self.completer is not None and not self.outbox.full:
+            flushed = self.outbox.peek() is None
             left = self.completer.left_partial
             completed = await self.completer.run(int(self.clock() * 1000))
             # Behind the partial ones, whose key they share: the publish script lets a complete one through once.
@@ -196,7 +205,9 @@ class Producer:
             self.outbox.put(events, {})
             self.metrics.completed.inc(len(completed))
             self.metrics.left_partial.inc(self.completer.left_partial - left)
-        published, duplicates = await self.flush()
+            if completed and flushed:  # else Redis failed just now: they wait in the outbox for the next poll
+                more, again = await self.flush()
+                published, duplicates = published + more, duplicates + again
         if not self._redis_answered_this_poll:
             await self._check_redis()  # a quiet poll published nothing: ask Redis anyway, so redis_up is current
         summary.published, summary.duplicates = published, duplicates
@@ -320,9 +331,11 @@ class Producer:
             self._redis_up()
             self.outbox.pop()
             level = logging.DEBUG if batch.catching_up else logging.INFO
-            for event, entry_id in result.published:
-                log.log(level, "%s -> %s", format_event(event), entry_id)
-                self.metrics.published.labels(event_type(event)).inc()
+            if log.isEnabledFor(level):  # a burst's lines cost more to format than to publish: not when unseen
+                for event, entry_id in result.published:
+                    log.log(level, "%s -> %s", format_event(event), entry_id)
+            for kind, count in count_types(event for event, _ in result.published).items():
+                self.metrics.published.labels(kind).inc(count)
             self.metrics.duplicates.inc(len(result.duplicates))
             published += len(result.published)
             duplicates += len(result.duplicates)

@@ -3,12 +3,13 @@ figures a node would, under the same key, after the partial ones, while the weig
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from producer.client import HyperliquidClient
 from producer.completion import Completer
 from producer.ratelimit import WeightBudget
-from producer.simulation.fake_exchange import FakeHyperliquid, running_fake
+from producer.simulation.fake_exchange import FakeHyperliquid, Fault, running_fake
 from producer.simulation.scenarios import ScenarioBuilder
 from schemas import LiquidationEvent
 from tests.helpers import config_for, make_event, make_producer, stream_events
@@ -33,6 +34,28 @@ async def test_a_liquidation_seen_on_one_maker_is_published_partial_then_complet
     assert complete.liquidation_side == truth.side and complete.mark_price == Decimal(truth.mark_price)
     assert reads.count(truth.key[2]) == 1  # one read of the liquidated user, at the event's millisecond
     assert producer.completer is not None and producer.completer.completed == 1
+
+
+async def test_the_partial_event_is_in_the_stream_before_the_completion_is_read(stream: str) -> None:
+    # The completion's read answers late (an exchange under load): the poll's own events must not wait for it.
+    builder = ScenarioBuilder(seed=12)
+    watched = builder.address()
+    truth = builder.market_liquidation(makers=[watched, builder.address()])
+    liquidated = truth.key[2]
+    async with running_fake(builder.build()) as fake:
+        fake.fail_next(Fault.delay(1.0), match=lambda body: body.get("user") == liquidated)
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))
+        try:
+            polling = asyncio.ensure_future(producer.poll_once())
+            while not any(body["user"] == liquidated for body in fake.requests_of("userFillsByTime")):
+                assert not polling.done()
+                await asyncio.sleep(0.01)
+            seen_while_reading = await stream_events(stream)
+            await polling
+        finally:
+            await producer.close()
+    assert [e.complete for e in seen_while_reading if isinstance(e, LiquidationEvent)] == [False]
+    assert [e.complete for e in await stream_events(stream) if isinstance(e, LiquidationEvent)] == [False, True]
 
 
 async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_are_counted(
