@@ -47,6 +47,7 @@ import argparse
 import asyncio
 import bisect
 import multiprocessing
+import os
 import random
 import sys
 import time
@@ -230,10 +231,18 @@ class Burst:
     """Seconds from the first push to the last event's entry."""
     pushing: float
     """Seconds of it spent inside the fake's push calls: the fake's own work, on this process's loop and core."""
+    cpu: float
+    """CPU seconds (user and system) the producer's process used meanwhile: with ``--one-process``, the fake's and
+    the reader's too."""
 
     @property
     def rate(self) -> float:
         return self.events / self.elapsed
+
+    @property
+    def cpu_per_event_us(self) -> float:
+        """The producer's cost of an event, in CPU microseconds: what a busy machine changes least."""
+        return self.cpu / self.events * 1e6
 
     @property
     def fake_rate(self) -> float:
@@ -324,6 +333,9 @@ class RunningProducer(Protocol):
     def failure(self) -> str | None:
         """Why the producer stopped before it was told to, or None while it runs."""
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) of the process the producer runs in, so far."""
+
     async def stop(self) -> None: ...
 
 
@@ -338,6 +350,11 @@ class OwnProcess:
     def failure(self) -> str | None:
         return None if self.process.is_alive() else f"exit code {self.process.exitcode}"
 
+    def cpu_seconds(self) -> float:
+        # utime and stime, the 14th and 15th fields of /proc/<pid>/stat, after the command name in parentheses.
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def stop(self) -> None:
         self.process.terminate()
         await asyncio.to_thread(self.process.join, 30)
@@ -350,6 +367,9 @@ class SameLoop:
     def __init__(self, spec: ProducerSpec) -> None:
         self.producer = make_producer(spec)
         self.running = asyncio.ensure_future(self.producer.run())
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()
 
     def failure(self) -> str | None:
         if not self.running.done():
@@ -377,7 +397,7 @@ async def measure(
             await warm_up(subject, fake, reader, blocks, counts.quiet, producer)
             isolated = await measure_isolated(subject, fake, reader, blocks, counts)
             stream_figures, released = await measure_stream(subject, fake, reader, blocks, counts)
-            burst = await measure_burst(subject, fake, reader, blocks, counts)
+            burst = await measure_burst(subject, fake, reader, blocks, counts, producer)
         finally:
             await producer.stop()
             reader.stopped = True
@@ -440,13 +460,14 @@ async def measure_stream(
 
 
 async def measure_burst(
-    subject: Subject, fake: FakeFeeds, reader: StreamReader, blocks: Blocks, counts: Counts
+    subject: Subject, fake: FakeFeeds, reader: StreamReader, blocks: Blocks, counts: Counts, producer: RunningProducer
 ) -> Burst:
-    """The burst through the whole path, and the time the fake spent pushing it (it shares the loop)."""
+    """The burst through the whole path, the time the fake spent pushing it, and the producer's CPU time."""
     made = blocks.make(max(1, counts.burst_events // counts.per_block), counts.per_block)
     closer = blocks.make(1)
     hashes = [h for _, block_hashes in made for h in block_hashes]
     pushing = 0.0
+    cpu_before = producer.cpu_seconds()
     started = time.perf_counter()
     for block, _ in [*made, *closer]:
         before = time.perf_counter()
@@ -455,7 +476,8 @@ async def measure_burst(
         await asyncio.sleep(0)
     if not await reader.wait_for(hashes, within=counts.wait + len(hashes) / 1000):
         raise SystemExit(f"{subject.label}: the burst did not reach the stream")
-    return Burst(len(hashes), max(reader.seen[h] for h in hashes) - started, pushing)
+    cpu = producer.cpu_seconds() - cpu_before
+    return Burst(len(hashes), max(reader.seen[h] for h in hashes) - started, pushing, cpu)
 
 
 # ---------------------------------------------------------------------------------------------- anchors
@@ -514,7 +536,8 @@ def report(
     print(
         f"  burst of {burst.events} events: {burst.rate:,.0f} events/s push -> stream "
         f"({burst.rate / ceiling:.2f}x the pipelined XADD anchor); the fake pushed them at {burst.fake_rate:,.0f}/s "
-        f"({burst.pushing / burst.elapsed:.0%} of the time)"
+        f"({burst.pushing / burst.elapsed:.0%} of the time); {burst.cpu_per_event_us:.1f} us of the producer "
+        "process's CPU an event"
     )
     for name, latencies in (
         ("isolated", figures.isolated),
