@@ -20,7 +20,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Any
 
 from producer.exchange_types import ADL_DIR, Fill, FillSide, LiquidationInfo, Trade
 from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key, event_problem
@@ -32,6 +31,7 @@ _PRECISION = 100
 
 _SUMS = Context(prec=_PRECISION)
 """The context of every sum, passed explicitly: entering a local context per event cost more than its sums."""
+_ZERO = Decimal(0)
 
 _EXTRA_PRICE_PLACES = 6
 """A volume-weighted price rarely divides exactly; keep this many places beyond the finest fill price."""
@@ -73,14 +73,41 @@ class _Accumulator:
         # whole position in one trade); an ADL event is one user's own fill. Makers' legs alone are a part.
         complete = self.adl or self.own_leg_seen or self.method == "backstop"
         add, multiply = _SUMS.add, _SUMS.multiply
-        size = value = Decimal(0)
-        for px, sz in self.trades.values():
+        size = value = _ZERO
+        trades = self.trades
+        for px, sz in trades.values():
             amount = Decimal(sz)
             size = add(size, amount)
             value = add(value, multiply(Decimal(px), amount))
-        price = _weighted_price(value, size, {px for px, _ in self.trades.values()})
-        tids = tuple(sorted(self.trades))
-        common: dict[str, Any] = dict(
+        tids: tuple[int, ...] = tuple(sorted(trades))
+        if len(tids) == 1:  # most events: one trade, whose price is the event's
+            price = Decimal(trades[tids[0]][0])
+        else:
+            price = _weighted_price(value, size, {px for px, _ in trades.values()})
+        observed_via = via if via is not None else tuple(sorted(self.observed_via))
+        if self.adl:
+            return AdlEvent(
+                deleveraged_user=self.owner,
+                position_side=self.side,
+                liquidated_user=self.user,
+                tx_hash=self.tx_hash,
+                coin=self.coin,
+                price=price,
+                size=size,
+                value_usd=value,
+                timestamp=self.timestamp,
+                mark_price=self.mark_price,
+                tids=tids,
+                fills=len(tids),
+                observed_via=observed_via,
+                source=source,
+                detected_at=detected_at,
+                complete=complete,
+            )
+        return LiquidationEvent(
+            liquidation_side=self.side,
+            liquidated_user=self.user,
+            method=self.method,
             tx_hash=self.tx_hash,
             coin=self.coin,
             price=price,
@@ -90,14 +117,11 @@ class _Accumulator:
             mark_price=self.mark_price,
             tids=tids,
             fills=len(tids),
-            observed_via=via if via is not None else tuple(sorted(self.observed_via)),
+            observed_via=observed_via,
             source=source,
             detected_at=detected_at,
             complete=complete,
         )
-        if self.adl:
-            return AdlEvent(deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common)
-        return LiquidationEvent(liquidation_side=self.side, liquidated_user=self.user, method=self.method, **common)
 
 
 def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
