@@ -14,6 +14,7 @@ fall behind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -46,6 +47,8 @@ class Completer:
         self.client = client
         self.max_waiting = max_waiting
         self.waiting: deque[LiquidationEvent] = deque()
+        self.ready: list[LiquidationEvent] = []
+        """Completed, not yet taken for publishing: they outlive a stop during :meth:`run`."""
         self.completed = 0
         self.left_partial = 0
         """Partial events never completed: the queue was full, or the user's fills did not show the liquidation."""
@@ -64,8 +67,8 @@ class Completer:
         return budget is None or budget.room(headroom=FILLS_ANSWER_WEIGHT) >= BASE_WEIGHT + RESERVE
 
     async def run(self, now_ms: int) -> list[LiquidationEvent]:
-        """Complete what the budget allows now; the complete events, to publish after the partial ones."""
-        out: list[LiquidationEvent] = []
+        """Complete what the budget allows now; the complete events, to publish after the partial ones. A stop
+        (cancellation) mid-read puts the event back and keeps what was completed in :attr:`ready`."""
         while self.waiting and self._has_room():
             event = self.waiting.popleft()
             try:
@@ -74,6 +77,9 @@ class Completer:
                 log.warning("could not read %s's fills to complete %s: %s", event.liquidated_user, event.key, exc)
                 self.waiting.appendleft(event)  # the exchange is out: try again at the next poll
                 break
+            except asyncio.CancelledError:
+                self.waiting.appendleft(event)
+                raise
             own = [(event.liquidated_user, f) for f in page.fills if f.hash == event.tx_hash and f.coin == event.coin]
             via = tuple(sorted({*event.observed_via, event.liquidated_user}))
             found = detect_from_fills(own, source=event.source, detected_at=now_ms, own_legs_only=True, via=via)
@@ -82,5 +88,10 @@ class Completer:
                 self.left_partial += 1
                 continue
             self.completed += 1
-            out.append(complete)
-        return out
+            self.ready.append(complete)
+        return self.take()
+
+    def take(self) -> list[LiquidationEvent]:
+        """The completed events not taken yet, now the caller's to publish."""
+        ready, self.ready = self.ready, []
+        return ready

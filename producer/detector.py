@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
-from typing import Any
+from decimal import Context, Decimal
 
 from producer.exchange_types import ADL_DIR, Fill, FillSide, LiquidationInfo, Trade
 from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key, event_problem
@@ -29,6 +28,10 @@ log = logging.getLogger(__name__)
 
 _PRECISION = 100
 """Decimal digits for sums: a decodable px x sz has at most 72, so sums of any number of trades are exact."""
+
+_SUMS = Context(prec=_PRECISION)
+"""The context of every sum, passed explicitly: entering a local context per event cost more than its sums."""
+_ZERO = Decimal(0)
 
 _EXTRA_PRICE_PLACES = 6
 """A volume-weighted price rarely divides exactly; keep this many places beyond the finest fill price."""
@@ -69,16 +72,42 @@ class _Accumulator:
         # The liquidated user's own fills carry every leg; so does a backstop's vault fill (the vault took the
         # whole position in one trade); an ADL event is one user's own fill. Makers' legs alone are a part.
         complete = self.adl or self.own_leg_seen or self.method == "backstop"
-        with localcontext() as ctx:
-            ctx.prec = _PRECISION
-            size = Decimal(0)
-            value = Decimal(0)
-            for px, sz in self.trades.values():
-                size += Decimal(sz)
-                value += Decimal(px) * Decimal(sz)
-            price = _weighted_price(value, size, {px for px, _ in self.trades.values()})
-        tids = tuple(sorted(self.trades))
-        common: dict[str, Any] = dict(
+        add, multiply = _SUMS.add, _SUMS.multiply
+        size = value = _ZERO
+        trades = self.trades
+        for px, sz in trades.values():
+            amount = Decimal(sz)
+            size = add(size, amount)
+            value = add(value, multiply(Decimal(px), amount))
+        tids: tuple[int, ...] = tuple(sorted(trades))
+        if len(tids) == 1:  # most events: one trade, whose price is the event's
+            price = Decimal(trades[tids[0]][0])
+        else:
+            price = _weighted_price(value, size, {px for px, _ in trades.values()})
+        observed_via = via if via is not None else tuple(sorted(self.observed_via))
+        if self.adl:
+            return AdlEvent(
+                deleveraged_user=self.owner,
+                position_side=self.side,
+                liquidated_user=self.user,
+                tx_hash=self.tx_hash,
+                coin=self.coin,
+                price=price,
+                size=size,
+                value_usd=value,
+                timestamp=self.timestamp,
+                mark_price=self.mark_price,
+                tids=tids,
+                fills=len(tids),
+                observed_via=observed_via,
+                source=source,
+                detected_at=detected_at,
+                complete=complete,
+            )
+        return LiquidationEvent(
+            liquidation_side=self.side,
+            liquidated_user=self.user,
+            method=self.method,
             tx_hash=self.tx_hash,
             coin=self.coin,
             price=price,
@@ -88,14 +117,11 @@ class _Accumulator:
             mark_price=self.mark_price,
             tids=tids,
             fills=len(tids),
-            observed_via=via if via is not None else tuple(sorted(self.observed_via)),
+            observed_via=observed_via,
             source=source,
             detected_at=detected_at,
             complete=complete,
         )
-        if self.adl:
-            return AdlEvent(deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common)
-        return LiquidationEvent(liquidation_side=self.side, liquidated_user=self.user, method=self.method, **common)
 
 
 def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
@@ -104,10 +130,10 @@ def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
         return Decimal(next(iter(prices)))
     if not size:
         return Decimal(0)
-    vwap = value / size
+    vwap = _SUMS.divide(value, size)
     places = max(-int(Decimal(px).as_tuple().exponent) for px in prices) + _EXTRA_PRICE_PLACES
     if -int(vwap.as_tuple().exponent) > places:
-        vwap = vwap.quantize(Decimal(1).scaleb(-places))
+        vwap = vwap.quantize(Decimal(1).scaleb(-places, context=_SUMS), context=_SUMS)
     return vwap
 
 
@@ -212,7 +238,8 @@ def _finish(
     events: dict[str, _Accumulator], source: Source, detected_at: int, via: tuple[str, ...] | None
 ) -> list[Event]:
     built = []
-    for acc in events.values():
+    # In exchange-time order, then by key: an event's key is its accumulator's (sorted here, not rebuilt per event).
+    for _, acc in sorted(events.items(), key=lambda item: (item[1].timestamp, item[0])):
         try:
             event = acc.build(source, detected_at, via)
         except ArithmeticError as exc:  # amounts that are not numbers: Decimal raises InvalidOperation
@@ -223,5 +250,4 @@ def _finish(
             log.error("dropped the event of tx %.80r in %.80r: %s", acc.tx_hash, acc.coin, problem)
             continue
         built.append(event)
-    built.sort(key=lambda e: (e.timestamp, e.key))
     return built

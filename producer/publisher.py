@@ -181,6 +181,7 @@ class Publisher:
         self.batch_size = batch_size
         self.checkpoint_key = checkpoint_key(stream)
         self.dedup_prefix = dedup_prefix(stream)
+        self._dedup_prefix_bytes = self.dedup_prefix.encode()
         legacy = legacy_key_namespace(stream)
         self.legacy_dedup_prefix = None if legacy is None else legacy + "dedup:"
         """Where an earlier version put this stream's dedup keys: still honoured, until they expire."""
@@ -225,11 +226,11 @@ class Publisher:
 
     def _script_arguments(
         self, batch: Sequence[Event], checkpoint: Mapping[str, str]
-    ) -> tuple[list[str], list[str | bytes | int]]:
+    ) -> tuple[list[str | bytes], list[str | bytes | int]]:
         # The script names no entry field: it is given schemas.stream's names once and each event's values, so the
         # entry has one definition whichever side writes it, and per event only its values travel (client-side
         # packing is the bottleneck).
-        keys = [self.stream, self.checkpoint_key]
+        keys: list[str | bytes] = [self.stream, self.checkpoint_key]
         args: list[str | bytes | int] = [
             self.dedup_ttl,
             self.maxlen,
@@ -240,11 +241,16 @@ class Publisher:
         ]
         for name, value in checkpoint.items():
             args += [name, value]
+        prefix = self._dedup_prefix_bytes
+        entry_keys: list[bytes] = []
         for event in batch:
-            keys.append(self.dedup_prefix + event.key)
-            args += [*entry_values(event), b"c" if event.complete else b"p"]
+            values = entry_values(event)
+            entry_keys.append(values[2])  # the event's key, built once: a property that joins its parts each time
+            args += [*values, b"c" if event.complete else b"p"]
+        keys += [prefix + key for key in entry_keys]
         if self.legacy_dedup_prefix is not None:
-            keys += [self.legacy_dedup_prefix + event.key for event in batch]
+            legacy = self.legacy_dedup_prefix.encode()
+            keys += [legacy + key for key in entry_keys]
         return keys, args
 
     async def replica_count(self) -> int:

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import redis.exceptions
@@ -83,6 +84,11 @@ def format_event(event: Event) -> str:
     )
 
 
+def count_types(events: Iterable[Event]) -> Counter[str]:
+    """Events per type: a metric's labelled child is looked up once per type, not once per event of a burst."""
+    return Counter(event_type(event) for event in events)
+
+
 def once_failure(summary: PollSummary, *, redis_reachable: bool) -> str | None:
     """Why a ``--once`` run failed though nothing is left unpublished, or None when it did its job."""
     if summary.unreachable:
@@ -140,6 +146,7 @@ class Producer:
         self.adaptive = build_adaptive(config, self.source, self.coverage, self.metrics)
         """The watchlist that follows the makers (None unless turned on)."""
         self.completer = Completer(self.client) if config.complete and config.source in COMPLETABLE_SOURCES else None
+        self._left_partial_counted = 0
         """Complete figures for the partial liquidations of a watchlist (None when off or not applicable)."""
         self.progress = Progress(config.health_stale_after)
         self._stop = asyncio.Event()
@@ -170,7 +177,6 @@ class Producer:
             self.coverage.start()  # here, not at construction: it needs the running loop
         if self.adaptive is not None:
             self.adaptive.start()
-        left_partial = self.completer.left_partial if self.completer is not None else 0
         if self.outbox.full:
             log.warning("outbox full (%d events waiting for Redis): not polling until it drains", len(self.outbox))
         else:
@@ -185,20 +191,25 @@ class Producer:
             self.metrics.poll_errors.inc(len(result.errors))
             self.metrics.skipped.inc(result.skipped)
             self.metrics.gap_seconds.inc(result.gap_seconds)
-            for event in fresh:
-                self.metrics.found.labels(event_type(event)).inc()
+            for kind, count in count_types(fresh).items():
+                self.metrics.found.labels(kind).inc(count)
             if self.completer is not None:
                 self.completer.offer(fresh)
+                self._count_left_partial()  # now: a stop during the flush or the reads below would lose the count
+        # The poll's events first: they are real time, the completions' REST reads are not.
+        published, duplicates = await self.flush()
         if self.completer is not None:
             if not self.outbox.full:
+                flushed = self.outbox.peek() is None
                 completed = await self.completer.run(int(self.clock() * 1000))
                 # Behind the partial ones, whose key they share: the publish script lets a complete one through once.
                 events: list[Event] = [*completed]
                 self.outbox.put(events, {})
                 self.metrics.completed.inc(len(completed))
-            # Counted from before the offer: a cascade's overflow of the queue is left partial there.
-            self.metrics.left_partial.inc(self.completer.left_partial - left_partial)
-        published, duplicates = await self.flush()
+                if completed and flushed:  # else Redis failed just now: they wait in the outbox for the next poll
+                    more, again = await self.flush()
+                    published, duplicates = published + more, duplicates + again
+            self._count_left_partial()
         if not self._redis_answered_this_poll:
             await self._check_redis()  # a quiet poll published nothing: ask Redis anyway, so redis_up is current
         summary.published, summary.duplicates = published, duplicates
@@ -302,6 +313,13 @@ class Producer:
             "%s; running anyway (--allow-eviction / REDIS_ALLOW_EVICTION): exactly once is not guaranteed", what
         )
 
+    def _count_left_partial(self) -> None:
+        """Add to the metric what the completer left partial since the last count: a cascade's overflow of its
+        queue (at the offer) and the reads that did not show the liquidation."""
+        if self.completer is not None:
+            self.metrics.left_partial.inc(self.completer.left_partial - self._left_partial_counted)
+            self._left_partial_counted = self.completer.left_partial
+
     async def flush(self) -> tuple[int, int]:
         """Publish what the outbox holds, oldest first; stop at the first Redis failure and keep the rest."""
         published = duplicates = 0
@@ -322,9 +340,11 @@ class Producer:
             self._redis_up()
             self.outbox.pop()
             level = logging.DEBUG if batch.catching_up else logging.INFO
-            for event, entry_id in result.published:
-                log.log(level, "%s -> %s", format_event(event), entry_id)
-                self.metrics.published.labels(event_type(event)).inc()
+            if log.isEnabledFor(level):  # a burst's lines cost more to format than to publish: not when unseen
+                for event, entry_id in result.published:
+                    log.log(level, "%s -> %s", format_event(event), entry_id)
+            for kind, count in count_types(event for event, _ in result.published).items():
+                self.metrics.published.labels(kind).inc(count)
             self.metrics.duplicates.inc(len(result.duplicates))
             published += len(result.published)
             duplicates += len(result.duplicates)
@@ -448,6 +468,10 @@ class Producer:
         return 1
 
     async def _shutdown(self) -> int:
+        if self.completer is not None and (completed := self.completer.take()):
+            # Completed by a poll the stop cut short: published, or the partial events stay partial for good.
+            self.outbox.put(list[Event](completed), {})
+            self.metrics.completed.inc(len(completed))
         if len(self.outbox):
             await self.flush()
         if len(self.outbox):

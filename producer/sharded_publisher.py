@@ -70,6 +70,8 @@ class ShardedPublisher:
 
     def route(self, events: Sequence[Event]) -> list[list[Event]]:
         """The events of each shard, in the order found (ordering holds per shard)."""
+        if len(self.shards) == 1:
+            return [list(events)]  # every key's shard: no key to hash
         routed: list[list[Event]] = [[] for _ in self.shards]
         for event in events:
             routed[shard_of(event.key, len(self.shards))].append(event)

@@ -34,6 +34,9 @@ def amount_problem(value: Decimal) -> str | None:
         return None
     if value.adjusted() >= MAX_AMOUNT_DIGITS:
         return f"{_short(value)} is not below 10^{MAX_AMOUNT_DIGITS}"
+    text = str(value)
+    if len(text) <= MAX_AMOUNT_PLACES + 1 and "E" not in text and "e" not in text:
+        return None  # plain notation this short has at most MAX_AMOUNT_PLACES places: the usual case, decided fast
     # Places of the last significant digit: trailing zeros ("1.500") are not precision.
     _, digits, exponent = value.as_tuple()
     trailing = len(digits) - len(bytes(digits).rstrip(b"\x00"))

@@ -3,15 +3,16 @@ figures a node would, under the same key, after the partial ones, while the weig
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from producer.client import HyperliquidClient
 from producer.completion import Completer
 from producer.ratelimit import WeightBudget
-from producer.simulation.fake_exchange import FakeHyperliquid, running_fake
+from producer.simulation.fake_exchange import FakeHyperliquid, Fault, running_fake
 from producer.simulation.scenarios import ScenarioBuilder
 from schemas import LiquidationEvent
-from tests.helpers import config_for, make_event, make_producer, stream_events
+from tests.helpers import config_for, make_event, make_producer, stream_events, wait_until
 
 
 async def test_a_liquidation_seen_on_one_maker_is_published_partial_then_complete(stream: str) -> None:
@@ -53,6 +54,28 @@ async def test_partial_events_the_full_queue_leaves_are_counted_in_the_metric(st
     assert producer.metrics.registry.get_sample_value("hl_producer_events_left_partial_total") == 1
 
 
+async def test_the_partial_event_is_in_the_stream_before_the_completion_is_read(stream: str) -> None:
+    # The completion's read answers late (an exchange under load): the poll's own events must not wait for it.
+    builder = ScenarioBuilder(seed=12)
+    watched = builder.address()
+    truth = builder.market_liquidation(makers=[watched, builder.address()])
+    liquidated = truth.key[2]
+    async with running_fake(builder.build()) as fake:
+        fake.fail_next(Fault.delay(1.0), match=lambda body: body.get("user") == liquidated)
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))
+        try:
+            polling = asyncio.ensure_future(producer.poll_once())
+            while not any(body["user"] == liquidated for body in fake.requests_of("userFillsByTime")):
+                assert not polling.done()
+                await asyncio.sleep(0.01)
+            seen_while_reading = await stream_events(stream)
+            await polling
+        finally:
+            await producer.close()
+    assert [e.complete for e in seen_while_reading if isinstance(e, LiquidationEvent)] == [False]
+    assert [e.complete for e in await stream_events(stream) if isinstance(e, LiquidationEvent)] == [False, True]
+
+
 async def test_without_room_in_the_budget_or_the_queue_events_stay_partial_and_are_counted(
     fake_hl: FakeHyperliquid,
 ) -> None:
@@ -82,3 +105,26 @@ async def test_a_full_minute_holds_the_reads_back_even_with_the_bucket_full(fake
         assert fake_hl.requests_of("userFillsByTime") == [] and len(completer.waiting) == 1
     finally:
         await client.close()
+
+
+async def test_a_stop_during_the_completion_reads_publishes_what_was_completed_and_requeues_the_read(
+    stream: str,
+) -> None:
+    builder = ScenarioBuilder(seed=13)
+    watched = builder.address()
+    first = builder.market_liquidation(makers=[watched, builder.address()])
+    second = builder.market_liquidation(makers=[watched, builder.address()])
+    slow_user = second.key[2]
+    async with running_fake(builder.build()) as fake:
+        fake.fail_next(Fault.delay(5.0), match=lambda body: body.get("user") == slow_user)
+        producer = make_producer(config_for(fake, stream, watchlist=(watched,), complete=True))
+        running = asyncio.create_task(producer.run())
+        await wait_until(lambda: any(body["user"] == slow_user for body in fake.requests_of("userFillsByTime")))
+        producer.stop()  # while the second completion's read hangs
+        assert await asyncio.wait_for(running, 5) == 0
+    versions: dict[str, list[bool]] = {}
+    for event in await stream_events(stream):
+        assert isinstance(event, LiquidationEvent)
+        versions.setdefault(event.tx_hash, []).append(event.complete)
+    assert versions == {first.tx_hash: [False, True], second.tx_hash: [False]}
+    assert producer.completer is not None and [e.tx_hash for e in producer.completer.waiting] == [second.tx_hash]

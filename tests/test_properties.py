@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import TypedDict
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from consumers.alerter.format import format_alert
@@ -31,7 +31,7 @@ from schemas import (
     event_key,
     event_problem,
 )
-from schemas.limits import MAX_TIMESTAMP_MS
+from schemas.limits import MAX_AMOUNT_DIGITS, MAX_AMOUNT_PLACES, MAX_TIMESTAMP_MS, amount_problem
 from tests.faults.poison import HUGE_AMOUNTS, NOT_DECIMALS, UNUSABLE_AMOUNTS, UNUSABLE_TIMES
 
 USERS = [f"0x{i:040x}" for i in range(1, 6)]
@@ -246,6 +246,33 @@ hostile_times = st.one_of(
 )
 hostile_json_amounts = hostile_decimals | st.integers(-(10**50), 10**50) | st.floats() | st.none()
 """What a foreign producer could write in an amount field: strings, but also JSON numbers and nulls."""
+
+
+def places(value: Decimal) -> int:
+    """Places of the last significant digit, by definition: the coefficient's exponent, trailing zeros dropped."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len(bytes(digits).rstrip(b"\x00"))
+    return -(exponent + trailing)
+
+
+coefficients = st.integers(1, 60).flatmap(lambda digits: st.integers(10 ** (digits - 1), 10**digits - 1))
+"""Of every length, evenly: the limits are about how many digits an amount has and where they stop."""
+
+
+@settings(max_examples=1000)
+@given(coefficients, st.integers(-70, 30), st.integers(0, 20))
+@example(10**40 + 1, -MAX_AMOUNT_PLACES - 1, 0)  # 0.1000…0001: one place too many, in plain notation
+@example(10**40 - 1, -MAX_AMOUNT_PLACES, 0)  # 0.999…9: the most places allowed
+@example(1, -MAX_AMOUNT_PLACES - 1, 0)  # 1E-41
+@example(10**39 - 1, 0, 1)  # 9.99…9E+39: the largest integer part allowed, a trailing zero
+def test_an_amount_is_usable_exactly_when_below_the_digits_and_places_limits(
+    coefficient: int, exponent: int, zeros: int
+) -> None:
+    # Built from text, so the value is exact whatever its digits (a context would round it to 28).
+    value = Decimal(f"{coefficient * 10**zeros}E{exponent}")
+    usable = value.adjusted() < MAX_AMOUNT_DIGITS and places(value) <= MAX_AMOUNT_PLACES
+    assert (amount_problem(value) is None) == usable, value
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])

@@ -146,6 +146,27 @@ async def test_each_event_once_even_when_published_again(redis_client: aioredis.
     assert [entry_id.decode() for entry_id, _ in entries] == [i for _, i in first.published + again.published]
 
 
+async def test_a_batch_holding_a_key_twice_publishes_it_once_and_a_complete_one_behind_its_partial(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    partial = make_event(complete=False)
+    complete = replace(partial, complete=True, fills=2, tids=(1, 2))
+    other = make_event(complete=True)
+    result = await Publisher(redis_client, stream).publish([partial, other, partial, complete, other, complete])
+    assert [e for e, _ in result.published] == [partial, other, complete]
+    assert result.duplicates == [partial, other, complete]
+    assert [decode_entry(f) for _, f in raw_entries(await redis_client.xrange(stream))] == [partial, other, complete]
+
+
+async def test_an_events_dedup_key_is_named_from_its_key_whatever_its_characters(
+    redis_client: aioredis.Redis, stream: str
+) -> None:
+    event = make_event(coin="xyz:ÄÖ-币")
+    await Publisher(redis_client, stream).publish([event])
+    assert await redis_client.exists(dedup_key(stream, event.key)) == 1
+    assert (await Publisher(redis_client, stream).publish([event])).duplicates == [event]
+
+
 async def test_two_producers_racing_on_the_same_events_publish_each_once(stream: str) -> None:
     clients = [aioredis.Redis.from_url(REDIS_URL) for _ in range(2)]
     try:

@@ -33,6 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from producer.feed_messages import Dialect
@@ -46,6 +47,9 @@ Pair = tuple[str, Fill]
 FIRST_BLOCK = 758_800_641
 TOO_MANY_USERS = "Cannot track more than {limit} total users."
 _PATHS: dict[str, Dialect] = {"/ws": "public", "/hydromancer/ws": "hydromancer", "/goldrush/ws": "goldrush"}
+_encoder = msgspec.json.Encoder()
+"""Compact JSON, as ``json.dumps(..., separators=(",", ":"))`` writes it, a few times faster: in a bench the fake
+shares a core with what measures the producer."""
 
 
 def blocks_of(scenario: Scenario) -> list[list[Pair]]:
@@ -247,7 +251,7 @@ class FakeFeeds:
         if conn.ws.closed:
             return False
         try:
-            await conn.ws.send_str(json.dumps(payload, separators=(",", ":")))
+            await conn.ws.send_str(_encoder.encode(payload).decode())
         except (ConnectionError, RuntimeError):
             return False
         return True
