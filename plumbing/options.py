@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import socket
 import sys
 import textwrap
@@ -84,9 +85,36 @@ class Option:
         return self.default
 
 
+_USAGE_WORD = re.compile(r"\[[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*\]|\S+")
+"""A usage line's unbreakable parts: an optional group in brackets (one nested level), or a word."""
+
+
 class LineWrappingHelpFormatter(argparse.HelpFormatter):
     """Wraps the description and the epilog to the terminal line by line, keeping the line breaks written into them
     (the epilog lists one secret a line): argparse's own choice is to wrap them as one paragraph, or not at all."""
+
+    def _format_usage(
+        self,
+        usage: str | None,
+        actions: Iterable[argparse.Action],
+        groups: Iterable[argparse._MutuallyExclusiveGroup],
+        prefix: str | None,
+    ) -> str:
+        """argparse's usage, unless a line of it is wider than the terminal: with a long program name (``python -m
+        consumers.alerter``) argparse indents every line under the name and cannot break a long option; then the
+        options are wrapped under ``usage:`` instead."""
+        text = super()._format_usage(usage, actions, groups, prefix)
+        if all(len(line) <= self._width for line in text.splitlines()):
+            return text
+        lines: list[str] = []
+        line = ""
+        for word in _USAGE_WORD.findall(" ".join(text.split())):
+            if line and len(line) + 1 + len(word) > self._width:
+                lines.append(line)
+                line = " " * len("usage: ") + word
+            else:
+                line = f"{line} {word}" if line else word
+        return "\n".join([*lines, line]) + "\n\n"
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         lines = []

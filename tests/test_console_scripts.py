@@ -77,3 +77,18 @@ def test_every_consumer_help_fits_the_terminal_and_closes_its_parentheses(
         depth += {"(": 1, ")": -1}.get(char, 0)
         assert depth >= 0, "a parenthesis closes that never opened"
     assert depth == 0, "a parenthesis opens that never closes"
+
+
+@pytest.mark.parametrize("argv0", ["/usr/bin/hl-liquidation-alerter", "/venv/lib/consumers/alerter/__main__.py"])
+def test_the_usage_fits_80_columns_whether_started_as_a_script_or_with_python_m(
+    argv0: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m consumers.alerter`` is a long program name: argparse indents the usage under it and cannot break
+    ``[--redis-sentinel-master REDIS_SENTINEL_MASTER]``, one column too wide; the options go under ``usage:``."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "argv", [argv0])
+    with pytest.raises(SystemExit):
+        load_alerter_config(["--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert usage[0].startswith("usage: ") and max(len(line) for line in usage) <= 80
+    assert "[--redis-sentinel-master REDIS_SENTINEL_MASTER]" in " ".join(" ".join(usage).split())
