@@ -20,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
+from typing import Any
 
 from producer.exchange_types import ADL_DIR, Fill, FillSide, LiquidationInfo, Trade
 from schemas import AdlEvent, Event, LiquidationEvent, Method, Side, Source, event_key, event_problem
@@ -85,43 +86,24 @@ class _Accumulator:
         else:
             price = _weighted_price(value, size, {px for px, _ in trades.values()})
         observed_via = via if via is not None else tuple(sorted(self.observed_via))
+        common: dict[str, Any] = {
+            "tx_hash": self.tx_hash,
+            "coin": self.coin,
+            "price": price,
+            "size": size,
+            "value_usd": value,
+            "timestamp": self.timestamp,
+            "mark_price": self.mark_price,
+            "tids": tids,
+            "fills": len(tids),
+            "observed_via": observed_via,
+            "source": source,
+            "detected_at": detected_at,
+            "complete": complete,
+        }
         if self.adl:
-            return AdlEvent(
-                deleveraged_user=self.owner,
-                position_side=self.side,
-                liquidated_user=self.user,
-                tx_hash=self.tx_hash,
-                coin=self.coin,
-                price=price,
-                size=size,
-                value_usd=value,
-                timestamp=self.timestamp,
-                mark_price=self.mark_price,
-                tids=tids,
-                fills=len(tids),
-                observed_via=observed_via,
-                source=source,
-                detected_at=detected_at,
-                complete=complete,
-            )
-        return LiquidationEvent(
-            liquidation_side=self.side,
-            liquidated_user=self.user,
-            method=self.method,
-            tx_hash=self.tx_hash,
-            coin=self.coin,
-            price=price,
-            size=size,
-            value_usd=value,
-            timestamp=self.timestamp,
-            mark_price=self.mark_price,
-            tids=tids,
-            fills=len(tids),
-            observed_via=observed_via,
-            source=source,
-            detected_at=detected_at,
-            complete=complete,
-        )
+            return AdlEvent(deleveraged_user=self.owner, position_side=self.side, liquidated_user=self.user, **common)
+        return LiquidationEvent(liquidation_side=self.side, liquidated_user=self.user, method=self.method, **common)
 
 
 def _weighted_price(value: Decimal, size: Decimal, prices: set[str]) -> Decimal:
