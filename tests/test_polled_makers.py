@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from producer.client import HyperliquidClient
+from producer.completion import Completer
 from producer.ratelimit import BASE_WEIGHT, WeightBudget
 from producer.simulation.fake_exchange import FakeHyperliquid, Fault
 from producer.simulation.scenarios import ScenarioBuilder
@@ -73,6 +74,18 @@ def test_the_minute_holds_a_polled_read_back_until_its_oldest_weight_leaves_it()
     assert 0 < wait < 61
     clock.now += wait
     assert has_room(budget)
+
+
+def test_the_tier_leaves_a_quarter_of_the_minute_to_the_completions_which_read_after_it_in_a_poll() -> None:
+    clock = ManualClock(1000.0)
+    budget = WeightBudget(1150, clock=clock)
+    completer = Completer(HyperliquidClient("http://127.0.0.1:1", budget=budget))
+    for _ in range(36):  # 36 s of polled reads at the bucket's refill rate: 684 weight, past the tier's share
+        budget.charge(19)
+        clock.now += 1.0
+    assert budget.available > ROOM  # the bucket is full: the minute's share is what stops the tier
+    assert not has_room(budget)
+    assert completer._has_room()  # a completion still goes
 
 
 def test_a_small_budget_whose_bucket_holds_less_than_the_room_still_reads_when_full() -> None:

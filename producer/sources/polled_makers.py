@@ -5,8 +5,9 @@ worth watching. Their fills can still be read with ``userFillsByTime``, within t
 reads a minute). So the ws source reads them in turn, the one read longest ago first, each at most every
 ``every`` seconds, and only while the budget keeps room for what matters more: a reconnect's gap-fill and the
 completion of the events already published (:mod:`producer.completion`), which need their weight without waiting.
-A read never waits on the budget: the tier takes the weight the WebSocket tier leaves, and under a cascade it
-slows down rather than delay the pushed events.
+The tier takes at most :data:`SHARE` of the budget's rolling minute, so a quarter is always there for them (the
+tier reads first in a poll and would otherwise take every weight the minute frees). A read never waits on the
+budget: under a cascade the tier slows down rather than delay the pushed events.
 
 What it costs in figures: a polled maker's liquidations reach the stream one read cycle late (the gauge
 ``hl_producer_watchlist_polled_oldest_read_seconds`` says how late at worst), and partial like any seen through a
@@ -25,29 +26,36 @@ from producer.client import FILLS_ANSWER_WEIGHT
 from producer.completion import RESERVE
 from producer.ratelimit import BASE_WEIGHT, WeightBudget
 
-__all__ = ["ROOM", "PolledMakers", "has_room"]
+__all__ = ["ROOM", "SHARE", "PolledMakers", "has_room", "room_in"]
 
 ROOM = 2 * BASE_WEIGHT + RESERVE
 """Weight a polled read needs available: its own base weight, with a completion's room left after it."""
+SHARE = 0.75
+"""The part of the budget's rolling minute the tier may fill; the rest stays for completions and gap-fills."""
+
+
+def _headroom(budget: WeightBudget) -> float:
+    """What a polled read leaves free in the minute: the most its answer may weigh, and the others' quarter."""
+    return FILLS_ANSWER_WEIGHT + (1 - SHARE) * budget.per_minute
 
 
 def _room(budget: WeightBudget) -> float:
-    """:data:`ROOM`, or less for a small budget whose bucket (or minute, beside a full answer) holds less: it would
-    never have the room."""
-    return min(float(ROOM), budget.capacity, budget.per_minute - FILLS_ANSWER_WEIGHT)
+    """:data:`ROOM`, or less for a small budget whose bucket (or minute share) holds less: it would never have the
+    room. Never below one base weight: a budget too small for that leaves the tier idle."""
+    return max(float(BASE_WEIGHT), min(float(ROOM), budget.capacity, budget.per_minute - _headroom(budget)))
 
 
 def has_room(budget: WeightBudget | None) -> bool:
     """Whether a polled read may go now without waiting and without taking a completion's or gap-fill's weight:
-    in the bucket and in the rolling minute, beside the most its answer may weigh."""
-    return budget is None or budget.room(headroom=FILLS_ANSWER_WEIGHT) >= _room(budget)
+    in the bucket, and in the tier's share of the rolling minute beside the most its answer may weigh."""
+    return budget is None or budget.room(headroom=_headroom(budget)) >= _room(budget)
 
 
 def room_in(budget: WeightBudget | None) -> float:
     """Seconds until the budget has a polled read's room (0 when it has it now)."""
     if budget is None:
         return 0.0
-    return budget.room_in(_room(budget), headroom=FILLS_ANSWER_WEIGHT)
+    return budget.room_in(_room(budget), headroom=_headroom(budget))
 
 
 class PolledMakers:
