@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from plumbing.errors import ConfigError
+from plumbing.restarting_task import RestartingTask
 from producer.coverage import MakerRanking
 from producer.sources.ws import MAX_USERS, WsSource
 
@@ -135,20 +136,14 @@ class AdaptiveWatchlist:
         self.watch = Watch(list(source.watchlist), list(source.polled.addresses))
         self.rotations = 0
         """Re-ranks that changed the watchlist."""
-        self._task: asyncio.Task[None] | None = None
+        self._task = RestartingTask("adaptive-watchlist", "adaptive watchlist: the task", self._run, log)
 
     def start(self) -> None:
         """Start the task: once, and again after it failed (logged; the producer goes on either way)."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("adaptive watchlist: the task failed (%s: %s); restarting it", type(exc).__name__, exc)
-            self._task = None
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="adaptive-watchlist")
+        self._task.start()
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._task.close()
 
     async def _run(self) -> None:
         delay = min(self.every, FIRST_RERANK)

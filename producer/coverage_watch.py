@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from plumbing.restarting_task import RestartingTask
 from producer.client import HyperliquidClient, PerpMeta
 from producer.coverage import Coverage, MakerRanking, Share
 from producer.errors import ExchangeError
@@ -152,21 +153,15 @@ class CoverageWatch:
         self.ranking = ranking or MakerRanking()
         self.coins: list[str] = []
         self.feed: WebSocketFeed | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._task = RestartingTask("coverage", "coverage: the trades feed", self._run, log)
 
     def start(self) -> None:
         """Start the task: once, and again after it failed (logged; the producer goes on either way). A task
         that ended without failing (no coin listed) is not restarted: listing again would find the same."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("coverage: the trades feed failed (%s: %s); restarting it", type(exc).__name__, exc)
-            self._task = None
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="coverage")
+        self._task.start()
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self._task.close()
 
     async def _run(self) -> None:
         coins = await self._list_coins()
