@@ -224,22 +224,32 @@ def environ(env: Mapping[str, str] | None) -> Mapping[str, str]:
 # --- parsers -------------------------------------------------------------------------------------------------
 
 
+def _int(value: str, meaning: str) -> int:
+    """int's own message ("invalid literal for int() with base 10") says nothing to a user: ``meaning`` does."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(meaning) from None
+
+
 def positive_int(value: str) -> int:
-    number = int(value)
+    meaning = "must be a whole number greater than 0"
+    number = _int(value, meaning)
     if number <= 0:
-        raise ValueError("must be a whole number greater than 0")
+        raise ValueError(meaning)
     return number
 
 
 def non_negative_int(value: str) -> int:
-    number = int(value)
+    meaning = "must be a whole number, 0 or more"
+    number = _int(value, meaning)
     if number < 0:
-        raise ValueError("must be a whole number, 0 or more")
+        raise ValueError(meaning)
     return number
 
 
 def port(value: str) -> int:
-    number = int(value)
+    number = _int(value, "must be a port number, 0 to 65535")
     if not 0 <= number <= 65535:
         raise ValueError("must be a port number, 0 to 65535")
     return number

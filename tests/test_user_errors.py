@@ -132,6 +132,22 @@ def test_every_amount_option_says_not_a_number_the_same_way() -> None:
 
 
 @pytest.mark.parametrize(
+    ("env", "meaning"),
+    [
+        ({"LIQ_STREAM_MAXLEN": "lots"}, "must be a whole number greater than 0"),
+        ({"HL_ADAPTIVE_POLLED": "1.5"}, "must be a whole number, 0 or more"),
+        ({"METRICS_PORT": "http"}, "must be a port number, 0 to 65535"),
+    ],
+)
+def test_a_whole_number_option_given_words_says_what_it_wants_not_what_int_said(
+    env: dict[str, str], meaning: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config([], env)
+    assert str(error.value).endswith(f": {meaning}") and "int()" not in str(error.value)
+
+
+@pytest.mark.parametrize(
     ("module", "args"),
     [
         ("producer", ("--once",)),
